@@ -1,0 +1,368 @@
+"""Frozen data model of one taskdash refresh: the Snapshot and the rows it is made of.
+
+Snapshots are immutable (frozen, slotted dataclasses holding tuples and primitives only) so they can
+be handed from the collector thread to the UI thread without copying or locking. ``to_json()``
+renders the schema-1 contract of DESIGN.md section 4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+UnackedState = Literal["active", "reserved", "scheduled", "orphaned", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """Reachability of one connection (broker or backend); ``url`` is always masked."""
+
+    url: str
+    ok: bool
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "ok": self.ok, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceError:
+    """One source that failed during a refresh (the rest of the snapshot is still valid)."""
+
+    source: str  # "broker" | "unacked" | "workers" | "results" | "poison" | ...
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """One task queue: ready messages per priority band, oldest waiting age and consumers."""
+
+    name: str
+    messages: int
+    by_priority: tuple[tuple[int, int], ...] = ()
+    """(band, LLEN) for every priority band of the queue, band 0 first."""
+    oldest_age_s: float | None = None
+    unacked: int = 0
+    consumers: int | None = None
+    """Workers consuming the queue (from active_queues); None when inspect has not answered."""
+    sources: tuple[str, ...] = ()
+    """Where the name came from: "binding", "app", "worker"."""
+    wrong_type: bool = False
+    """A priority key of this queue holds something other than a list."""
+
+    @property
+    def no_consumer(self) -> bool:
+        """True when messages are waiting and no live worker consumes the queue."""
+        return self.messages > 0 and self.consumers == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "messages": self.messages,
+            "by_priority": {str(band): n for band, n in self.by_priority},
+            "oldest_age_s": self.oldest_age_s,
+            "unacked": self.unacked,
+            "consumers": self.consumers,
+            "no_consumer": self.no_consumer,
+            "sources": list(self.sources),
+            "wrong_type": self.wrong_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedMessage:
+    """What a Celery/kombu message says about itself, decoded safely (never unpickled)."""
+
+    task_id: str | None = None
+    task: str | None = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    eta: str | None = None
+    expires: str | None = None
+    retries: int | None = None
+    priority: int = 0
+    delivery_tag: str | None = None
+    redelivered: bool = False
+    content_type: str | None = None
+    content_encoding: str | None = None
+    compression: str | None = None
+    protocol: int | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    origin: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    size: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    """Every header as (name, short repr), for detail screens."""
+    error: str | None = None
+    """Why the message could not be (fully) decoded; None for a clean Celery message."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "task": self.task,
+            "argsrepr": self.argsrepr,
+            "kwargsrepr": self.kwargsrepr,
+            "eta": self.eta,
+            "expires": self.expires,
+            "retries": self.retries,
+            "priority": self.priority,
+            "delivery_tag": self.delivery_tag,
+            "redelivered": self.redelivered,
+            "content_type": self.content_type,
+            "compression": self.compression,
+            "protocol": self.protocol,
+            "size": self.size,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UnackedEntry:
+    """One delivered-but-unacknowledged message from kombu's ``unacked`` hash."""
+
+    delivery_tag: str
+    task_id: str | None
+    task: str | None
+    queue: str | None
+    priority: int
+    reserved_at: float | None
+    """Score in ``unacked_index``: delivery time on the consuming worker's clock (epoch seconds)."""
+    age_s: float | None
+    redelivered: bool
+    state: UnackedState
+    holder: str | None
+    """Hostname of the worker that reports this task (active/reserved/scheduled), else None."""
+    stale: bool
+    """Older than visibility_timeout: the next restore sweep of any consumer will requeue it."""
+    time_to_redelivery_s: float | None
+    argsrepr: str | None
+    kwargsrepr: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    eta: str | None = None
+    size: int = 0
+    decode_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "delivery_tag": self.delivery_tag,
+            "task_id": self.task_id,
+            "task": self.task,
+            "queue": self.queue,
+            "priority": self.priority,
+            "reserved_at": self.reserved_at,
+            "age_s": self.age_s,
+            "redelivered": self.redelivered,
+            "state": self.state,
+            "holder": self.holder,
+            "stale": self.stale,
+            "time_to_redelivery_s": self.time_to_redelivery_s,
+            "argsrepr": self.argsrepr,
+            "kwargsrepr": self.kwargsrepr,
+            "exchange": self.exchange,
+            "routing_key": self.routing_key,
+            "eta": self.eta,
+            "size": self.size,
+            "decode_error": self.decode_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """A task a worker reports through inspect (active, reserved or scheduled)."""
+
+    task_id: str
+    name: str | None
+    state: Literal["active", "reserved", "scheduled"]
+    hostname: str
+    delivery_tag: str | None = None
+    queue: str | None = None
+    priority: int | None = None
+    redelivered: bool = False
+    time_start: float | None = None
+    worker_pid: int | None = None
+    eta: str | None = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One Celery worker as seen through inspect and heartbeats."""
+
+    hostname: str
+    online: bool
+    pool: str | None = None
+    concurrency: int | None = None
+    active: int = 0
+    reserved: int = 0
+    scheduled: int = 0
+    processed: int | None = None
+    queues: tuple[str, ...] = ()
+    last_seen_s: float | None = None
+    """Seconds since the last reply or heartbeat from this worker."""
+    pid: int | None = None
+    sw_ver: str | None = None
+    prefetch_count: int | None = None
+    visibility_timeout: float | None = None
+    responding: bool = True
+    """False when heartbeats arrive but inspect got no reply (hung or busy main process)."""
+    pool_pids: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "online": self.online,
+            "pool": self.pool,
+            "concurrency": self.concurrency,
+            "active": self.active,
+            "reserved": self.reserved,
+            "scheduled": self.scheduled,
+            "processed": self.processed,
+            "queues": list(self.queues),
+            "last_seen_s": self.last_seen_s,
+            "pid": self.pid,
+            "sw_ver": self.sw_ver,
+            "prefetch_count": self.prefetch_count,
+            "visibility_timeout": self.visibility_timeout,
+            "responding": self.responding,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """A FAILURE stored in the result backend."""
+
+    task_id: str
+    task: str | None
+    exception: str
+    traceback: str | None
+    date_done: str | None
+    args: str | None = None
+    kwargs: str | None = None
+    worker: str | None = None
+    queue: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "task": self.task,
+            "exception": self.exception,
+            "traceback": self.traceback,
+            "date_done": self.date_done,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "worker": self.worker,
+            "queue": self.queue,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """Counts per state in the result backend (incremental SCAN plus live PUBLISH updates)."""
+
+    states: tuple[tuple[str, int], ...] = ()
+    scanned: int = 0
+    complete: bool = False
+    recent_failures: tuple[TaskFailure, ...] = ()
+    passes: int = 0
+    """Completed full SCAN passes since taskdash started."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "states": dict(self.states),
+            "scanned": self.scanned,
+            "complete": self.complete,
+            "passes": self.passes,
+            "recent_failures": [f.to_json() for f in self.recent_failures],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonSuspect:
+    """A task id delivered again and again: probably kills its worker on each delivery."""
+
+    task_id: str
+    task: str | None
+    queue: str | None
+    deliveries: int
+    first_seen: float
+    last_seen: float
+    reason: str
+    workers: tuple[str, ...] = ()
+    delivery_tag: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "task": self.task,
+            "queue": self.queue,
+            "deliveries": self.deliveries,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "reason": self.reason,
+            "workers": list(self.workers),
+            "delivery_tag": self.delivery_tag,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshCost:
+    """What one refresh cost: Redis round trips and client wall time."""
+
+    round_trips: int = 0
+    commands: int = 0
+    wall_ms: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round_trips": self.round_trips, "commands": self.commands, "wall_ms": self.wall_ms}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything taskdash knows after one refresh. Immutable; one per refresh."""
+
+    taken_at: float
+    broker: SourceStatus
+    backend: SourceStatus
+    queues: tuple[QueueInfo, ...] = ()
+    unacked: tuple[UnackedEntry, ...] = ()
+    unacked_total: int = 0
+    workers: tuple[WorkerInfo, ...] = ()
+    tasks: TaskStats = field(default_factory=TaskStats)
+    poison: tuple[PoisonSuspect, ...] = ()
+    errors: tuple[SourceError, ...] = ()
+    cost: RefreshCost = field(default_factory=RefreshCost)
+    visibility_timeout: float = 3600.0
+    inspect_ok: bool | None = None
+    """Did the last inspect window succeed (None: not run yet)."""
+
+    @property
+    def orphaned(self) -> tuple[UnackedEntry, ...]:
+        return tuple(e for e in self.unacked if e.state == "orphaned")
+
+    def to_json(self) -> dict[str, Any]:
+        """The schema-1 JSON object of DESIGN.md section 4 (extra fields allowed)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "taken_at": self.taken_at,
+            "broker": self.broker.to_json(),
+            "backend": self.backend.to_json(),
+            "queues": [q.to_json() for q in self.queues],
+            "unacked": [e.to_json() for e in self.unacked],
+            "unacked_total": self.unacked_total,
+            "workers": [w.to_json() for w in self.workers],
+            "tasks": self.tasks.to_json(),
+            "poison": [p.to_json() for p in self.poison],
+            "errors": [e.to_json() for e in self.errors],
+            "cost": self.cost.to_json(),
+            "visibility_timeout": self.visibility_timeout,
+            "inspect_ok": self.inspect_ok,
+        }

@@ -1,0 +1,84 @@
+"""Demo tasks: quick, slow (acks_late), failing, retrying, ETA-friendly, priority and poison tasks.
+
+``record`` and every task that takes a ``tag`` count their executions in Redis (``demo:runs:<tag>``)
+so tests can prove a message ran exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import redis
+
+from demo_tasks.celery_app import BROKER_URL, app
+
+_counter: redis.Redis | None = None
+
+
+def _count(tag: str | None) -> int:
+    """Increment and return the execution counter for ``tag`` (no-op when tag is None)."""
+    global _counter
+    if tag is None:
+        return 0
+    if _counter is None:
+        _counter = redis.Redis.from_url(BROKER_URL)
+    return int(_counter.incr(f"demo:runs:{tag}"))
+
+
+@app.task
+def add(x: int, y: int, tag: str | None = None) -> int:
+    """A quick task."""
+    _count(tag)
+    return x + y
+
+
+@app.task
+def record(tag: str) -> int:
+    """Count one execution under ``tag``; returns the count so far."""
+    return _count(tag)
+
+
+@app.task(acks_late=True)
+def slow(seconds: float = 5.0, tag: str | None = None) -> dict[str, Any]:
+    """A long acks_late task: stays in ``unacked`` while it runs."""
+    time.sleep(seconds)
+    return {"slept": seconds, "runs": _count(tag)}
+
+
+@app.task
+def fail(message: str = "boom") -> None:
+    """Always raises, storing a FAILURE with a traceback."""
+    raise ValueError(message)
+
+
+@app.task(bind=True, max_retries=3, default_retry_delay=1)
+def flaky(self: Any, fail_times: int = 2, tag: str | None = None) -> str:
+    """Fails ``fail_times`` times with a retry, then succeeds."""
+    if self.request.retries < fail_times:
+        raise self.retry(exc=RuntimeError(f"flaky attempt {self.request.retries}"))
+    _count(tag)
+    return "ok"
+
+
+@app.task
+def prioritized(n: int, tag: str | None = None) -> int:
+    """Routed to the ``priority`` queue; send with ``priority=0..9``."""
+    _count(tag)
+    return n
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def poison(payload: str = "bad input") -> None:
+    """Kills the pool process that runs it on every delivery: with reject_on_worker_lost it loops forever."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task
+def send_email(to: str, subject: str = "hello") -> str:
+    """Routed to ``emails``, a queue the demo leaves without a consumer."""
+    time.sleep(random.uniform(0.01, 0.05))
+    return f"sent to {to}"

@@ -1,0 +1,65 @@
+"""Shared fixtures: a private redis-server per test session (never the one on 6379) and real workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from taskdash.procs import CeleryWorker, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server on a free port for the whole session."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+_next_db = iter(range(0, 16))
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """A flushed Redis on the session server (FLUSHALL before each test, so tests never see each other)."""
+    redis_server.client().flushall()
+    yield redis_server.url
+
+
+@pytest.fixture()
+def r(redis_server: RedisServer, redis_url: str) -> redis.Redis:
+    """A raw redis client on db 0 of the session server, for ground truth."""
+    return redis_server.client()
+
+
+@pytest.fixture()
+def start_worker(redis_url: str, tmp_path: Any) -> Iterator[Callable[..., CeleryWorker]]:
+    """Factory: start a real ``celery -A demo_tasks worker``; every worker is stopped at teardown."""
+    workers: list[CeleryWorker] = []
+
+    def _start(queues: tuple[str, ...] = ("celery",), *, broker_url: str | None = None, wait: bool = True,
+               **kw: Any) -> CeleryWorker:
+        w = CeleryWorker(broker_url or redis_url, queues=queues, logfile=tmp_path / f"worker{len(workers)}.log", **kw)
+        workers.append(w)
+        return w.start(wait=wait)
+
+    yield _start
+    for w in workers:
+        w.stop(timeout=5)
+
+
+@pytest.fixture()
+def demo_app(redis_url: str) -> Any:
+    """A client Celery app with the demo configuration on the test Redis (send tasks by name)."""
+    from demo_tasks.celery_app import make_app
+
+    app = make_app(redis_url, redis_url, transport_options={})
+    yield app
+    app.close()
+
+
+os.environ.setdefault("TASKDASH_AUDIT_LOG", os.path.join(os.environ.get("TMPDIR", "/tmp"), "taskdash-test-audit.jsonl"))
