@@ -91,7 +91,43 @@ def handle_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+_COMMAND_MODULES = ("cmd_snapshot", "cmd_actions", "cmd_demo", "cmd_extra")
+
+
+class LazyGroup(click.Group):
+    """Loads sub-commands from ``taskdash.cmd_*`` modules on first use (each exposes ``COMMANDS``).
+
+    Lazy loading keeps ``taskdash --help`` fast and avoids import cycles (the modules import this one).
+    """
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        import importlib
+
+        for modname in _COMMAND_MODULES:
+            try:
+                mod = importlib.import_module(f"taskdash.{modname}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"taskdash.{modname}":
+                    raise
+                continue
+            for command in getattr(mod, "COMMANDS", ()):
+                self.add_command(command)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.version_option(package_name="taskdash")
 @click.pass_context
@@ -105,22 +141,6 @@ def cli(ctx: click.Context, **opts: Any) -> None:
         from tui import run_tui
 
         sys.exit(run_tui(settings))
-
-
-def _register() -> None:
-    """Attach the sub-commands (each lives in its own module)."""
-    for modname in ("cmd_snapshot", "cmd_actions", "cmd_demo", "cmd_extra"):
-        try:
-            mod = __import__(f"taskdash.{modname}", fromlist=["COMMANDS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"taskdash.{modname}":
-                raise
-            continue
-        for command in mod.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

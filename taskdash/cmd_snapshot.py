@@ -1,0 +1,153 @@
+"""``taskdash snapshot``: one refresh (optionally after observing for a while) as JSON or tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from collectors.models import Snapshot
+from taskdash.cli import (
+    EXIT_FOUND,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    common_options,
+    fail,
+    handle_errors,
+    settings_from,
+)
+
+
+def _age(v: float | None) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    if v < 120:
+        return f"{v:.0f}s"
+    if v < 7200:
+        return f"{v / 60:.0f}m"
+    return f"{v / 3600:.1f}h"
+
+
+def render_tables(snap: Snapshot) -> str:
+    """The snapshot as readable plain-text tables (rich, no colour when piped)."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = StringIO()
+    console = Console(file=buf, width=120, no_color=not sys.stdout.isatty(), force_terminal=False)
+    console.print(
+        f"broker {snap.broker.url} {'ok' if snap.broker.ok else 'DOWN: ' + str(snap.broker.error)}   "
+        f"backend {snap.backend.url} {'ok' if snap.backend.ok else 'DOWN: ' + str(snap.backend.error)}"
+    )
+    t = Table(title="Queues", title_justify="left")
+    for col in ("queue", "ready", "by priority", "unacked", "consumers", "oldest", "flag"):
+        t.add_column(col)
+    for q in snap.queues:
+        bands = " ".join(f"{b}:{n}" for b, n in q.by_priority if n)
+        t.add_row(q.name, str(q.messages), bands or "-", str(q.unacked),
+                  "?" if q.consumers is None else str(q.consumers), _age(q.oldest_age_s),
+                  "NO CONSUMER" if q.no_consumer else "")
+    console.print(t)
+    t = Table(title=f"Unacked ({snap.unacked_total} total, {len(snap.unacked)} shown)", title_justify="left")
+    for col in ("task", "id", "queue", "age", "redelivery in", "state", "holder", "redelivered"):
+        t.add_column(col)
+    for e in snap.unacked:
+        ttr = "now (stale)" if e.stale else _age(e.time_to_redelivery_s)
+        t.add_row(e.task or "?", (e.task_id or e.delivery_tag)[:36], e.queue or "?", _age(e.age_s), ttr, e.state,
+                  e.holder or "-", "yes" if e.redelivered else "")
+    console.print(t)
+    t = Table(title="Workers", title_justify="left")
+    for col in ("worker", "status", "pool", "conc", "active", "reserved", "scheduled", "processed", "queues", "seen"):
+        t.add_column(col)
+    for w in snap.workers:
+        t.add_row(w.hostname, "online" if w.online else "OFFLINE", w.pool or "-", str(w.concurrency or "-"),
+                  str(w.active), str(w.reserved), str(w.scheduled), str(w.processed if w.processed is not None else "-"),
+                  ",".join(w.queues), _age(w.last_seen_s) + " ago" if w.last_seen_s is not None else "-")
+    console.print(t)
+    states = ", ".join(f"{k}={v}" for k, v in snap.tasks.states) or "none"
+    console.print(f"Task states: {states}  (scanned {snap.tasks.scanned}, "
+                  f"{'complete' if snap.tasks.complete else 'scan in progress'})")
+    for f in snap.tasks.recent_failures[:10]:
+        console.print(f"  FAILURE {f.task or '?'} {f.task_id}: {f.exception}")
+    if snap.poison:
+        t = Table(title="Poison suspects", title_justify="left")
+        for col in ("task", "id", "queue", "deliveries", "workers", "reason"):
+            t.add_column(col)
+        for p in snap.poison:
+            t.add_row(p.task or "?", p.task_id, p.queue or "?", str(p.deliveries), ",".join(p.workers), p.reason)
+        console.print(t)
+    for err in snap.errors:
+        console.print(f"error [{err.source}]: {err.message}")
+    return buf.getvalue()
+
+
+def findings(snap: Snapshot, fail_on: str | None) -> list[str]:
+    """What ``--fail-on`` found (empty list: nothing to alert on)."""
+    found: list[str] = []
+    if fail_on in ("poison", "any") and snap.poison:
+        found.append(f"{len(snap.poison)} poison suspect(s)")
+    if fail_on in ("orphans", "any"):
+        n = sum(1 for e in snap.unacked if e.state == "orphaned")
+        if n:
+            found.append(f"{n} orphaned unacked message(s)")
+    if fail_on == "any":
+        stuck = [q.name for q in snap.queues if q.no_consumer]
+        if stuck:
+            found.append(f"backlog without consumer: {', '.join(stuck)}")
+        if not snap.broker.ok:
+            found.append("broker unreachable")
+    return found
+
+
+@click.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the schema-1 JSON object (DESIGN.md section 4).")
+@click.option("--observe", type=float, default=0.0, show_default=True,
+              help="Keep polling this many seconds before printing (poison detection needs history).")
+@click.option("--poison-threshold", type=int, default=None, help="Deliveries that make a task a poison suspect (3).")
+@click.option("--fail-on", type=click.Choice(["poison", "orphans", "any"]), default=None,
+              help="Exit 3 when poison suspects / orphaned messages / any problem is found.")
+@click.option("--window", type=int, default=None, help="Unacked entries to decode (oldest first, default 500).")
+@click.pass_context
+@handle_errors
+def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold: int | None,
+             fail_on: str | None, window: int | None, **opts: Any) -> None:
+    """Print one snapshot of queues, unacked messages, workers, task states and poison suspects."""
+    settings = settings_from(ctx, poison_threshold=poison_threshold, unacked_window=window, **opts)
+    from collectors.collector import Collector
+
+    collector = Collector(settings, background=observe > 0)
+    try:
+        reason = collector.ping_broker()
+        if reason:
+            fail(f"broker {settings.broker_masked} unreachable: {reason}", EXIT_UNREACHABLE)
+        snap = collector.collect()
+        deadline = time.monotonic() + max(observe, 0.0)
+        while time.monotonic() < deadline:
+            time.sleep(min(settings.interval, max(deadline - time.monotonic(), 0)))
+            snap = collector.collect()
+        # Finish the result scan if it is nearly done (bounded: a few extra steps only).
+        extra = 0
+        while not snap.tasks.complete and snap.broker.ok and extra < 20 and observe > 0:
+            snap = collector.collect()
+            extra += 1
+    finally:
+        collector.close()
+    if as_json:
+        click.echo(json.dumps(snap.to_json(), default=str))
+    else:
+        click.echo(render_tables(snap), nl=False)
+    found = findings(snap, fail_on)
+    if found:
+        click.echo("taskdash: found " + "; ".join(found), err=True)
+        sys.exit(EXIT_FOUND)
+    sys.exit(EXIT_OK)
+
+
+COMMANDS = [snapshot]
