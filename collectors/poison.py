@@ -1,0 +1,276 @@
+"""Poison-loop detection: per task id, count the distinct deliveries taskdash has seen.
+
+A poison message kills whatever runs it (``acks_late`` + ``reject_on_worker_lost``, OOM, segfault)
+and is redelivered again and again with the same delivery tag. No single source sees every
+delivery, so the tracker collects evidence from several and counts each source on its own:
+
+- ``unacked``: every delivery writes a new ``unacked_index`` score for the message's tag
+  (distinct scores per tag; a ``redelivered`` entry proves at least two deliveries);
+- ``active``: a new appearance in a worker's active list (distinct ``(hostname, worker_pid,
+  time_start)``); appearances flagged ``redelivered`` are redeliveries of one message;
+- ``events``: ``task-received`` events (distinct ``(hostname, timestamp)``, per ``retries`` value);
+- ``lost``: ``WorkerLostError`` FAILUREs from the result backend (distinct timestamps).
+
+The delivery count of a task is the **maximum** over sources, so the same delivery seen through two
+sources is never counted twice (a source that missed deliveries only lowers its own figure).
+Retries (``Task.retry``) are new messages with a new delivery tag and a higher ``retries`` value:
+they are kept apart so a task that legitimately retries three times is not a suspect.
+Memory is bounded: at most ``max_tasks`` task ids (least recently seen dropped) and a small
+bounded set of delivery keys per source.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collectors.models import PoisonSuspect, TaskRef, UnackedEntry
+
+log = logging.getLogger(__name__)
+
+_KEYS_PER_SOURCE = 64
+"""Distinct delivery keys remembered per source and task (older keys are forgotten, counts kept)."""
+
+_MAX_TAGS = 16
+"""Delivery tags (messages) remembered per task id."""
+
+
+class _KeySet:
+    """A bounded set of recently seen delivery keys with a monotonic count of distinct keys."""
+
+    __slots__ = ("_order", "_seen", "count")
+
+    def __init__(self) -> None:
+        self._order: deque[Hashable] = deque()
+        self._seen: set[Hashable] = set()
+        self.count = 0
+
+    def add(self, key: Hashable) -> bool:
+        """Record ``key``; True when it had not been seen (a new delivery)."""
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self._order.append(key)
+        if len(self._order) > _KEYS_PER_SOURCE:
+            self._seen.discard(self._order.popleft())
+        self.count += 1
+        return True
+
+
+@dataclass(slots=True)
+class _Record:
+    """Everything known about one task id's deliveries."""
+
+    task_id: str
+    first_seen: float
+    last_seen: float
+    task: str | None = None
+    queue: str | None = None
+    delivery_tag: str | None = None
+    redelivered: bool = False
+    workers: dict[str, None] = field(default_factory=dict)
+    """Hostnames in the order they were first seen (dict as an ordered set)."""
+    last_worker: str | None = None
+    unacked: dict[str, _KeySet] = field(default_factory=dict)
+    """delivery tag -> distinct unacked_index scores seen for it."""
+    unacked_redelivered: set[str] = field(default_factory=set)
+    active: _KeySet = field(default_factory=_KeySet)
+    active_redelivered: _KeySet = field(default_factory=_KeySet)
+    events: dict[int, _KeySet] = field(default_factory=dict)
+    """retries value -> distinct task-received events."""
+    lost: _KeySet = field(default_factory=_KeySet)
+
+    def touch(self, ts: float) -> None:
+        self.first_seen = min(self.first_seen, ts)
+        self.last_seen = max(self.last_seen, ts)
+
+    def on_worker(self, hostname: str | None) -> None:
+        if hostname:
+            self.workers.setdefault(hostname, None)
+            self.last_worker = hostname
+
+    def by_source(self) -> dict[str, int]:
+        """Deliveries proven by each source on its own."""
+        unacked = 0
+        for tag, scores in self.unacked.items():
+            n = scores.count
+            if tag in self.unacked_redelivered:
+                n = max(n, 2)
+            unacked = max(unacked, n)
+        # Retries are new messages (not flagged redelivered): one execution each, never a loop.
+        # Each flagged appearance is one more delivery of a message already delivered before.
+        if self.active_redelivered.count:
+            active = self.active_redelivered.count + 1
+        else:
+            active = 1 if self.active.count else 0
+        events = max((ks.count for ks in self.events.values()), default=0)
+        flag = 2 if self.redelivered else 0
+        return {"unacked": unacked, "active": active, "events": events, "lost": self.lost.count,
+                "flag": flag}
+
+    def deliveries(self) -> int:
+        return max(self.by_source().values(), default=0)
+
+
+class PoisonTracker:
+    """Delivery history per task id; tasks delivered ``threshold`` times or more are suspects.
+
+    Not thread-safe by itself: the collector feeds and reads it from one thread.
+    """
+
+    def __init__(self, threshold: int = 3, max_tasks: int = 10_000) -> None:
+        """Create a tracker.
+
+        Args:
+            threshold: deliveries at which a task id becomes a suspect.
+            max_tasks: task ids tracked at most (least recently seen are forgotten).
+        """
+        self.threshold = max(2, int(threshold))
+        self.max_tasks = max(16, int(max_tasks))
+        self._records: OrderedDict[str, _Record] = OrderedDict()
+
+    # ---- feeding -----------------------------------------------------------------------------
+    def _record(self, task_id: str, ts: float) -> _Record:
+        rec = self._records.get(task_id)
+        if rec is None:
+            rec = _Record(task_id=task_id, first_seen=ts, last_seen=ts)
+            self._records[task_id] = rec
+            while len(self._records) > self.max_tasks:
+                self._records.popitem(last=False)
+        else:
+            self._records.move_to_end(task_id)
+            rec.touch(ts)
+        return rec
+
+    def observe_unacked(self, entries: Iterable[UnackedEntry], now: float) -> None:
+        """Feed one read of the unacked ledger (a new score for a tag = a new delivery)."""
+        for e in entries:
+            if not e.task_id:
+                continue
+            ts = e.reserved_at if e.reserved_at is not None else now
+            rec = self._record(e.task_id, ts)
+            rec.task = e.task or rec.task
+            rec.queue = e.queue or rec.queue
+            rec.delivery_tag = e.delivery_tag or rec.delivery_tag
+            rec.on_worker(e.holder)
+            tags = rec.unacked.get(e.delivery_tag)
+            if tags is None:
+                if len(rec.unacked) >= _MAX_TAGS:
+                    rec.unacked.pop(next(iter(rec.unacked)))
+                tags = rec.unacked[e.delivery_tag] = _KeySet()
+            if e.reserved_at is not None:
+                tags.add(round(e.reserved_at, 6))
+            elif not tags.count:
+                tags.add(None)
+            if e.redelivered:
+                rec.redelivered = True
+                rec.unacked_redelivered.add(e.delivery_tag)
+
+    def observe_active(self, refs: Iterable[TaskRef], now: float) -> None:
+        """Feed the active lists of one inspect window (a new execution = a new delivery)."""
+        for ref in refs:
+            if ref.state != "active":
+                continue
+            ts = ref.time_start if ref.time_start is not None else now
+            rec = self._record(ref.task_id, ts)
+            rec.task = ref.name or rec.task
+            rec.queue = ref.queue or rec.queue
+            rec.on_worker(ref.hostname)
+            key = (ref.hostname, ref.worker_pid,
+                   round(ref.time_start, 3) if ref.time_start is not None else None)
+            rec.active.add(key)
+            if ref.redelivered:
+                rec.redelivered = True
+                rec.active_redelivered.add(key)
+
+    def observe_worker_lost(self, task_id: str, task: str | None, worker: str | None, ts: float) -> None:
+        """Feed a WorkerLostError FAILURE from the result backend (its worker died running it)."""
+        rec = self._record(task_id, ts)
+        rec.task = task or rec.task
+        rec.on_worker(worker)
+        rec.lost.add(round(ts, 3))
+
+    def observe_event(self, event: Mapping[str, Any]) -> None:
+        """Feed one Celery task event (``task-received`` counts a delivery; others add context)."""
+        task_id = event.get("uuid")
+        etype = event.get("type")
+        if not isinstance(task_id, str) or not isinstance(etype, str) or not etype.startswith("task-"):
+            return
+        ts = _as_float(event.get("timestamp")) or time.time()
+        if etype != "task-received" and task_id not in self._records:
+            return  # context for tasks we never saw delivered is not worth memory
+        rec = self._record(task_id, ts)
+        hostname = event.get("hostname")
+        rec.on_worker(hostname if isinstance(hostname, str) else None)
+        if isinstance(event.get("name"), str):
+            rec.task = event["name"]
+        rk = event.get("routing_key") or event.get("queue")
+        if isinstance(rk, str) and rk:
+            rec.queue = rec.queue or rk
+        if etype == "task-received":
+            retries = event.get("retries")
+            bucket = int(retries) if isinstance(retries, int) else 0
+            ks = rec.events.get(bucket)
+            if ks is None:
+                if len(rec.events) >= _MAX_TAGS:
+                    rec.events.pop(next(iter(rec.events)))
+                ks = rec.events[bucket] = _KeySet()
+            ks.add((hostname, event.get("timestamp"), event.get("clock")))
+        elif etype == "task-failed" and "WorkerLostError" in str(event.get("exception", "")):
+            rec.lost.add(round(ts, 3))
+
+    # ---- reading -----------------------------------------------------------------------------
+    def deliveries(self, task_id: str) -> int:
+        """Distinct deliveries seen for ``task_id`` (0 when never seen)."""
+        rec = self._records.get(task_id)
+        return rec.deliveries() if rec else 0
+
+    def forget(self, task_id: str) -> None:
+        """Drop a task id's history (e.g. after it was quarantined or revoked)."""
+        self._records.pop(task_id, None)
+
+    def suspects(self) -> tuple[PoisonSuspect, ...]:
+        """Tasks delivered at least ``threshold`` times, most deliveries first."""
+        out: list[PoisonSuspect] = []
+        for rec in self._records.values():
+            n = rec.deliveries()
+            if n < self.threshold:
+                continue
+            out.append(PoisonSuspect(
+                task_id=rec.task_id, task=rec.task, queue=rec.queue, deliveries=n,
+                first_seen=rec.first_seen, last_seen=rec.last_seen, reason=_reason(rec, n),
+                workers=tuple(rec.workers), delivery_tag=rec.delivery_tag,
+            ))
+        out.sort(key=lambda s: (-s.deliveries, -s.last_seen))
+        return tuple(out)
+
+
+def _reason(rec: _Record, n: int) -> str:
+    span = max(0.0, rec.last_seen - rec.first_seen)
+    parts = [f"delivered {n} times in {_span(span)}"]
+    if rec.redelivered:
+        parts.append("redelivered")
+    if rec.lost.count:
+        parts.append(f"worker lost {rec.lost.count}x")
+    if rec.last_worker:
+        parts.append(f"last on {rec.last_worker}")
+    return "; ".join(parts)
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
