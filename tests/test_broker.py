@@ -1,0 +1,219 @@
+"""collectors.broker against a real Redis: queues published by real Celery producers (no worker needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from kombu import Exchange, Queue
+
+from collectors.broker import BrokerReader, BrokerView
+from collectors.config import Settings, app_queue_names
+from demo_tasks.celery_app import make_app
+
+SEP = "\x06\x16"
+
+
+class CountingConnection(redis.Connection):
+    """Counts what really goes over the wire: one ``send_packed_command`` per round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)
+
+
+def counting_client(url: str) -> redis.Redis:
+    pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
+    return redis.Redis(connection_pool=pool)
+
+
+def llen_truth(r: redis.Redis, settings: Settings, queue: str) -> dict[int, int]:
+    return {band: int(r.llen(key)) for band, key in settings.queue_keys(queue)}
+
+
+def by_name(view: BrokerView) -> dict[str, Any]:
+    return {q.name: q for q in view.queues}
+
+
+def test_priority_bands_match_llen_and_oldest_age_grows(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    for rep in range(3):
+        for p in range(10):
+            demo_app.send_task("demo_tasks.tasks.prioritized", args=(p * 10 + rep,), priority=p)
+    settings = Settings(broker_url=redis_url, app_queues=app_queue_names(demo_app))
+    reader = BrokerReader(settings, r)
+    t0 = time.time()
+    view = reader.read(now=t0)
+    q = by_name(view)["priority"]
+    truth = llen_truth(r, settings, "priority")
+    assert dict(q.by_priority) == truth == {0: 9, 3: 9, 6: 9, 9: 3}
+    assert q.messages == sum(truth.values()) == 30
+    assert q.oldest_age_s == 0.0  # first sighting
+    assert q.consumers is None and not q.no_consumer  # inspect unavailable
+    assert set(q.sources) == {"app", "binding"}
+    # every app queue is listed even when empty (depth 0, no oldest message)
+    names = by_name(view)
+    assert {"celery", "slow", "priority", "risky", "emails"} <= set(names)
+    assert names["emails"].messages == 0 and names["emails"].oldest_age_s is None
+    # ages grow across reads while the same message waits at the consuming end
+    v2 = reader.read(now=t0 + 7.5, worker_queues={"celery": 1})
+    q2 = by_name(v2)["priority"]
+    assert q2.oldest_age_s == pytest.approx(7.5)
+    assert q2.consumers == 0 and q2.no_consumer
+    assert by_name(v2)["celery"].consumers == 1
+    # the band-0 tail is what BRPOP takes next; consuming it changes the oldest message (age restarts)
+    r.rpop(settings.queue_key("priority", 0))
+    q3 = by_name(reader.read(now=t0 + 9))["priority"]
+    assert q3.messages == 29 and q3.oldest_age_s == 0.0
+    assert by_name(reader.read(now=t0 + 10))["priority"].oldest_age_s == pytest.approx(1.0)
+
+
+def test_eta_message_age_from_eta(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    eta = datetime.now(UTC) - timedelta(seconds=120)
+    demo_app.send_task("demo_tasks.tasks.add", args=(1, 2), queue="later", eta=eta)
+    reader = BrokerReader(Settings(broker_url=redis_url), r)
+    q = by_name(reader.read(now=time.time()))["later"]
+    assert q.messages == 1 and q.oldest_age_s == pytest.approx(120, abs=5)
+
+
+def test_discovery_from_producer_bindings_only_and_internal_excluded(
+        demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    demo_app.send_task("demo_tasks.tasks.add", args=(1, 2), queue="only_producer")
+    # a topic exchange bound by a consumer declaration (no messages yet)
+    with demo_app.connection_for_write() as conn:
+        Queue("topic_q", Exchange("topx", type="topic"), routing_key="a.*").bind(conn.default_channel).declare()
+    # internal rows shaped exactly as kombu writes them (pidbox, reply, events, worker-direct)
+    r.sadd("_kombu.binding.celery.pidbox", f"{SEP}{SEP}w1@host.celery.pidbox")
+    r.sadd("_kombu.binding.reply.celery.pidbox", f"abc{SEP}{SEP}abc.reply.celery.pidbox")
+    r.sadd("_kombu.binding.celeryev", f"worker.#{SEP}{SEP}celeryev.1234", f"#{SEP}{SEP}celeryev.99")
+    r.sadd("_kombu.binding.C.dq2", f"w1@host{SEP}{SEP}w1@host.dq2")
+    r.sadd("_kombu.binding.sneaky", f"x{SEP}{SEP}w2@host.celery.pidbox")
+    r.lpush("abc.reply.celery.pidbox", "{}")
+    reader = BrokerReader(Settings(broker_url=redis_url), r)  # no -A app: bindings only
+    view = reader.read(now=time.time())
+    names = set(by_name(view))
+    assert names == {"only_producer", "topic_q"}
+    assert by_name(view)["only_producer"].messages == 1
+    assert by_name(view)["only_producer"].sources == ("binding",)
+    assert reader.queue_for("topx", "a.b") == "topic_q"
+    assert reader.queue_for("topx", "b.c") is None
+    assert reader.queue_for("", "anything") == "anything"
+    # the binding table created after the first read is found on the next one
+    demo_app.send_task("demo_tasks.tasks.add", args=(1, 2), queue="later_one")
+    assert "later_one" in by_name(reader.read(now=time.time()))
+
+
+def test_custom_priority_steps_and_sep(redis_url: str, r: redis.Redis) -> None:
+    opts = {"priority_steps": [0, 5, 8], "sep": ":"}
+    app = make_app(redis_url, redis_url, transport_options=opts)
+    try:
+        for p in range(10):
+            app.send_task("demo_tasks.tasks.prioritized", args=(p,), priority=p)
+    finally:
+        app.close()
+    keys = {k.decode() for k in r.keys("priority*")}  # ground truth (tests may use KEYS)
+    assert keys == {"priority", "priority:5", "priority:8"}
+    settings = Settings(broker_url=redis_url, priority_steps=(0, 5, 8), sep=":")
+    view = BrokerReader(settings, r).read(now=time.time())
+    q = by_name(view)["priority"]  # found through a binding row split on ":"
+    assert dict(q.by_priority) == llen_truth(r, settings, "priority") == {0: 5, 5: 3, 8: 2}
+
+
+def test_key_prefixed_producer(redis_url: str, r: redis.Redis) -> None:
+    app = make_app(redis_url, redis_url, transport_options={"global_keyprefix": "myapp:"})
+    try:
+        for p in (0, 4, 9, 9):
+            app.send_task("demo_tasks.tasks.prioritized", args=(p,), priority=p)
+        app.send_task("demo_tasks.tasks.send_email", args=("a@b",))
+    finally:
+        app.close()
+    r.lpush("priority", "unprefixed noise")  # another app without prefix in the same db
+    settings = Settings(broker_url=redis_url, global_keyprefix="myapp:")
+    view = BrokerReader(settings, r).read(now=time.time())
+    q = by_name(view)
+    assert set(q) == {"priority", "emails"}
+    assert dict(q["priority"].by_priority) == {0: 1, 3: 1, 6: 0, 9: 2}
+    assert dict(q["priority"].by_priority) == llen_truth(r, settings, "priority")
+    assert q["emails"].messages == 1
+    # the unprefixed reader sees only the noise list (and no bindings: they are prefixed)
+    plain = BrokerReader(Settings(broker_url=redis_url, app_queues=("priority",)), r).read(now=time.time())
+    assert by_name(plain)["priority"].messages == 1
+
+
+def test_wrong_type_keys_do_not_break_the_refresh(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    demo_app.send_task("demo_tasks.tasks.prioritized", args=(1,), priority=9)
+    r.set("celery", "a string where a list belongs")
+    r.set("unacked", "not a hash")
+    settings = Settings(broker_url=redis_url, app_queues=app_queue_names(demo_app))
+    view = BrokerReader(settings, r).read(now=time.time())
+    q = by_name(view)
+    assert q["celery"].wrong_type and q["celery"].messages == 0
+    assert not q["priority"].wrong_type and q["priority"].messages == 1
+    assert q["priority"].oldest_age_s == 0.0
+    assert view.unacked_total == 0 and any("unacked" in e for e in view.errors)
+
+
+def _declare_queues(app: Any, n: int) -> None:
+    with app.connection_for_write() as conn:
+        ch = conn.default_channel
+        for i in range(n):
+            name = f"bulk{i:04d}"
+            Queue(name, Exchange(name), routing_key=name).bind(ch).declare()
+        producer = app.amqp.Producer(ch)
+        for i in range(0, n, 7):
+            producer.publish({"x": i}, routing_key=f"bulk{i:04d}", exchange="", priority=i % 10)
+
+
+def test_round_trips_do_not_grow_with_queue_count(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    settings = Settings(broker_url=redis_url)
+    trips: dict[int, tuple[int, int, int]] = {}
+    for n in (10, 300):
+        r.flushall()
+        _declare_queues(demo_app, n)
+        client = counting_client(redis_url)
+        reader = BrokerReader(settings, client)
+        reader.read(now=time.time())  # first read: script loads, discovery of new tables
+        before = CountingConnection.sends
+        view = reader.read(now=time.time())
+        sent = CountingConnection.sends - before
+        assert len(view.queues) == n
+        for i in range(0, n, 7):
+            assert by_name(view)[f"bulk{i:04d}"].messages == 1
+        trips[n] = (view.round_trips, sent, view.commands)
+        client.close()
+    assert trips[10][0] == trips[300][0] == 2
+    assert trips[10][1] == trips[300][1] == 2  # measured on the wire
+    assert trips[300][2] > trips[10][2]  # commands do grow (one probe per queue)
+
+
+def test_big_messages_are_not_transferred_whole(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    big = "y" * (8 * 1024 * 1024)
+    res = demo_app.send_task("demo_tasks.tasks.add", args=(big, 1), queue="bigq")
+    raw = r.lindex("bigq", -1)
+    assert raw is not None and len(raw) > 8 * 1024 * 1024
+    # a copy of the message in the ledger, exactly as kombu's QoS.append writes it
+    env = json.loads(raw)
+    tag = env["properties"]["delivery_tag"]
+    r.hset("unacked", tag, json.dumps([env, "", "bigq"]))
+    r.zadd("unacked_index", {tag: time.time() - 50})
+    client = counting_client(redis_url)
+    reader = BrokerReader(Settings(broker_url=redis_url, visibility_timeout=40), client)
+    out_before = int(r.info("stats")["total_net_output_bytes"])
+    reader.read(now=time.time())
+    t0 = time.monotonic()
+    view = reader.read(now=time.time(), claims={}, inspected_at=time.time())
+    assert time.monotonic() - t0 < 2
+    q = by_name(view)["bigq"]
+    assert q.messages == 1 and q.oldest_age_s is not None and q.unacked == 1
+    (entry,) = view.unacked
+    assert (entry.task_id, entry.queue, entry.delivery_tag) == (res.id, "bigq", tag)
+    assert entry.size > 8 * 1024 * 1024 and entry.decode_error is None
+    assert entry.state == "orphaned" and entry.stale and entry.time_to_redelivery_s < -9
+    sent = int(r.info("stats")["total_net_output_bytes"]) - out_before
+    assert sent < 512 * 1024  # two reads; neither transferred the 8 MB message (twice present)
+    client.close()
