@@ -1,0 +1,129 @@
+"""Requeue against real workers: orphans of a SIGKILLed worker run exactly once; live tasks are refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectors.actions import ActionError, Actions
+from collectors.audit import read_audit
+from collectors.config import Settings
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 20.0, step: float = 0.1, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what or pred}")
+
+
+def unacked_task_tags(r: Any) -> dict[str, str]:
+    """task id -> delivery tag for every unacked entry (test ground truth, small ledgers only)."""
+    out: dict[str, str] = {}
+    for tag, raw in r.hgetall("unacked").items():
+        payload = json.loads(raw)[0]
+        out[payload["headers"]["id"]] = tag.decode()
+    return out
+
+
+@pytest.fixture()
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(broker_url=redis_url, audit_log=str(tmp_path / "audit.jsonl"), inspect_timeout=1.0)
+
+
+def test_requeue_orphans_of_killed_worker_run_exactly_once(start_worker, demo_app, r, settings) -> None:
+    dead = start_worker(("slow",), concurrency=1)
+    orphans = [demo_app.send_task("demo_tasks.tasks.slow", args=(1.0,), kwargs={"tag": f"orphan{i}"})
+               for i in range(4)]
+    # 1 active + 3 prefetched (acks_late): all four sit in unacked
+    wait_for(lambda: r.hlen("unacked") == 4, what="4 unacked entries")
+    dead.kill9()
+    orphan_tags = unacked_task_tags(r)
+    assert set(orphan_tags) == {o.id for o in orphans}
+
+    start_worker(("slow",), concurrency=3)
+    live = demo_app.send_task("demo_tasks.tasks.slow", args=(12.0,), kwargs={"tag": "live"})
+    actions = Actions(settings, r)
+    wait_for(lambda: live.id in (actions.live_task_ids() or set()), what="live task reported active")
+    live_tag = unacked_task_tags(r)[live.id]
+
+    result = actions.requeue_orphaned(older_than=0)
+    assert result.count == 4, result
+    assert sorted(result.details["tags"]) == sorted(orphan_tags.values())
+    assert result.details["refused"] == [live_tag]  # the live one is not an orphan
+    assert r.hexists("unacked", live_tag)
+
+    # the new worker runs each orphan exactly once, nothing of them is left in unacked
+    wait_for(lambda: all(r.get(f"demo:runs:orphan{i}") for i in range(4)), timeout=30, what="orphans ran")
+    wait_for(lambda: not (set(orphan_tags.values()) & {t.decode() for t in r.hkeys("unacked")}),
+             what="orphans acked")
+    time.sleep(1.0)
+    assert [int(r.get(f"demo:runs:orphan{i}")) for i in range(4)] == [1, 1, 1, 1]
+    assert r.llen("slow") == 0
+
+    # requeueing the task a live worker runs is refused, and allowed with force
+    with pytest.raises(ActionError, match="live worker"):
+        actions.requeue([live_tag])
+    assert r.hexists("unacked", live_tag)
+    forced = actions.requeue([live_tag], force=True)
+    assert forced.count == 1
+    assert not r.hexists("unacked", live_tag) or json.loads(r.hget("unacked", live_tag))[0]["headers"].get(
+        "redelivered")
+    moved = r.lrange("slow", 0, -1) or [json.dumps([json.loads(r.hget("unacked", live_tag))[0]])]
+    assert any(live.id in (m.decode() if isinstance(m, bytes) else m) for m in moved)
+
+    entries = read_audit(settings.audit_log or "")
+    assert [e["action"] for e in entries] == ["requeue_orphaned", "requeue"]
+    assert entries[0]["count"] == 4 and sorted(entries[0]["tags"]) == sorted(orphan_tags.values())
+    assert entries[1]["tags"] == [live_tag] and entries[1]["force"] is True
+    assert "actor" in entries[0] and entries[0]["broker"].startswith("redis://")
+
+
+def test_requeue_restores_like_kombu_with_prefix_and_custom_steps(r, redis_url, tmp_path) -> None:
+    """Prefix-aware keys, custom priority steps, redelivered flags, RPUSH (consumed next), index cleaned."""
+    settings = Settings(broker_url=redis_url, audit_log=str(tmp_path / "a.jsonl"), global_keyprefix="app:",
+                        priority_steps=(0, 5, 9))
+    payload = {"body": "W10=", "content-type": "application/json", "headers": {"id": "t-1", "task": "x"},
+               "properties": {"priority": 7, "delivery_tag": "tag-1",
+                              "delivery_info": {"exchange": "", "routing_key": "work"}}}
+    raw = json.dumps([payload, "", "work"])
+    r.hset("app:unacked", "tag-1", raw)
+    r.zadd("app:unacked_index", {"tag-1": time.time() - 100})
+    r.lpush("app:work\x06\x165", "older")
+    actions = Actions(settings, r)
+    res = actions.requeue(["tag-1"], live=set())
+    assert res.count == 1
+    assert r.hlen("app:unacked") == 0 and r.zcard("app:unacked_index") == 0
+    items = r.lrange("app:work\x06\x165", 0, -1)
+    assert items[0] == b"older"  # pushed at the right end: BRPOP takes it next
+    restored = json.loads(items[-1])
+    assert restored["headers"]["redelivered"] is True
+    assert restored["properties"]["delivery_info"]["redelivered"] is True
+    assert restored["properties"]["delivery_tag"] == "tag-1"
+    # a second requeue finds nothing (already restored) and cleans a dangling index entry
+    r.zadd("app:unacked_index", {"tag-1": 1.0})
+    again = actions.requeue(["tag-1"], live=set())
+    assert again.count == 0 and again.details["gone"] == ["tag-1"]
+    assert r.zcard("app:unacked_index") == 0
+    assert len(read_audit(settings.audit_log or "")) == 1  # nothing changed: no second line
+
+
+def test_requeue_by_exchange_binding_and_unroutable_kept(r, redis_url, tmp_path) -> None:
+    settings = Settings(broker_url=redis_url, audit_log=str(tmp_path / "a.jsonl"))
+    r.sadd("_kombu.binding.media", "video\x06\x16\x06\x16videos")
+    for tag, rk in (("t-a", "video"), ("t-b", "nowhere")):
+        payload = {"headers": {"id": tag}, "properties": {"delivery_tag": tag, "delivery_info": {}}}
+        r.hset("unacked", tag, json.dumps([payload, "media", rk]))
+        r.zadd("unacked_index", {tag: time.time() - 50})
+    res = Actions(settings, r).requeue(["t-a", "t-b"], live=set())
+    assert res.count == 1 and res.details["unroutable"] == ["t-b"]
+    assert r.llen("videos") == 1
+    assert r.hexists("unacked", "t-b")  # never dropped when no queue matches
