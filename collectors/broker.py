@@ -262,11 +262,12 @@ class BrokerReader:
         Raises:
             redis.RedisError: the broker is unreachable (connection errors are not swallowed).
         """
+        cost = _Cost()
         try:
-            return self._read(now, worker_queues, claims, inspected_at, grace_s)
+            return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
         except _NoScript:
-            self._scripts_loaded = False
-            return self._read(now, worker_queues, claims, inspected_at, grace_s)
+            self._scripts_loaded = False  # the retry's cost adds to the failed attempt's
+            return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
 
     def is_internal_queue(self, name: str) -> bool:
         """True for Celery's own queues (pidbox, reply, event receivers, worker-direct)."""
@@ -313,10 +314,9 @@ class BrokerReader:
             raise _NoScript()
         return list(results)
 
-    def _read(self, now: float, worker_queues: Mapping[str, int] | None,
+    def _read(self, cost: _Cost, now: float, worker_queues: Mapping[str, int] | None,
               claims: Mapping[str, TaskRef] | None, inspected_at: float | None, grace_s: float) -> BrokerView:
         s = self.settings
-        cost = _Cost()
         errors: list[str] = []
 
         # Celery binds queue X to exchange X by default: read those tables even before the incremental

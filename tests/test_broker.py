@@ -217,3 +217,95 @@ def test_big_messages_are_not_transferred_whole(demo_app: Any, r: redis.Redis, r
     sent = int(r.info("stats")["total_net_output_bytes"]) - out_before
     assert sent < 512 * 1024  # two reads; neither transferred the 8 MB message (twice present)
     client.close()
+
+
+def _fake_ledger(r: redis.Redis, demo_app: Any, per_queue: dict[str, int], t0: float) -> dict[str, str]:
+    """Fill unacked/unacked_index exactly as kombu's QoS.append does, from real envelopes."""
+    tags: dict[str, str] = {}
+    pipe = r.pipeline(transaction=False)
+    n = 0
+    for queue, count in per_queue.items():
+        demo_app.send_task("demo_tasks.tasks.add", args=(1, 2), queue=queue)
+        env = json.loads(r.rpop(queue))
+        for i in range(count):
+            tag = f"{queue}-tag-{i}"
+            env["properties"]["delivery_tag"] = tag
+            env["headers"]["id"] = f"{queue}-id-{i}"
+            pipe.zadd("unacked_index", {tag: t0 - 1000 + n})
+            pipe.hset("unacked", tag, json.dumps([env, "", queue]))
+            tags[tag] = queue
+            n += 1
+    pipe.execute()
+    return tags
+
+
+def test_big_ledger_window_and_converging_counts(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    t0 = time.time()
+    per_queue = {"qa": 2500, "qb": 1500, "qc": 500}
+    _fake_ledger(r, demo_app, per_queue, t0)
+    r.zadd("unacked_index", {"acked-meanwhile": t0 - 5000})  # in the index, not in the hash
+    settings = Settings(broker_url=redis_url, unacked_window=50, app_queues=tuple(per_queue))
+    reader = BrokerReader(settings, r)
+    view = reader.read(now=t0, claims={}, inspected_at=t0)
+    assert view.unacked_total == 4500 and view.unacked_index_total == 4501
+    assert len(view.unacked) == 49  # window of 50 index entries minus the one missing from the hash
+    scores = [e.reserved_at for e in view.unacked]
+    assert scores == sorted(scores) and view.unacked[0].delivery_tag == "qa-tag-0"
+    assert all(e.queue == "qa" and e.state == "orphaned" and e.task == "demo_tasks.tasks.add"
+               for e in view.unacked)
+    assert not view.unacked_counts_exact
+    assert view.round_trips == 2  # the app queues' own tables are read in the first round trip
+    for _ in range(6):
+        view = reader.read(now=t0, claims={}, inspected_at=t0)
+        assert view.round_trips == 2
+    assert {q.name: q.unacked for q in view.queues} == per_queue
+    # ack 1000 qa entries (as kombu does); a new full pass later the counts follow
+    pipe = r.pipeline()
+    for i in range(1000, 2000):
+        pipe.zrem("unacked_index", f"qa-tag-{i}")
+        pipe.hdel("unacked", f"qa-tag-{i}")
+    pipe.execute()
+    for _ in range(6):
+        view = reader.read(now=t0, claims={}, inspected_at=t0)
+    assert {q.name: q.unacked for q in view.queues} == {"qa": 1500, "qb": 1500, "qc": 500}
+    # a small ledger is counted exactly from the window
+    r.delete("unacked", "unacked_index")
+    _fake_ledger(r, demo_app, {"qb": 3, "qc": 2}, t0)
+    view = reader.read(now=t0, claims=None)
+    assert view.unacked_counts_exact
+    assert {q.name: q.unacked for q in view.queues} == {"qa": 0, "qb": 3, "qc": 2}
+    assert {e.state for e in view.unacked} == {"unknown"}  # inspect failed
+
+
+def test_classification_rules(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    from collectors.models import TaskRef
+
+    now = time.time()
+    _fake_ledger(r, demo_app, {"qa": 4}, now - 3)  # reserved at now-1003 .. now-1000
+    r.zadd("unacked_index", {"qa-tag-3": now - 1})  # just reserved
+    settings = Settings(broker_url=redis_url, visibility_timeout=1002.5)
+    reader = BrokerReader(settings, r)
+    claims = {
+        "qa-id-0": TaskRef(task_id="qa-id-0", name="demo_tasks.tasks.add", state="active", hostname="w1"),
+        "qa-id-1": TaskRef(task_id="qa-id-1", name="demo_tasks.tasks.add", state="scheduled", hostname="w2"),
+    }
+    view = reader.read(now=now, claims=claims, inspected_at=now - 0.5)
+    got = {e.task_id: (e.state, e.holder, e.stale) for e in view.unacked}
+    assert got == {
+        "qa-id-0": ("active", "w1", True),
+        "qa-id-1": ("scheduled", "w2", False),
+        "qa-id-2": ("orphaned", None, False),
+        "qa-id-3": ("unknown", None, False),  # reserved after the last inspect: cannot know yet
+    }
+    e0 = view.unacked[0]
+    assert e0.age_s == pytest.approx(1003) and e0.time_to_redelivery_s == pytest.approx(-0.5)
+
+
+def test_scripts_reloaded_after_script_flush(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    demo_app.send_task("demo_tasks.tasks.add", args=(1, 2), queue="flushq")
+    reader = BrokerReader(Settings(broker_url=redis_url), r)
+    assert by_name(reader.read(now=time.time()))["flushq"].messages == 1
+    r.script_flush()
+    view = reader.read(now=time.time())
+    assert by_name(view)["flushq"].messages == 1 and view.round_trips >= 3
+    assert reader.read(now=time.time()).round_trips == 2
