@@ -1,0 +1,540 @@
+"""Result backend reader: counts per state over ``celery-task-meta-*`` and the recent failures.
+
+Two feeds keep one in-memory map ``task id -> state`` current:
+
+- ``step()``: one bounded ``SCAN`` step (``COUNT settings.scan_count``) in the caller's thread, then
+  one pipelined ``GETRANGE key 0 255`` of the keys it returned (the status is the first field of
+  Celery's JSON, so big results are never transferred) and a pipelined ``GET`` only of the values
+  that need a full read (FAILUREs for their traceback, compressed or oddly ordered values).
+  When a pass ends (cursor 0) the map built by that pass replaces the old one, so keys that
+  expired disappear, and a new pass starts.
+- a daemon thread ``PSUBSCRIBE <result_prefix>celery-task-meta-*``: the backend publishes every
+  state change on a channel named like the key. Pub/sub ignores the db number, so a message for a
+  task id taskdash does not know yet is only counted once ``EXISTS`` confirms the key lives in the
+  watched db (results of other apps/dbs on the same server are ignored).
+
+PENDING is never stored by Celery, so it is never counted unless a value literally says so.
+Pickled values are never unpickled: they are counted under ``(pickled)``.
+
+The map is an open-addressing hash table in an ``array('Q')`` (8 bytes per slot: a 59-bit hash of
+the task id and a 5-bit state code), so a million results cost ~16-32 MB instead of ~115 MB for a
+dict of strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import threading
+import time
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from collectors.config import Settings, mask_text, redis_client
+from collectors.models import TaskFailure, TaskStats
+
+log = logging.getLogger(__name__)
+
+COMPRESSED_MAGIC = b"\x00celery-compressed\x00"
+"""Prefix of values written with ``result_compression`` (celery/backends/base.py)."""
+PICKLED = "(pickled)"
+"""Pseudo-state of values stored with the pickle serializer (never unpickled)."""
+UNKNOWN = "(unknown)"
+"""Pseudo-state of values taskdash cannot read (yaml/msgpack without the module, garbage)."""
+OTHER = "(other)"
+"""Pseudo-state once more than 30 distinct state names were seen."""
+
+PREFIX_BYTES = 256
+RECENT_FAILURES = 50
+_STATUS_RE = re.compile(rb'"status"\s*:\s*"([^"\\]{1,64})"')
+_MAX_CODES = 31
+_HASH_MASK = (1 << 59) - 1
+
+
+class _StateTable:
+    """task-id hash -> small state code; open addressing with linear probing in an ``array('Q')``."""
+
+    __slots__ = ("_slots", "_mask", "size", "counts")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        cap = 1024
+        while cap < capacity:
+            cap *= 2
+        self._slots = array("Q", bytes(8 * cap))
+        self._mask = cap - 1
+        self.size = 0
+        self.counts = [0] * (_MAX_CODES + 1)
+
+    @property
+    def capacity(self) -> int:
+        return self._mask + 1
+
+    @staticmethod
+    def hash_of(task_id: str) -> int:
+        h = hash(task_id) & _HASH_MASK
+        return h or 1
+
+    def get(self, h: int) -> int:
+        """State code stored for hash ``h`` (0 = absent)."""
+        slots, mask = self._slots, self._mask
+        i = h & mask
+        while True:
+            v = slots[i]
+            if v == 0:
+                return 0
+            if v >> 5 == h:
+                return v & 31
+            i = (i + 1) & mask
+
+    def set(self, h: int, code: int) -> int:
+        """Store ``code`` for ``h``; returns the previous code (0 when new)."""
+        if (self.size + 1) * 2 > self.capacity:
+            self._grow()
+        slots, mask = self._slots, self._mask
+        i = h & mask
+        while True:
+            v = slots[i]
+            if v == 0:
+                slots[i] = (h << 5) | code
+                self.size += 1
+                self.counts[code] += 1
+                return 0
+            if v >> 5 == h:
+                old = v & 31
+                if old != code:
+                    slots[i] = (h << 5) | code
+                    self.counts[old] -= 1
+                    self.counts[code] += 1
+                return old
+            i = (i + 1) & mask
+
+    def _grow(self) -> None:
+        old = self._slots
+        cap = self.capacity * 2
+        self._slots = array("Q", bytes(8 * cap))
+        self._mask = cap - 1
+        slots, mask = self._slots, self._mask
+        for v in old:
+            if v:
+                i = (v >> 5) & mask
+                while slots[i]:
+                    i = (i + 1) & mask
+                slots[i] = v
+
+    def nbytes(self) -> int:
+        return self._slots.itemsize * len(self._slots)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What one backend value says (only what taskdash needs)."""
+
+    state: str
+    meta: dict[str, Any] | None = None
+
+
+def parse_value(raw: bytes | None) -> _Parsed | None:
+    """Decode one ``celery-task-meta-*`` value safely (never unpickles). None for a missing key."""
+    if raw is None:
+        return None
+    data = bytes(raw)
+    if data.startswith(COMPRESSED_MAGIC):
+        content_type, _, body = data[len(COMPRESSED_MAGIC):].partition(b"\x00")
+        try:
+            from kombu.compression import decompress
+
+            data = decompress(body, content_type.decode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - unknown codec or corrupt data
+            return _Parsed(UNKNOWN)
+    if not data:
+        return _Parsed(UNKNOWN)
+    if data[:1] == b"\x80":
+        return _Parsed(PICKLED)
+    if data[:1] in (b"{", b" ", b"\n"):
+        try:
+            meta = json.loads(data)
+        except ValueError:
+            return _Parsed(UNKNOWN)
+        if isinstance(meta, dict) and isinstance(meta.get("status"), str):
+            return _Parsed(meta["status"], meta)
+        return _Parsed(UNKNOWN)
+    meta = _try_msgpack(data)
+    if meta is not None and isinstance(meta.get("status"), str):
+        return _Parsed(meta["status"], meta)
+    return _Parsed(UNKNOWN)
+
+
+def _try_msgpack(data: bytes) -> dict[str, Any] | None:
+    if not (0x81 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
+        return None
+    try:
+        import msgpack  # type: ignore[import-not-found]
+
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception:  # noqa: BLE001 - module missing or not msgpack
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _quick_state(prefix: bytes | None) -> tuple[str | None, bool]:
+    """(state, needs full GET) from the first bytes of a value."""
+    if prefix is None:
+        return None, False
+    if prefix[:1] == b"\x00":
+        return None, True  # result_compression: decompress the whole value
+    if prefix[:1] == b"\x80":
+        return PICKLED, False
+    m = _STATUS_RE.search(prefix)
+    if m and prefix[:1] == b"{":
+        state = m.group(1).decode("utf-8", "replace")
+        return state, state == "FAILURE"  # failures: full read for exception and traceback
+    return None, True
+
+
+def _short(value: Any, limit: int = 1000) -> str | None:
+    if value is None:
+        return None
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def exception_text(result: Any) -> tuple[str, str | None]:
+    """(``"ExcType: message"``, exc_type) of a stored exception dict."""
+    if isinstance(result, dict) and "exc_type" in result:
+        exc_type = str(result.get("exc_type"))
+        msg = result.get("exc_message")
+        if isinstance(msg, list | tuple):
+            msg = msg[0] if len(msg) == 1 else ", ".join(str(m) for m in msg)
+        return f"{exc_type}: {msg}" if msg not in (None, "") else exc_type, exc_type
+    return (_short(result, 300) or "unknown error"), None
+
+
+def _date_ts(date_done: Any) -> float | None:
+    if not isinstance(date_done, str):
+        return None
+    try:
+        return datetime.fromisoformat(date_done).timestamp()
+    except ValueError:
+        return None
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+class ResultsMonitor:
+    """Counts per state over the result backend, recent failures and WorkerLostError FAILUREs."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None,
+                 recent: int = RECENT_FAILURES) -> None:
+        """Create the monitor (nothing connects until ``step``/``start``).
+
+        Args:
+            settings: taskdash settings; ``effective_backend_url`` is the Redis read.
+            client: an existing redis client for the backend (tests); a new one otherwise.
+            recent: how many newest FAILUREs to keep with their traceback.
+        """
+        self.settings = settings
+        self._client = client
+        self._own_client = client is None
+        self._recent = recent
+        self._prefix = f"{settings.result_keyprefix}celery-task-meta-"
+        self._pattern = _glob_escape(self._prefix) + "*"
+        self._lock = threading.Lock()
+        self._names: list[str] = [""]
+        self._codes: dict[str, int] = {}
+        self._current = _StateTable()
+        self._pass = self._current
+        self._cursor = 0
+        self._visited = 0
+        self._last_pass_visited = 0
+        self.passes = 0
+        self._failures: dict[str, TaskFailure] = {}
+        self._failure_order: dict[str, str] = {}
+        self._failures_seen_in_pass: set[str] = set()
+        self._lost: list[tuple[str, str | None, str | None, float]] = []
+        self._lost_reported: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+        self._live_touched: set[str] = set()
+        self._touched_overflow = False
+        self.last_error: str | None = None
+        self.live_error: str | None = None
+        self.live_messages = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pubsub: Any = None
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis_client(self.settings.effective_backend_url, self.settings)
+        return self._client
+
+    @property
+    def ok(self) -> bool:
+        """True when the last SCAN step reached the backend."""
+        return self.last_error is None
+
+    def _mask(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        return mask_text(text, self.settings.effective_backend_url)
+
+    def _code(self, state: str) -> int:
+        code = self._codes.get(state)
+        if code is None:
+            if len(self._names) >= _MAX_CODES:
+                return self._code(OTHER) if state != OTHER else _MAX_CODES
+            code = len(self._names)
+            self._names.append(state)
+            self._codes[state] = code
+        return code
+
+    # ---- SCAN ----------------------------------------------------------------------------------
+    def step(self) -> int:
+        """Run one bounded SCAN step plus pipelined reads; returns the number of keys visited.
+
+        Never raises for a backend error: ``last_error`` is set and the counts keep their values.
+        """
+        with self._lock:
+            cursor = self._cursor
+            self._live_touched.clear()
+        try:
+            next_cursor, keys = self.client.scan(cursor, match=self._pattern, count=self.settings.scan_count)
+            parsed = self._fetch(keys)
+        except (redis.RedisError, OSError) as exc:
+            self.last_error = self._mask(exc)
+            log.debug("results step failed: %s", self.last_error)
+            return 0
+        self.last_error = None
+        with self._lock:
+            if self._cursor != cursor:  # reset meanwhile
+                return len(keys)
+            overflow = self._touched_overflow
+            self._touched_overflow = False
+            for task_id, p in parsed:
+                if task_id in self._live_touched:
+                    continue  # a live update newer than our read already applied
+                if overflow and self._current.get(_StateTable.hash_of(task_id)):
+                    continue  # too many live updates to track: only add keys we did not know
+                self._apply(task_id, p, from_scan=True)
+            self._visited += len(keys)
+            self._cursor = int(next_cursor)
+            if self._cursor == 0:
+                self._finish_pass()
+        return len(keys)
+
+    def _fetch(self, keys: list[bytes]) -> list[tuple[str, _Parsed]]:
+        if not keys:
+            return []
+        plen = len(self._prefix)
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.getrange(k, 0, PREFIX_BYTES - 1)
+        prefixes = pipe.execute()
+        out: list[tuple[str, _Parsed]] = []
+        full: list[tuple[str, bytes]] = []
+        for k, prefix in zip(keys, prefixes, strict=True):
+            task_id = k.decode("utf-8", "replace")[plen:]
+            if not prefix:
+                continue  # expired between SCAN and GETRANGE
+            state, need_full = _quick_state(prefix)
+            if need_full:
+                full.append((task_id, k))
+            elif state is not None:
+                out.append((task_id, _Parsed(state)))
+        if full:
+            pipe = self.client.pipeline(transaction=False)
+            for _tid, k in full:
+                pipe.get(k)
+            for (task_id, _k), raw in zip(full, pipe.execute(), strict=True):
+                p = parse_value(raw)
+                if p is not None:
+                    out.append((task_id, p))
+        return out
+
+    def _finish_pass(self) -> None:
+        self.passes += 1
+        self._last_pass_visited = self._visited
+        self._visited = 0
+        if self._pass is not self._current:
+            self._current = self._pass
+        # failures whose key was not seen in the whole pass have expired or been deleted
+        for task_id in list(self._failures):
+            if task_id not in self._failures_seen_in_pass:
+                self._failures.pop(task_id, None)
+                self._failure_order.pop(task_id, None)
+        self._failures_seen_in_pass = set()
+        self._pass = _StateTable(self._current.capacity)
+
+    def _apply(self, task_id: str, p: _Parsed, *, from_scan: bool) -> None:
+        code = self._code(p.state)
+        h = _StateTable.hash_of(task_id)
+        self._current.set(h, code)
+        if self._pass is not self._current:
+            self._pass.set(h, code)
+        if p.state == "FAILURE":
+            self._failures_seen_in_pass.add(task_id)
+            if p.meta is not None:
+                self._note_failure(task_id, p.meta)
+        elif task_id in self._failures:
+            self._failures.pop(task_id, None)
+            self._failure_order.pop(task_id, None)
+
+    def _note_failure(self, task_id: str, meta: dict[str, Any]) -> None:
+        exc, exc_type = exception_text(meta.get("result"))
+        date_done = meta.get("date_done") if isinstance(meta.get("date_done"), str) else None
+        name = meta.get("name") if isinstance(meta.get("name"), str) else None
+        worker = meta.get("worker") if isinstance(meta.get("worker"), str) else None
+        if exc_type == "WorkerLostError":
+            key = (task_id, date_done)
+            if key not in self._lost_reported:
+                self._lost_reported[key] = None
+                while len(self._lost_reported) > 10_000:
+                    self._lost_reported.popitem(last=False)
+                self._lost.append((task_id, name, worker, _date_ts(date_done) or time.time()))
+                del self._lost[:-1000]
+        order = date_done or ""
+        if task_id not in self._failures and len(self._failures) >= self._recent:
+            oldest = min(self._failure_order, key=lambda t: self._failure_order[t])
+            if self._failure_order[oldest] >= order:
+                return
+            self._failures.pop(oldest, None)
+            self._failure_order.pop(oldest, None)
+        tb = meta.get("traceback")
+        self._failures[task_id] = TaskFailure(
+            task_id=task_id, task=name, exception=exc, traceback=tb if isinstance(tb, str) else None,
+            date_done=date_done, args=_short(meta.get("args")), kwargs=_short(meta.get("kwargs")),
+            worker=worker, queue=meta.get("queue") if isinstance(meta.get("queue"), str) else None,
+        )
+        self._failure_order[task_id] = order
+
+    # ---- live PUBLISH --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the live PSUBSCRIBE thread (idempotent)."""
+        if self._thread and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_live, name="taskdash-results", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the live thread and close connections taskdash opened."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=3)
+        self._thread = None
+        if self._own_client and self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def _run_live(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                client = redis_client(self.settings.effective_backend_url, self.settings) \
+                    if self._own_client else self.client
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(self._pattern)
+                self.live_error = None
+                backoff = 0.5
+                last_ping = time.monotonic()
+                while not self._stop.is_set():
+                    batch = []
+                    msg = pubsub.get_message(timeout=0.5)
+                    while msg is not None and len(batch) < 500:
+                        if msg.get("type") == "pmessage":
+                            batch.append(msg)
+                        msg = pubsub.get_message(timeout=0.0)
+                    if batch:
+                        self._apply_live(batch)
+                    if time.monotonic() - last_ping > 10:
+                        pubsub.ping()
+                        last_ping = time.monotonic()
+            except (redis.RedisError, OSError) as exc:
+                self.live_error = self._mask(exc)
+                log.debug("results live feed: %s", self.live_error)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+
+    def _apply_live(self, batch: Iterable[dict[str, Any]]) -> None:
+        plen = len(self._prefix)
+        items: list[tuple[str, bytes, _Parsed]] = []
+        for msg in batch:
+            channel = msg.get("channel")
+            if isinstance(channel, bytes):
+                channel = channel.decode("utf-8", "replace")
+            if not isinstance(channel, str) or not channel.startswith(self._prefix):
+                continue
+            p = parse_value(msg.get("data"))
+            if p is None:
+                continue
+            items.append((channel[plen:], channel.encode(), p))
+        if not items:
+            return
+        with self._lock:
+            unknown = [(tid, key) for tid, key, _p in items
+                       if self._current.get(_StateTable.hash_of(tid)) == 0]
+        exists: dict[str, bool] = {}
+        if unknown:
+            pipe = self.client.pipeline(transaction=False)
+            for _tid, key in unknown:
+                pipe.exists(key)
+            exists = {tid: bool(n) for (tid, _k), n in zip(unknown, pipe.execute(), strict=True)}
+        with self._lock:
+            for tid, _key, p in items:
+                if not exists.get(tid, True):
+                    continue  # published by another db on the same server
+                self._apply(tid, p, from_scan=False)
+                if len(self._live_touched) < 100_000:
+                    self._live_touched.add(tid)
+                else:
+                    self._touched_overflow = True
+                self.live_messages += 1
+
+    # ---- reading -------------------------------------------------------------------------------
+    def stats(self) -> TaskStats:
+        """Counts per state (current map), scan progress and the newest failures."""
+        with self._lock:
+            counts = self._current.counts
+            states = tuple(sorted((self._names[c], n) for c, n in enumerate(counts) if c and n > 0))
+            failures = sorted(self._failures.values(), key=lambda f: f.date_done or "", reverse=True)
+            scanned = self._visited if not self.passes else max(self._visited, self._last_pass_visited)
+            return TaskStats(states=states, scanned=scanned, complete=self.passes > 0,
+                             recent_failures=tuple(failures), passes=self.passes)
+
+    def state_of(self, task_id: str) -> str | None:
+        """The state taskdash currently holds for ``task_id`` (None when unknown)."""
+        with self._lock:
+            code = self._current.get(_StateTable.hash_of(task_id))
+            return self._names[code] if code else None
+
+    def worker_lost(self) -> list[tuple[str, str | None, str | None, float]]:
+        """(task_id, task name, worker, ts) of WorkerLostError FAILUREs seen since the last call."""
+        with self._lock:
+            out, self._lost = self._lost, []
+        return out
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the state tables (for the bounded-memory check)."""
+        with self._lock:
+            n = self._current.nbytes()
+            if self._pass is not self._current:
+                n += self._pass.nbytes()
+            return n
