@@ -45,6 +45,8 @@ BATCH = 200
 """Messages handled per batch (and per hold of kombu's ``unacked_mutex``)."""
 SEARCH_WINDOW = 1000
 """Messages looked at from each end of a priority list when searching a queue for a task id."""
+FRESH_MARGIN = 1.0
+"""Seconds before asking the workers after which a delivery may be unknown to their answer."""
 MAX_UNACKED_SCAN = 200_000
 """Upper bound on unacked entries read by one ``find_tags`` call."""
 
@@ -657,7 +659,9 @@ class Actions:
         if not tags:
             return ActionResult("requeue", 0, "nothing to requeue", {})
         self._check_reachable("requeue")
+        asked_at: float | None = None
         if live is None and not force:
+            asked_at = time.time()
             live = self.live_task_ids()  # asked BEFORE reading the entries: see requeue_orphaned
             if live is None:
                 raise ActionError("requeue refused: cannot ask the workers what they are running "
@@ -680,6 +684,11 @@ class Actions:
                                 self.client.zrem(self.settings.unacked_zset, tag)
                                 stats["gone"].append(tag)
                         elif not force and entry.task_id and entry.task_id in live:
+                            stats["refused"].append(tag)
+                        elif (asked_at is not None and entry.score is not None
+                              and entry.score > asked_at - FRESH_MARGIN):
+                            # delivered while (or after) the workers were asked: their answer cannot
+                            # tell whether a live worker holds it
                             stats["refused"].append(tag)
                         else:
                             todo.append(entry)
@@ -741,7 +750,7 @@ class Actions:
                 raise ActionError("requeue refused: cannot ask the workers what they are running "
                                   "(no reply to inspect); use force to requeue anyway")
             live = set()
-        cutoff = min(t0, time.time() - self._grace(older_than))
+        cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
         stats = self._new_stats()
         moved = 0
         with self._errors("requeue"):
@@ -1091,7 +1100,7 @@ class Actions:
             lens = [int(n) for n in pipe.execute()]
             t0 = time.time()
             live = self.live_task_ids()
-            cutoff = min(t0, time.time() - self._grace(None))
+            cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(None))
             unacked = orphaned = 0
             for _entry, orph in self._unacked_of_queue(queue, live, cutoff):
                 unacked += 1
@@ -1118,7 +1127,7 @@ class Actions:
             if live is None:
                 raise ActionError("purge refused: cannot ask the workers which unacked messages are theirs "
                                   "(no reply to inspect); purge without --include-unacked")
-            cutoff = min(t0, time.time() - self._grace(None))
+            cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(None))
         token = uuid.uuid4().hex[:12]
         keys = self.settings.queue_keys(queue)
         tmp = [self.settings.key(f"taskdash.purging.{token}.{band}") for band, _k in keys]

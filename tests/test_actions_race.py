@@ -1,0 +1,141 @@
+"""Conservation under races: taskdash requeues vs. a worker consuming/acking vs. kombu's visibility restore.
+
+Thousands of orphaned unacked messages are requeued by taskdash (several threads, bulk and explicit)
+while kombu's own ``QoS.restore_visible`` (visibility_timeout=2 s, no throttle) restores the very same
+entries and a real worker consumes and acks everything that reaches the queue. Afterwards every
+message must have run exactly once and nothing may be left anywhere: asserted for every message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kombu import Connection
+
+from collectors.actions import ActionError, Actions
+from collectors.audit import read_audit
+from collectors.config import Settings
+
+N = 1500
+
+
+def plant_orphans(demo_app: Any, r: Any, n: int) -> list[tuple[str, str]]:
+    """``n`` real-looking unacked entries of a dead worker: (delivery tag, counter tag) each."""
+    demo_app.send_task("demo_tasks.tasks.record", args=("template",), queue="staging")
+    template = json.loads(r.rpop("staging"))
+    out: list[tuple[str, str]] = []
+    old = time.time() - 1000
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        task_id, dtag, ctag = str(uuid.uuid4()), str(uuid.uuid4()), f"race{i}"
+        msg = json.loads(json.dumps(template))
+        msg["headers"].update(id=task_id, root_id=task_id, argsrepr=repr((ctag,)))
+        msg["properties"].update(correlation_id=task_id, delivery_tag=dtag)
+        msg["properties"]["delivery_info"] = {"exchange": "", "routing_key": "celery"}
+        body = [[ctag], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+        msg["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+        pipe.hset("unacked", dtag, json.dumps([msg, "", "celery"]))
+        pipe.zadd("unacked_index", {dtag: old + i * 0.001})
+        out.append((dtag, ctag))
+    pipe.execute()
+    return out
+
+
+def test_requeue_race_conserves_every_message(start_worker, demo_app, r, redis_url, tmp_path: Path) -> None:
+    start_worker(("celery",), pool="threads", concurrency=4)
+    planted = plant_orphans(demo_app, r, N)
+    tags = [d for d, _ in planted]
+    settings = Settings(broker_url=redis_url, audit_log=str(tmp_path / "audit.jsonl"), inspect_timeout=1.0)
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    moved: list[int] = []
+    attempts: list[int] = []
+    sweeps = [0]
+
+    def sweeper() -> None:  # kombu's own restore, exactly as a worker runs it, but every few ms
+        with Connection(redis_url, transport_options={"visibility_timeout": 2}) as conn:
+            qos = conn.default_channel.qos
+            while not stop.is_set():
+                qos.restore_visible(num=40, interval=1)
+                sweeps[0] += 1
+                time.sleep(0.005)
+
+    def bulk() -> None:
+        actions = Actions(settings)
+        while not stop.is_set():
+            try:
+                res = actions.requeue_orphaned(older_than=5)
+            except ActionError as exc:  # mutex busy: a sweep is running; just try again
+                if "mutex" not in str(exc):
+                    errors.append(exc)
+                continue
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                return
+            moved.append(res.count)
+            attempts.append(res.count + sum(len(res.details[k]) for k in ("gone", "changed", "refused")))
+
+    def explicit(seed: int) -> None:
+        actions = Actions(settings)
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            batch = rnd.sample(tags, 400)
+            try:
+                res = actions.requeue(batch)
+            except ActionError as exc:
+                if "mutex" not in str(exc) and "live worker" not in str(exc):
+                    errors.append(exc)
+                continue
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                return
+            moved.append(res.count)
+            attempts.append(len(batch))
+
+    threads = [threading.Thread(target=f, args=a, daemon=True)
+               for f, a in ((sweeper, ()), (bulk, ()), (bulk, ()), (explicit, (1,)), (explicit, (2,)))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 40
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            runs = r.mget([f"demo:runs:{c}" for _, c in planted])
+            if all(runs) and r.llen("celery") == 0 and r.hlen("unacked") == 0 and sum(attempts) >= 2000:
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert not errors, errors
+    # let the worker finish anything still in flight, then check every message
+    end = time.monotonic() + 15
+    while time.monotonic() < end and (r.llen("celery") or r.hlen("unacked")):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    runs = r.mget([f"demo:runs:{c}" for _, c in planted])
+    queued = r.lrange("celery", 0, -1)
+    unacked = {t.decode() for t in r.hkeys("unacked")}
+    bad = []
+    for (dtag, ctag), n_runs in zip(planted, runs, strict=True):
+        executed = int(n_runs or 0)
+        in_queue = sum(1 for m in queued if dtag.encode() in m)
+        in_unacked = int(dtag in unacked)
+        if executed + in_queue + in_unacked != 1:
+            bad.append((ctag, executed, in_queue, in_unacked))
+    assert not bad, f"{len(bad)} messages not conserved, e.g. {bad[:10]}"
+    assert sum(1 for n in runs if n) == N  # everything eventually ran (once)
+    assert sum(moved) > 0, "taskdash never won a race"
+    assert sum(attempts) >= 2000, f"only {sum(attempts)} requeue attempts"
+    assert sweeps[0] > 10
+    # audit: one line per requeue call that changed something, counts add up to what we moved
+    entries = read_audit(settings.audit_log or "")
+    assert sum(e["count"] for e in entries) == sum(moved)
