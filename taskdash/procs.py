@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,15 @@ class RedisServer:
     """A throw-away redis-server on a free port (no persistence), restartable with its data dir."""
 
     def __init__(self, port: int | None = None, workdir: str | Path | None = None,
-                 extra_args: Sequence[str] = (), binary: str | None = None) -> None:
+                 extra_args: Sequence[str] = (), binary: str | None = None,
+                 preexec_fn: Callable[[], Any] | None = None) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="taskdash-redis-"))
         self.extra_args = list(extra_args)
         self.binary = binary or find_redis_server()
+        self.preexec_fn = preexec_fn
+        """Run in the child before exec (e.g. ``prctl(PR_SET_PDEATHSIG)`` so it dies with its parent)."""
         if not self.binary:
             raise RuntimeError("no redis-server found: install redis-server (apt-get install -y redis-server)")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -80,7 +83,7 @@ class RedisServer:
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -123,7 +126,8 @@ class CeleryWorker:
     def __init__(self, broker_url: str, *, app: str = "demo_tasks", queues: Sequence[str] = ("celery",),
                  hostname: str | None = None, concurrency: int = 1, pool: str = "prefork",
                  env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
-                 logfile: str | Path | None = None, backend_url: str | None = None) -> None:
+                 logfile: str | Path | None = None, backend_url: str | None = None,
+                 preexec_fn: Callable[[], Any] | None = None) -> None:
         self.hostname = hostname or f"w{free_port()}@taskdash"
         self.broker_url = broker_url
         self.args = [
@@ -136,12 +140,14 @@ class CeleryWorker:
                          "PYTHONUNBUFFERED": "1"})
         self.env.update(env or {})
         self.logfile = Path(logfile) if logfile else Path(tempfile.mkstemp(prefix="taskdash-worker-", suffix=".log")[1])
+        self.preexec_fn = preexec_fn
+        """Run in the child before exec (e.g. ``prctl(PR_SET_PDEATHSIG)`` so it dies with its parent)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> CeleryWorker:
         log = open(self.logfile, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self.preexec_fn)
         log.close()
         if wait:
             self.wait_ready(timeout)

