@@ -62,8 +62,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -89,26 +90,65 @@ SSCAN_COUNT = 1000
 HSCAN_COUNT = 2000
 HSCAN_TAIL = 256
 OLDEST_MEMORY = 8
+BATCH = 256
+"""Queues (or binding tables) handled by one script call: bounds how long one call blocks Redis."""
 DEADLINES_LIMIT = 1000
 
-# KEYS: band keys, band 0 first. ARGV: inline max, head bytes, tail bytes.
-# Returns {wrong_type_flag, {llen or -1 per band}, [band index, size, value] or [.., size, head, tail]}.
+# KEYS: the band keys of several queues, band 0 first, ARGV[1] keys per queue. ARGV: bands, inline max,
+# head bytes, tail bytes, then per queue the delivery tag of the message seen last time ('' if none).
+# Returns one item per queue:
+# {wrong_type_flag, {llen or -1 per band}[, band index, size, value | head, tail | '=']}
+# where '=' means "the same delivery tag as last time" (the message is not transferred again).
 LUA_QUEUE_PROBE = """
-local wrong = 0
-local lens = {}
-local first = 0
-for i = 1, #KEYS do
-  local n = redis.pcall('LLEN', KEYS[i])
-  if type(n) ~= 'number' then wrong = 1; n = -1 end
-  lens[i] = n
-  if first == 0 and n > 0 then first = i end
+local nb = tonumber(ARGV[1])
+local inline = tonumber(ARGV[2])
+local hb = tonumber(ARGV[3])
+local tb = tonumber(ARGV[4])
+local out = {}
+for q = 0, (#KEYS / nb) - 1 do
+  local wrong = 0
+  local lens = {}
+  local first = 0
+  for b = 1, nb do
+    local n = redis.pcall('LLEN', KEYS[q * nb + b])
+    if type(n) ~= 'number' then wrong = 1; n = -1 end
+    lens[b] = n
+    if first == 0 and n > 0 then first = b end
+  end
+  local item = {wrong, lens}
+  if first > 0 then
+    local v = redis.call('LINDEX', KEYS[q * nb + first], -1)
+    if v then
+      local size = string.len(v)
+      item[3] = first
+      item[4] = size
+      local tag = nil
+      for m in string.gmatch(string.sub(v, -1024), '"delivery_tag":%s*"([^"]*)"') do tag = m end
+      local known = ARGV[5 + q]
+      if tag and known and known ~= '' and tag == known then
+        item[5] = '='
+      elseif size <= inline then
+        item[5] = v
+      else
+        item[5] = string.sub(v, 1, hb)
+        item[6] = string.sub(v, -tb)
+      end
+    end
+  end
+  out[#out + 1] = item
 end
-if first == 0 then return {wrong, lens} end
-local v = redis.call('LINDEX', KEYS[first], -1)
-if not v then return {wrong, lens} end
-local size = string.len(v)
-if size <= tonumber(ARGV[1]) then return {wrong, lens, first, size, v} end
-return {wrong, lens, first, size, string.sub(v, 1, tonumber(ARGV[2])), string.sub(v, -tonumber(ARGV[3]))}
+return out
+"""
+
+# KEYS: binding tables. ARGV[1]: count; ARGV[1 + i]: SSCAN cursor of KEYS[i].
+# Returns {cursor, {members}} per table ({'0', {}} for a key that is not a set).
+LUA_TABLES = """
+local out = {}
+for i = 1, #KEYS do
+  local r = redis.pcall('SSCAN', KEYS[i], ARGV[i + 1], 'COUNT', ARGV[1])
+  if r.err then out[i] = {'0', {}} else out[i] = r end
+end
+return out
 """
 
 # KEYS: unacked hash, unacked_index zset. ARGV: window, inline max, head bytes, tail bytes.
@@ -154,7 +194,8 @@ end
 return out
 """
 
-_SCRIPTS = {"queue": LUA_QUEUE_PROBE, "window": LUA_UNACKED_WINDOW, "scan": LUA_UNACKED_SCAN}
+_SCRIPTS = {"queue": LUA_QUEUE_PROBE, "tables": LUA_TABLES, "window": LUA_UNACKED_WINDOW,
+            "scan": LUA_UNACKED_SCAN}
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
 
 
@@ -235,7 +276,7 @@ class BrokerReader:
         self._scan_seen: set[str] = set()
         self._discovery_passes = 0
         self._tables: dict[str, _Table] = {}
-        self._seen: dict[str, OrderedDict[str, float]] = {}
+        self._seen: dict[str, OrderedDict[str, tuple[float, float | None]]] = {}
         self._tag_queue_done: dict[str, str | None] = {}
         self._tag_queue_partial: dict[str, str | None] = {}
         self._hscan_cursor = 0
@@ -335,8 +376,7 @@ class BrokerReader:
         pipe.scan(self._scan_cursor, match=_glob_escape(self._binding_prefix) + "*", count=SCAN_COUNT)
         pipe.zrange(self._deadlines_key, 0, DEADLINES_LIMIT - 1)
         to_read = [k for k, t in self._tables.items() if t.exchange not in self._internal_exchanges]
-        for key in to_read:
-            pipe.sscan(key, cursor=self._tables[key].cursor, count=SSCAN_COUNT)
+        n_tables = self._queue_table_reads(pipe, to_read)
         pipe.evalsha(_SHAS["window"], 2, s.unacked_hash, s.unacked_zset, max(0, s.unacked_window),
                      INLINE_MAX, HEAD_BYTES, TAIL_BYTES)
         res = self._execute(pipe, cost)
@@ -347,8 +387,8 @@ class BrokerReader:
             self._scripts_loaded = True
         res = res[n_load:]
         scan_res, deadlines_res = res[0], res[1]
-        sscan_res = res[2:2 + len(to_read)]
-        window_res = res[2 + len(to_read)]
+        sscan_res = self._flatten(res[2:2 + n_tables], len(to_read))
+        window_res = res[2 + n_tables]
 
         self._absorb_scan(scan_res, deadlines_res, errors)
         for key, r in zip(to_read, sscan_res, strict=True):
@@ -359,9 +399,8 @@ class BrokerReader:
                if not t.read_once and t.exchange not in self._internal_exchanges]
         if new:
             pipe = self.client.pipeline(transaction=False)
-            for key in new:
-                pipe.sscan(key, cursor=0, count=SSCAN_COUNT)
-            for key, r in zip(new, self._execute(pipe, cost), strict=True):
+            self._queue_table_reads(pipe, new)
+            for key, r in zip(new, self._flatten(self._execute(pipe, cost), len(new)), strict=True):
                 self._absorb_sscan(key, r)
 
         # ---- queue names ----
@@ -384,15 +423,19 @@ class BrokerReader:
 
         # ---- last round trip: one probe per queue (+ one ledger scan step) ----
         pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            keys = [k for _band, k in s.queue_keys(name)]
-            pipe.evalsha(_SHAS["queue"], len(keys), *keys, INLINE_MAX, HEAD_BYTES, TAIL_BYTES)
+        nb = len(s.priority_steps)
+        for i in range(0, len(names), BATCH):
+            chunk = names[i:i + BATCH]
+            keys = [k for name in chunk for _band, k in s.queue_keys(name)]
+            known = [self._last_identity(name) for name in chunk]
+            pipe.evalsha(_SHAS["queue"], len(keys), *keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, *known)
+        n_probes = len(pipe.command_stack)
         if need_scan:
             pipe.evalsha(_SHAS["scan"], 1, s.unacked_hash, self._hscan_cursor, HSCAN_COUNT, HSCAN_TAIL)
         res = self._execute(pipe, cost)
-        probe_res = res[: len(names)]
+        probe_res = self._flatten(res[:n_probes], len(names))
         if need_scan:
-            self._absorb_hscan(res[len(names)], errors)
+            self._absorb_hscan(res[n_probes], errors)
         else:
             self._tag_queue_done.clear()
             self._tag_queue_partial.clear()
@@ -419,6 +462,29 @@ class BrokerReader:
             binding_tables=len(self._tables),
             discovery_passes=self._discovery_passes,
         )
+
+    @staticmethod
+    def _flatten(results: Sequence[Any], n: int) -> list[Any]:
+        """Per-item results of batched script calls; a failed call fails each of its items."""
+        out: list[Any] = []
+        for r in results:
+            if isinstance(r, Exception):
+                out.extend([r] * min(BATCH, n - len(out)))
+            else:
+                out.extend(r)
+        if len(out) != n:
+            raise redis.exceptions.ResponseError(f"unexpected script reply ({len(out)} items, {n} expected)")
+        return out
+
+    def _queue_table_reads(self, pipe: Any, keys: Sequence[str]) -> int:
+        """Queue SSCAN steps of ``keys`` as batched script calls; returns the number of calls."""
+        calls = 0
+        for i in range(0, len(keys), BATCH):
+            chunk = keys[i:i + BATCH]
+            cursors = [self._tables[k].cursor if self._tables[k].read_once else 0 for k in chunk]
+            pipe.evalsha(_SHAS["tables"], len(chunk), *chunk, SSCAN_COUNT, *cursors)
+            calls += 1
+        return calls
 
     # ---- discovery ----
     def _absorb_scan(self, scan_res: Any, deadlines_res: Any, errors: list[str]) -> None:
@@ -581,33 +647,46 @@ class BrokerReader:
         oldest: float | None = None
         if len(r) > 2:
             size = int(r[3])
-            if len(r) == 5:
+            decode: Callable[[], DecodedMessage]
+            if len(r) == 5 and _bytes(r[4]) == b"=":  # same message as last time: not transferred again
+                identity = self._last_identity(name)
+                decode = DecodedMessage
+            elif len(r) == 5:
                 raw = _bytes(r[4])
-                msg = decode_envelope(raw)
-                identity = msg.delivery_tag or delivery_tag_of(raw)
+                identity = delivery_tag_of(raw) or "?"
+                decode = partial(decode_envelope, raw)
             else:
                 head, tail = _bytes(r[4]), _bytes(r[5])
-                msg = decode_truncated(size, head, tail)
-                identity = msg.delivery_tag or (
+                identity = delivery_tag_of(tail, fallback=False) or (
                     f"len:{size}:" + hashlib.sha1(head + tail).hexdigest())
-            oldest = self._age_of(name, identity or "?", msg, now)
+                decode = partial(decode_truncated, size, head, tail)
+            oldest = self._age_of(name, identity, decode, now)
         else:
             self._seen.pop(name, None)
         return QueueInfo(name=name, messages=messages, by_priority=by_priority, oldest_age_s=oldest,
                          unacked=unacked, consumers=consumers, sources=srcs, wrong_type=wrong)
 
-    def _age_of(self, queue: str, identity: str, msg: DecodedMessage, now: float) -> float:
+    def _last_identity(self, queue: str) -> str:
+        """Delivery tag of the message last seen at the consuming end of ``queue`` ('' if none)."""
+        seen = self._seen.get(queue)
+        if not seen:
+            return ""
+        last = next(reversed(seen))
+        return "" if last.startswith(("sha1:", "len:")) else last
+
+    def _age_of(self, queue: str, identity: str, decode: Callable[[], DecodedMessage], now: float) -> float:
+        """Age of the message at the consuming end; the message is decoded only on first sighting."""
         seen = self._seen.setdefault(queue, OrderedDict())
-        first = seen.get(identity)
-        if first is None:
-            first = now
-            seen[identity] = now
+        known = seen.get(identity)
+        if known is None:
+            known = (now, eta_timestamp(decode().eta))
+            seen[identity] = known
             while len(seen) > OLDEST_MEMORY:
                 seen.popitem(last=False)
         else:
             seen.move_to_end(identity)
+        first, eta = known
         age = max(0.0, now - first)
-        eta = eta_timestamp(msg.eta)
         if eta is not None and eta < now:
             age = max(age, now - eta)
         return age

@@ -366,7 +366,10 @@ def delivery_tag_of(raw: bytes | str, *, tail: int = 1024, fallback: bool = True
     stable identity instead: ``"sha1:<hex>"`` of the value (so it can still be recognised later).
     """
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
-    m = _TAG_RE.search(data[-tail:]) if tail else None
+    m = None
+    if tail:
+        for m in _TAG_RE.finditer(data[-tail:]):  # noqa: B007 - the last match is the property
+            pass
     if m is None and len(data) <= 65536:
         matches = list(_TAG_RE.finditer(data))
         m = matches[-1] if matches else None

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kombu.pools
 import pytest
 import redis
 from kombu import Exchange, Queue
@@ -14,6 +15,14 @@ from kombu import Exchange, Queue
 from collectors.broker import BrokerReader, BrokerView
 from collectors.config import Settings, app_queue_names
 from demo_tasks.celery_app import make_app
+
+
+@pytest.fixture(autouse=True)
+def _fresh_kombu_pools() -> None:
+    """kombu shares producer pools (and their "already declared" caches) between apps with the same URL;
+    the test Redis is flushed between tests, so start from fresh pools or bindings are never re-declared."""
+    kombu.pools.reset()
+
 
 SEP = "\x06\x16"
 

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import kombu.pools
 import pytest
 import redis
 
@@ -24,6 +25,14 @@ from collectors.messages import (
     exchange_and_routing_key_of_tail,
 )
 from demo_tasks.celery_app import make_app
+
+
+@pytest.fixture(autouse=True)
+def _fresh_kombu_pools() -> None:
+    """kombu shares producer pools (and their "already declared" caches) between apps with the same URL;
+    the test Redis is flushed between tests, so start from fresh pools or bindings are never re-declared."""
+    kombu.pools.reset()
+
 
 QUEUE = "msgtest"  # no worker ever consumes it
 
