@@ -710,11 +710,13 @@ class Actions:
     def orphaned(self, *, older_than: float | None = None, live: set[str] | None = None,
                  limit: int | None = None) -> list[tuple[str, float, str | None, str | None]]:
         """Unacked entries no responding worker claims, older than the grace: (tag, score, task_id, queue)."""
+        self._check_reachable("orphaned")
+        t0 = time.time()
         if live is None:
             live = self.live_task_ids()
             if live is None:
                 raise ActionError("cannot ask the workers what they are running (no reply to inspect)")
-        cutoff = time.time() - self._grace(older_than)
+        cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
         out: list[tuple[str, float, str | None, str | None]] = []
         with self._errors("orphaned"):
             for page in self._iter_unacked_batches(cutoff, limit=limit):
