@@ -327,3 +327,76 @@ def test_load_generator_sends_the_mix_and_stops_with_its_parent(redis_url: str, 
     assert r.llen("risky") == 1, "exactly one poison message"
     assert r.llen("slow") >= 1 and r.llen("celery") >= 2
     assert r.zcard("unacked_index") == 0 and r.hlen("unacked") == 0
+
+
+_STUB_TUI = '''
+import glob, json, os, sys, time
+
+def run_tui(settings):
+    from collectors.config import redis_client
+    states = glob.glob(os.path.join(os.environ["TMPDIR"], "taskdash-demo-*", "state.json"))
+    report = {"broker": settings.broker_url, "queues": list(settings.app_queues),
+              "ping": bool(redis_client(settings.broker_url).ping()), "tty": sys.stdout.isatty(),
+              "state": json.load(open(states[0])) if states else None}
+    with open(os.environ["STUB_REPORT"], "w") as f:
+        json.dump(report, f)
+    mode = os.environ["STUB_MODE"]
+    if mode == "crash":
+        raise RuntimeError("the dashboard crashed")
+    if mode == "hang":
+        time.sleep(120)
+    return 0
+'''
+
+
+@pytest.mark.parametrize("mode", ["quit", "crash", "hang"])
+def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: str) -> None:
+    """``taskdash demo`` in a terminal hands the demo's Settings to ``tui.run_tui`` (a stub here, found
+    first on sys.path) and cleans up when it returns (q), raises (crash) or is SIGTERMed while it runs."""
+    import pty
+
+    stub = tmp_path / "stub"
+    (stub / "tui").mkdir(parents=True)
+    (stub / "tui" / "__init__.py").write_text(_STUB_TUI)
+    report = tmp_path / "report.json"
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "taskdash", "demo"], cwd=stub, stdin=slave, stdout=slave,
+                                stderr=subprocess.PIPE, env=_env(tmp_path, STUB_REPORT=str(report), STUB_MODE=mode))
+        try:
+            deadline = time.monotonic() + 60
+            while not report.exists() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+            got = json.loads(report.read_text())
+            st = got["state"]
+            pids = set(st["pids"]) | _in_groups(set(st["pgids"]))
+            if mode == "hang":
+                proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert got["ping"] and got["tty"]
+    assert got["broker"].startswith("redis://127.0.0.1:")
+    assert set(got["queues"]) == {"celery", "priority", "slow", "risky", "emails"}
+    expected_rc = {"quit": 0, "crash": 1, "hang": 128 + signal.SIGTERM}[mode]
+    assert proc.returncode == expected_rc, err
+    if mode == "crash":
+        assert b"the dashboard crashed" in err and b"Traceback" not in err
+    port = int(got["broker"].rsplit(":", 1)[1].split("/")[0])
+    assert not _port_open(port)
+    assert len(st["pgids"]) == 5 and len(pids) >= 6
+    assert _wait_gone(pids, 5) == set()
+    assert _in_groups(set(st["pgids"])) == set()
+    assert _demo_dirs(tmp_path) == []
+
+
+def test_demo_refuses_to_open_the_dashboard_without_a_terminal(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "taskdash", "demo"], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, env=_env(tmp_path), timeout=60)
+    assert res.returncode == 1 and "--no-tui" in res.stderr
+    assert _demo_dirs(tmp_path) == []
