@@ -318,3 +318,31 @@ def test_scripts_reloaded_after_script_flush(demo_app: Any, r: redis.Redis, redi
     view = reader.read(now=time.time())
     assert by_name(view)["flushq"].messages == 1 and view.round_trips >= 3
     assert reader.read(now=time.time()).round_trips == 2
+
+
+def test_unchanged_window_entries_are_not_transferred_again(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    now = time.time()
+    _fake_ledger(r, demo_app, {"qa": 200}, now - 100)
+    reader = BrokerReader(Settings(broker_url=redis_url), r)
+
+    def read_bytes() -> tuple[BrokerView, int]:
+        before = int(r.info("stats")["total_net_output_bytes"])
+        v = reader.read(now=time.time(), claims={}, inspected_at=time.time())
+        return v, int(r.info("stats")["total_net_output_bytes"]) - before
+
+    v1, b1 = read_bytes()
+    v2, b2 = read_bytes()
+    assert [e.to_json() | {"age_s": 0, "time_to_redelivery_s": 0} for e in v1.unacked] == \
+        [e.to_json() | {"age_s": 0, "time_to_redelivery_s": 0} for e in v2.unacked]
+    assert len(v2.unacked) == 200 and b2 < b1 / 5
+    # a restore + redelivery keeps the tag but changes value and score: the new value is read
+    value = json.loads(r.hget("unacked", "qa-tag-5"))
+    value[0]["headers"]["redelivered"] = True
+    r.hset("unacked", "qa-tag-5", json.dumps(value))
+    r.zadd("unacked_index", {"qa-tag-5": now + 1})
+    r.hdel("unacked", "qa-tag-7")  # acked between ZREM and HDEL (half state): skipped
+    v3, _ = read_bytes()
+    got = {e.delivery_tag: e for e in v3.unacked}
+    assert got["qa-tag-5"].redelivered and got["qa-tag-5"].reserved_at == pytest.approx(now + 1)
+    assert not got["qa-tag-4"].redelivered and "qa-tag-7" not in got
+    assert v3.unacked[-1].delivery_tag == "qa-tag-5"  # oldest first: it is now the newest
