@@ -31,7 +31,7 @@ Last round trip (one pipeline)
       so a key of the wrong type is flagged ``wrong_type`` instead of failing the refresh) and
       ``LINDEX key -1`` of the highest-priority non-empty band — the message BRPOP takes next. The script
       extracts that message's delivery tag from its last KiB; when it is the tag the reader saw last time
-      only ``'='`` is returned, otherwise the message (or, above 64 KiB, its size + head + tail). So an
+      nothing more is returned, otherwise the message (or, above 64 KiB, its size + head + tail). So an
       unchanged 50 MB message is never transferred (it is still copied once inside Redis by LINDEX).
     * when the ledger is larger than the window: one ``EVALSHA unacked-scan`` step: ``HSCAN unacked
       <cursor> COUNT 2000`` returning only each tag and the last 256 bytes of its value (which hold the
@@ -110,8 +110,8 @@ DEADLINES_LIMIT = 1000
 # KEYS: the band keys of several queues, band 0 first, ARGV[1] keys per queue. ARGV: bands, inline max,
 # head bytes, tail bytes, then per queue the delivery tag of the message seen last time ('' if none).
 # Returns one item per queue:
-# {wrong_type_flag, {llen or -1 per band}[, band index, size, value | head, tail | '=']}
-# where '=' means "the same delivery tag as last time" (the message is not transferred again).
+# {wrong_type_flag, {llen or -1 per band}[, band index, size[, value | head, tail]]}
+# where a missing value means "the same delivery tag as last time" (the message is not sent again).
 LUA_QUEUE_PROBE = """
 local nb = tonumber(ARGV[1])
 local inline = tonumber(ARGV[2])
@@ -139,7 +139,7 @@ for q = 0, (#KEYS / nb) - 1 do
       for m in string.gmatch(string.sub(v, -1024), '"delivery_tag":%s*"([^"]*)"') do tag = m end
       local known = ARGV[5 + q]
       if tag and known and known ~= '' and tag == known then
-        item[5] = '='
+        -- unchanged: nothing more to send
       elseif size <= inline then
         item[5] = v
       else
@@ -681,7 +681,7 @@ class BrokerReader:
         if len(r) > 2:
             size = int(r[3])
             decode: Callable[[], DecodedMessage]
-            if len(r) == 5 and _bytes(r[4]) == b"=":  # same message as last time: not transferred again
+            if len(r) == 4:  # same message as last time: not transferred again
                 identity = self._last_identity(name)
                 decode = DecodedMessage
             elif len(r) == 5:

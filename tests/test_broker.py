@@ -346,3 +346,17 @@ def test_unchanged_window_entries_are_not_transferred_again(demo_app: Any, r: re
     assert got["qa-tag-5"].redelivered and got["qa-tag-5"].reserved_at == pytest.approx(now + 1)
     assert not got["qa-tag-4"].redelivered and "qa-tag-7" not in got
     assert v3.unacked[-1].delivery_tag == "qa-tag-5"  # oldest first: it is now the newest
+
+
+def test_garbage_at_the_head_of_a_queue(r: redis.Redis, redis_url: str) -> None:
+    r.lpush("junk", b"\x00\xffnot json at all")
+    r.lpush("junk\x06\x169", b"x" * 200_000)  # huge tag-less value in a lower-priority band
+    settings = Settings(broker_url=redis_url, app_queues=("junk",))
+    reader = BrokerReader(settings, r)
+    t0 = time.time()
+    q = by_name(reader.read(now=t0))["junk"]
+    assert q.messages == 2 and dict(q.by_priority)[9] == 1 and q.oldest_age_s == 0.0
+    assert by_name(reader.read(now=t0 + 3))["junk"].oldest_age_s == pytest.approx(3)
+    r.rpop("junk")  # band 0 drained: the huge band-9 value is next
+    assert by_name(reader.read(now=t0 + 4))["junk"].oldest_age_s == 0.0
+    assert by_name(reader.read(now=t0 + 6))["junk"].oldest_age_s == pytest.approx(2)
