@@ -52,11 +52,13 @@ Oldest waiting age
     survives a higher-priority message jumping ahead and being consumed.
 
 Per-queue unacked counts
-    When ``HLEN unacked`` ≤ window, the counts are exact (from the window). For bigger ledgers an
-    incremental cache tag → queue is filled by the bounded ``unacked-scan`` steps; a full HSCAN pass takes
-    about ``total / 2000`` refreshes, after which the counts are those of the last complete pass plus the
-    entries seen since (entries acked since the last pass may still be counted until the next pass
-    completes; ``BrokerView.unacked_counts_exact`` is False meanwhile). Window entries are always counted.
+    When ``HLEN unacked`` ≤ window, the counts are exact (from the window). For bigger ledgers the bounded
+    ``unacked-scan`` steps count entries per queue (memory: one counter per queue, no per-tag state); a
+    full HSCAN pass takes about ``total / 2000`` refreshes. The counts shown are those of the last complete
+    pass (during the very first pass: the running partial counts), never fewer than the window holds for
+    a queue; so they lag the ledger by at most one pass. ``BrokerView.unacked_counts_exact`` is False
+    whenever the ledger exceeds the window. (HSCAN may return an entry twice while Redis rehashes the
+    hash: a count can then be slightly high for one pass.)
 
 Queue of an unacked entry: the routing key when the exchange is ``''`` (what Celery uses), else the
 binding table of the exchange (direct: routing key equality; topic: the stored regex).
@@ -301,8 +303,9 @@ class BrokerReader:
         self._discovery_passes = 0
         self._tables: dict[str, _Table] = {}
         self._seen: dict[str, OrderedDict[str, tuple[float, float | None]]] = {}
-        self._tag_queue_done: dict[str, str | None] = {}
-        self._tag_queue_partial: dict[str, str | None] = {}
+        self._scan_counts_done: dict[str, int] | None = None
+        """Unacked entries per queue counted by the last complete HSCAN pass (None: no pass yet)."""
+        self._scan_counts_partial: dict[str, int] = {}
         self._hscan_cursor = 0
         self._hscan_passes = 0
         self._window_cache: dict[str, tuple[bytes, DecodedMessage, str | None, str | None]] = {}
@@ -464,8 +467,8 @@ class BrokerReader:
         if need_scan:
             self._absorb_hscan(res[n_probes], errors)
         else:
-            self._tag_queue_done.clear()
-            self._tag_queue_partial.clear()
+            self._scan_counts_done = None
+            self._scan_counts_partial = {}
             self._hscan_cursor = 0
 
         # ---- build the view ----
@@ -593,15 +596,20 @@ class BrokerReader:
             return
         cursor = int(res[0])
         items = res[1:]
-        for i in range(0, len(items) - 1, 2):
-            tag = _text(items[i])
-            ex, rk = exchange_and_routing_key_of_tail(_bytes(items[i + 1]))
-            self._tag_queue_partial[tag] = self.queue_for(ex, rk) if rk is not None else None
+        memo: dict[tuple[str | None, str | None], str | None] = {}
+        counts = self._scan_counts_partial
+        for i in range(1, len(items), 2):
+            route = exchange_and_routing_key_of_tail(_bytes(items[i]))
+            if route not in memo:
+                memo[route] = self.queue_for(*route) if route[1] is not None else None
+            q = memo[route]
+            if q:
+                counts[q] = counts.get(q, 0) + 1
         self._hscan_cursor = cursor
         if cursor == 0:
             self._hscan_passes += 1
-            self._tag_queue_done = self._tag_queue_partial
-            self._tag_queue_partial = {}
+            self._scan_counts_done = counts
+            self._scan_counts_partial = {}
 
     def _unacked_counts(self, entries: Sequence[UnackedEntry], total: int, scanning: bool
                         ) -> tuple[dict[str, int], bool]:
@@ -611,14 +619,13 @@ class BrokerReader:
                 if e.queue:
                     counts[e.queue] = counts.get(e.queue, 0) + 1
             return counts, True
-        merged: dict[str, str | None] = dict(self._tag_queue_done)
-        merged.update(self._tag_queue_partial)
+        counts = dict(self._scan_counts_done if self._scan_counts_done is not None else self._scan_counts_partial)
+        in_window: dict[str, int] = {}
         for e in entries:
-            merged[e.delivery_tag] = e.queue
-        counts = {}
-        for q in merged.values():
-            if q:
-                counts[q] = counts.get(q, 0) + 1
+            if e.queue:
+                in_window[e.queue] = in_window.get(e.queue, 0) + 1
+        for q, n in in_window.items():  # window entries are certain: never show fewer
+            counts[q] = max(counts.get(q, 0), n)
         return counts, False
 
     def _classify(self, window: Iterable[tuple[str, float | None, DecodedMessage, str | None, str | None]],
