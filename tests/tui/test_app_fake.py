@@ -1,0 +1,351 @@
+"""Pilot tests of the dashboard on a fake collector with fixed snapshots (no Redis)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tui_fakes import (
+    QUEUES,
+    SETTINGS,
+    T0,
+    FakeActions,
+    down_snapshot,
+    make_app,
+    make_snapshot,
+)
+from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
+
+from collectors.models import QueueInfo
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.detail import DetailScreen
+from tui.screens.help import HelpScreen
+from tui.screens.welcome import WelcomeScreen
+from tui.widgets.status_bar import StatusBar
+
+
+async def test_panels_show_the_snapshot() -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        queues = app.panel("queues").table
+        assert queues.shown_keys == ["celery", "emails", "risky", "slow"]  # ready, descending
+        text = screen_text(app)
+        assert "emails ⚠ no consumer" in text
+        assert "Unacked 5 ⚠2" in text and "Workers 2/3" in text and "Poison 1" in text
+        assert "⟳ 0s ago" in text and "secret" not in text and "redis://:***@broker.example:6379/0" in text
+
+        app.show_view("unacked")
+        await settle(pilot)
+        unacked = app.panel().table
+        assert unacked.shown_keys[:2] == ["tag-o1", "tag-o2"]  # oldest first: the orphans stand out
+        text = screen_text(app)
+        assert text.count("ORPHANED") == 2 and "⚠ 1h06m" in text
+
+        app.show_view("workers")
+        await settle(pilot)
+        assert "OFFLINE" in screen_text(app)
+        app.show_view("tasks")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "SUCCESS 1,204" in text and "scan complete" in text and "ValueError('boom')" in text
+        app.show_view("poison")
+        await settle(pilot)
+        assert app.panel().table.shown_keys == ["p0150n00-0000-4000-8000-000000000005"]
+
+
+async def test_refresh_updates_in_place_and_keeps_the_cursor() -> None:
+    first = make_snapshot()
+    # Next refresh: emails grows past celery, slow disappears, a new queue appears, values change.
+    second = make_snapshot(taken_at=T0 + 1, queues=(
+        replace(QUEUES[0], messages=50), replace(QUEUES[1], messages=900), QUEUES[3],
+        QueueInfo("reports", 3, ((0, 3),), 1.0, 0, 1),
+    ))
+    app = make_app([first, second])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        table = app.panel("queues").table
+        await pilot.press("down")  # cursor on "emails" (row 1)
+        assert table.selected_key == "emails"
+        app.action_refresh()
+        await settle(pilot)
+        assert table.shown_keys == ["emails", "celery", "reports", "risky"]
+        assert table.selected_key == "emails"  # followed its row to index 0
+        assert table.cursor_row == 0
+        assert "slow" not in table.rows
+        assert str(table.get_cell("celery", "ready")) == "50"
+
+
+async def test_filter_narrows_rows_and_escape_clears_it() -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.current_view == "unacked"
+        await pilot.press("slash", *"orphan")
+        await pilot.pause()
+        table = app.panel().table
+        assert table.shown_keys == ["tag-o1", "tag-o2"]
+        await pilot.press("enter")  # keep the filter, back to the table
+        await pilot.pause()
+        assert table.has_focus and app.panel().filter_text == "orphan"
+        assert "filter: orphan" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(table.shown_keys) == 5
+
+
+async def test_colon_jumps_to_views_and_tab_cycles() -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *"poison", "enter")
+        await pilot.pause()
+        assert app.current_view == "poison"
+        assert app.panel().table.has_focus
+        await pilot.press("colon", *":quar", "enter")
+        await settle(pilot)
+        assert app.current_view == "quarantine"
+        assert app.panel().table.shown_keys == ["q-1"]
+        await pilot.press("colon", *"nope", "enter")
+        await pilot.pause()
+        assert app.current_view == "quarantine"
+        assert any("no view matches" in m for _, m, _ in notifications(app))
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.current_view == "queues"
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        assert app.current_view == "quarantine"
+
+
+async def test_enter_opens_the_detail_screen() -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot)
+        app.show_view("unacked")
+        await settle(pilot)
+        table = app.panel().table
+        table.move_cursor(row=table.shown_keys.index("tag-p1"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailScreen)
+        text = widget_text(app.screen)
+        assert "p0150n00-0000-4000-8000-000000000005" in text
+        assert "(5,)" in text and "{'tag': 'x'}" in text
+        assert "deliveries seen" in text and "WorkerLostError" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, DetailScreen)
+
+        app.show_view("tasks")
+        await settle(pilot)
+        app.panel().table.move_cursor(row=app.panel().table.shown_keys.index("f1f1f1f1-0000-4000-8000-000000000006"))
+        await pilot.press("enter")
+        await pilot.pause()
+        text = widget_text(app.screen)
+        assert "Traceback" in text and "raise ValueError('boom')" in text
+
+
+async def test_help_and_pause() -> None:
+    app = make_app(interval=0.05)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert "requeue every orphaned message" in widget_text(app.screen)
+        await pilot.press("escape")
+        await pilot.pause()
+        collector = app.collector
+        await wait_until(pilot, lambda: collector.calls >= 3)
+        await pilot.press("P")
+        await settle(pilot)
+        assert "PAUSED" in screen_text(app)
+        paused_at = collector.calls
+        await pilot.pause(0.4)
+        assert collector.calls == paused_at
+        await pilot.press("P")
+        await wait_until(pilot, lambda: collector.calls >= paused_at + 2)
+        assert "PAUSED" not in screen_text(app)
+
+
+async def test_purge_cancel_then_confirm() -> None:
+    actions = FakeActions()
+    app = make_app(actions=actions)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        assert app.panel().table.selected_key == "celery"
+        await pilot.press("p")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        text = screen_text(app)
+        assert "Purge queue celery?" in text and "120 ready message(s)" in text
+        assert "priority 0: 100, priority 3: 20" in text
+        await pilot.press("enter")  # "No" has the focus: enter is safe
+        await settle(pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert [c[0] for c in actions.calls] == ["purge_preview"]
+
+        calls_before = app.collector.calls
+        await pilot.press("p")
+        await settle(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        purge = [c for c in actions.calls if c[0] == "purge"]
+        assert len(purge) == 1
+        name, args, kwargs = purge[0]
+        assert args == ("celery",) and kwargs["include_unacked"] is False
+        assert kwargs["export_path"].endswith(".jsonl") and "purge-celery-" in kwargs["export_path"]
+        assert ("Purge", "purged 120 message(s) from celery", "information") in notifications(app)
+        assert app.collector.calls > calls_before  # immediate refresh after the action
+        assert app.collector.inspects >= 1
+
+
+async def test_action_targets_the_row_captured_when_the_dialog_opened() -> None:
+    actions = FakeActions()
+    app = make_app(actions=actions)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        app.show_view("unacked")
+        await settle(pilot)
+        table = app.panel().table
+        assert table.selected_key == "tag-o1"
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "0a0a0a0a-0000-4000-8000-000000000002" in screen_text(app)
+        # While the dialog is open the data changes under it (tag-o1 is gone, cursor moves).
+        app.collector.snapshots = [make_snapshot(unacked=make_snapshot().unacked[1:][::-1])]
+        app.collector.snapshots[0] = replace(app.collector.snapshots[0],
+                                             unacked=tuple(e for e in make_snapshot().unacked
+                                                           if e.delivery_tag != "tag-o1"))
+        app.action_refresh()
+        await settle(pilot)
+        assert "tag-o1" not in table.rows
+        await pilot.press("y")
+        await settle(pilot)
+        requeue = [c for c in actions.calls if c[0] == "requeue"]
+        assert requeue == [("requeue", (["tag-o1"],), {"force": False})]
+
+
+async def test_marks_make_bulk_actions_and_read_only_refuses() -> None:
+    actions = FakeActions()
+    app = make_app(actions=actions)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        app.show_view("unacked")
+        await settle(pilot)
+        await pilot.press("space", "space")  # marks tag-o1 and tag-o2 (cursor moves down)
+        await pilot.pause()
+        assert "2 marked" in screen_text(app)
+        await pilot.press("Q")
+        await pilot.pause()
+        assert "Move 2 message(s) into taskdash's quarantine" in screen_text(app)
+        await pilot.press("y")
+        await settle(pilot)
+        q = [c for c in actions.calls if c[0] == "quarantine"]
+        assert q[0][2]["tags"] == ["tag-o1", "tag-o2"]
+
+    ro_actions = FakeActions()
+    ro = make_app(actions=ro_actions, settings=replace(SETTINGS, read_only=True))
+    async with ro.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        ro.show_view("unacked")
+        await settle(pilot)
+        await pilot.press("r", "R", "x")
+        await settle(pilot)
+        assert not isinstance(ro.screen, ConfirmScreen)
+        assert ro_actions.calls == []
+        assert sum("--read-only" in m for _, m, _ in notifications(ro)) == 4
+        assert "READ-ONLY" in screen_text(ro)
+
+
+async def test_broker_down_then_back_notifies_on_transitions_only() -> None:
+    ok = make_snapshot()
+    app = make_app([ok, down_snapshot(), down_snapshot(), replace(ok, taken_at=T0 + 5)])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        for _ in range(2):
+            app.action_refresh()
+            await settle(pilot)
+        bar = app.query_one(StatusBar)
+        assert bar.has_class("-down")
+        text = screen_text(app)
+        assert "broker unreachable" in text and "Connection refused" in text
+        assert app.panel("queues").table.shown_keys == ["celery", "emails", "risky", "slow"]  # last good data
+        app.action_refresh()
+        await settle(pilot)
+        assert not bar.has_class("-down")
+        titles = [t for t, _, _ in notifications(app)]
+        assert titles.count("Broker unreachable") == 1 and titles.count("Broker back") == 1
+
+
+async def test_welcome_screen_when_nothing_is_reachable_then_recovers() -> None:
+    app = make_app([down_snapshot(), down_snapshot(), make_snapshot()])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, WelcomeScreen)
+        text = screen_text(app)
+        assert "--broker" in text and "taskdash demo" in text and "secret" not in text
+        app.action_refresh()
+        await settle(pilot)
+        assert isinstance(app.screen, WelcomeScreen)
+        app.action_refresh()
+        await settle(pilot)
+        assert not isinstance(app.screen, WelcomeScreen)
+        assert app.panel().table.row_count == 4
+
+
+async def test_collector_crash_is_reported_and_the_app_keeps_running() -> None:
+    def boom() -> object:
+        raise RuntimeError("collector exploded")
+
+    app = make_app([make_snapshot(), boom, make_snapshot()])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.action_refresh()
+        await settle(pilot)
+        assert app.is_running
+        assert any("collector exploded" in m for _, m, _ in notifications(app))
+        assert "refresh failed" in screen_text(app)
+        app.action_refresh()
+        await settle(pilot)
+        assert "refresh failed" not in screen_text(app)
+
+
+async def test_palette_purge_goes_through_the_confirm_dialog() -> None:
+    actions = FakeActions()
+    app = make_app(actions=actions)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"purge emails")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(pilot)
+        assert [c[1] for c in actions.calls if c[0] == "purge"] == [("emails",)]
+
+
+async def test_sort_cycles_and_small_and_large_terminals_render() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        assert app.panel().table.shown_keys == ["celery", "emails", "risky", "slow"]  # by name
+        assert "sort: name" in screen_text(app)
+        await pilot.press("s")
+        await pilot.pause()
+        assert app.panel().table.shown_keys[0] == "emails"  # oldest first
+        for view in ("unacked", "workers", "tasks", "poison", "quarantine"):
+            app.show_view(view)
+            await settle(pilot)
+            assert len(screen_text(app).splitlines()) == 24
+        await pilot.resize_terminal(200, 60)
+        await pilot.pause()
+        assert len(screen_text(app).splitlines()) == 60

@@ -1,0 +1,233 @@
+"""Fixed snapshots, a fake collector and fake actions for the TUI tests (no Redis)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from collectors.config import Settings
+from collectors.models import (
+    PoisonSuspect,
+    QueueInfo,
+    RefreshCost,
+    Snapshot,
+    SourceError,
+    SourceStatus,
+    TaskFailure,
+    TaskStats,
+    UnackedEntry,
+    WorkerInfo,
+)
+from tui.app import TaskDashApp
+
+T0 = 1_780_000_000.0
+"""Fixed snapshot time (2026-05-28): screenshots never depend on the real clock."""
+
+BROKER = SourceStatus("redis://:***@broker.example:6379/0", True)
+BACKEND = SourceStatus("redis://:***@broker.example:6379/1", True)
+SETTINGS = Settings(broker_url="redis://:secret@broker.example:6379/0",
+                    backend_url="redis://:secret@broker.example:6379/1", interval=0)
+
+
+def entry(tag: str, task_id: str, *, task: str = "demo_tasks.tasks.slow", queue: str = "slow",
+          state: str = "active", holder: str | None = "w1@host", age: float = 12.0, stale: bool = False,
+          redelivered: bool = False) -> UnackedEntry:
+    """An unacked entry with sensible defaults."""
+    return UnackedEntry(
+        delivery_tag=tag, task_id=task_id, task=task, queue=queue, priority=0, reserved_at=T0 - age,
+        age_s=age, redelivered=redelivered, state=state,  # type: ignore[arg-type]
+        holder=holder if state in ("active", "reserved", "scheduled") else None, stale=stale,
+        time_to_redelivery_s=3600.0 - age, argsrepr="(5,)", kwargsrepr="{'tag': 'x'}",
+        exchange="", routing_key=queue, size=812,
+    )
+
+
+QUEUES = (
+    QueueInfo("celery", 120, ((0, 100), (3, 20), (6, 0), (9, 0)), 42.0, 1, 2, ("binding",)),
+    QueueInfo("emails", 7, ((0, 7), (3, 0), (6, 0), (9, 0)), 310.0, 0, 0, ("binding",)),
+    QueueInfo("slow", 0, ((0, 0), (3, 0), (6, 0), (9, 0)), None, 3, 1, ("binding", "worker")),
+    QueueInfo("risky", 1, ((0, 1), (3, 0), (6, 0), (9, 0)), 5.0, 1, 1, ("worker",)),
+)
+UNACKED = (
+    entry("tag-a1", "a1a1a1a1-0000-4000-8000-000000000001", age=12.0),
+    entry("tag-o1", "0a0a0a0a-0000-4000-8000-000000000002", state="orphaned", age=4000.0, stale=True,
+          redelivered=True),
+    entry("tag-o2", "0b0b0b0b-0000-4000-8000-000000000003", state="orphaned", age=95.0),
+    entry("tag-r1", "r1r1r1r1-0000-4000-8000-000000000004", state="reserved", holder="w2@host", age=3.0,
+          queue="celery", task="demo_tasks.tasks.add"),
+    entry("tag-p1", "p0150n00-0000-4000-8000-000000000005", task="demo_tasks.tasks.poison", queue="risky",
+          state="active", holder="w2@host", age=1.0, redelivered=True),
+)
+WORKERS = (
+    WorkerInfo("w1@host", True, "prefork", 4, 1, 0, 0, 1520, ("celery", "slow"), 0.8, pid=101,
+               sw_ver="5.7.0", pool_pids=(102, 103, 104, 105)),
+    WorkerInfo("w2@host", True, "solo", 1, 1, 1, 0, 88, ("celery", "risky"), 1.2, pid=201, sw_ver="5.7.0"),
+    WorkerInfo("w3@gone", False, "prefork", 2, 0, 0, 0, 12, ("emails",), 340.0, pid=301),
+)
+FAILURES = (
+    TaskFailure("f1f1f1f1-0000-4000-8000-000000000006", "demo_tasks.tasks.fail", "ValueError('boom')",
+                'Traceback (most recent call last):\n  File "tasks.py", line 20, in fail\n'
+                "    raise ValueError('boom')\nValueError: boom", "2026-05-28T19:59:01",
+                args="()", kwargs="{}", worker="w1@host", queue="celery"),
+    TaskFailure("p0150n00-0000-4000-8000-000000000005", "demo_tasks.tasks.poison",
+                "WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL)')", None,
+                "2026-05-28T19:58:40", worker="w2@host", queue="risky"),
+)
+POISON = (
+    PoisonSuspect("p0150n00-0000-4000-8000-000000000005", "demo_tasks.tasks.poison", "risky", 4, T0 - 120.0,
+                  T0 - 1.0, "4 deliveries, WorkerLostError", ("w2@host", "w1@host"), "tag-p1"),
+)
+
+
+def make_snapshot(**changes: Any) -> Snapshot:
+    """The standard fixed snapshot, optionally changed."""
+    snap = Snapshot(
+        taken_at=T0, broker=BROKER, backend=BACKEND, queues=QUEUES, unacked=UNACKED,
+        unacked_total=len(UNACKED), workers=WORKERS,
+        tasks=TaskStats((("SUCCESS", 1204), ("FAILURE", 2), ("RETRY", 3)), 1209, True, FAILURES, 1),
+        poison=POISON, errors=(), cost=RefreshCost(4, 37, 3.2), visibility_timeout=3600.0, inspect_ok=True,
+    )
+    return replace(snap, **changes)
+
+
+def down_snapshot(error: str = "Error 111 connecting to broker.example:6379. Connection refused.") -> Snapshot:
+    """What the collector returns while Redis is down."""
+    return Snapshot(taken_at=T0, broker=SourceStatus(BROKER.url, False, error),
+                    backend=SourceStatus(BACKEND.url, False, error),
+                    errors=(SourceError("broker", error),))
+
+
+def big_snapshot(n_unacked: int = 10_000, n_queues: int = 500) -> Snapshot:
+    """10,000 unacked entries and 500 queues."""
+    queues = tuple(QueueInfo(f"queue-{i:03d}", i * 3, ((0, i * 3), (3, 0), (6, 0), (9, 0)), float(i), i % 7,
+                             i % 3) for i in range(n_queues))
+    states = ("active", "reserved", "orphaned", "scheduled")
+    unacked = tuple(
+        entry(f"tag-{i:05d}", f"{i:08x}-0000-4000-8000-{i:012d}", queue=f"queue-{i % n_queues:03d}",
+              state=states[i % 4], age=float(i % 5000), stale=(i % 5000) > 3600)
+        for i in range(n_unacked)
+    )
+    return make_snapshot(queues=queues, unacked=unacked, unacked_total=n_unacked)
+
+
+class FakeCollector:
+    """Returns queued snapshots in order (the last one repeats); counts calls; optional delay."""
+
+    def __init__(self, snapshots: Sequence[Snapshot | Callable[[], Snapshot]], *, delay: float = 0.0,
+                 settings: Settings = SETTINGS) -> None:
+        self.settings = settings
+        self.snapshots = list(snapshots)
+        self.delay = delay
+        self.calls = 0
+        self.inspects = 0
+        self.closed = False
+        self.release = threading.Event()
+        self.release.set()
+        self.in_flight = threading.Event()
+
+    def collect(self) -> Snapshot:
+        self.calls += 1
+        self.in_flight.set()
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            self.release.wait(30)
+            item = self.snapshots[0] if len(self.snapshots) == 1 else self.snapshots.pop(0)
+            return item() if callable(item) else item
+        finally:
+            self.in_flight.clear()
+
+    def inspect_soon(self) -> None:
+        self.inspects += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeResult:
+    """Shaped like collectors.actions.ActionResult."""
+
+    action: str
+    count: int
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakePreview:
+    """Shaped like collectors.actions.PurgePreview."""
+
+    queue: str
+    by_priority: dict[int, int]
+    total: int
+    unacked: int
+    orphaned_unacked: int
+
+
+class FakeActions:
+    """Records every call; returns plausible results."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.quarantine_entries: list[dict[str, Any]] = [
+            {"id": "q-1", "task_id": "p0150n00-0000-4000-8000-000000000005", "task": "demo_tasks.tasks.poison",
+             "queue": "risky", "quarantined_at": T0 - 60, "deliveries": 4, "reason": "poison suspect"},
+        ]
+
+    def _rec(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, args, kwargs))
+
+    def requeue(self, tags: Sequence[str], force: bool = False) -> FakeResult:
+        self._rec("requeue", list(tags), force=force)
+        return FakeResult("requeue", len(tags), f"requeued {len(tags)} message(s)")
+
+    def requeue_orphaned(self, older_than: float | None = None) -> FakeResult:
+        self._rec("requeue_orphaned", older_than=older_than)
+        return FakeResult("requeue", 2, "requeued 2 message(s)")
+
+    def quarantine(self, tags: Sequence[str] = (), task_ids: Sequence[str] = (), reason: str = "") -> FakeResult:
+        self._rec("quarantine", tags=list(tags), task_ids=list(task_ids), reason=reason)
+        return FakeResult("quarantine", len(tags) + len(task_ids), "quarantined")
+
+    def list_quarantine(self) -> list[dict[str, Any]]:
+        self._rec("list_quarantine")
+        return list(self.quarantine_entries)
+
+    def replay(self, ids: Sequence[str]) -> FakeResult:
+        self._rec("replay", list(ids))
+        return FakeResult("replay", len(ids), f"replayed {len(ids)}")
+
+    def delete_quarantined(self, ids: Sequence[str]) -> FakeResult:
+        self._rec("delete_quarantined", list(ids))
+        return FakeResult("delete", len(ids), f"deleted {len(ids)}")
+
+    def purge_preview(self, queue: str) -> FakePreview:
+        self._rec("purge_preview", queue)
+        return FakePreview(queue, {0: 100, 3: 20, 6: 0, 9: 0}, 120, 1, 0)
+
+    def purge(self, queue: str, include_unacked: bool = False, export_path: str | None = None) -> FakeResult:
+        self._rec("purge", queue, include_unacked=include_unacked, export_path=export_path)
+        return FakeResult("purge", 120, f"purged 120 message(s) from {queue}")
+
+    def revoke(self, task_id: str, terminate: bool = False) -> FakeResult:
+        self._rec("revoke", task_id, terminate=terminate)
+        return FakeResult("revoke", 1, f"revoked {task_id}")
+
+    def retry(self, task_id: str) -> FakeResult:
+        self._rec("retry", task_id)
+        return FakeResult("retry", 1, f"retried {task_id}")
+
+
+def make_app(snapshots: Sequence[Snapshot | Callable[[], Snapshot]] | None = None, *,
+             actions: Any = None, settings: Settings = SETTINGS, delay: float = 0.0,
+             **kw: Any) -> TaskDashApp:
+    """An app on a fake collector, interval 0 (refresh only when asked), pinned clock."""
+    collector = FakeCollector(snapshots if snapshots is not None else [make_snapshot()], delay=delay,
+                              settings=settings)
+    kw.setdefault("interval", 0)
+    kw.setdefault("clock", lambda: T0 + 0.4)
+    return TaskDashApp(collector, actions=actions if actions is not None else FakeActions(), **kw)

@@ -1,0 +1,75 @@
+"""Pure formatting helpers for the dashboard (no Textual import: unit-testable on their own)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+
+def fmt_age(seconds: float | None) -> str:
+    """A short human age: ``"4s"``, ``"3m05s"``, ``"2h04m"``, ``"3d02h"``; ``"–"`` when unknown."""
+    if seconds is None:
+        return "–"
+    neg = seconds < 0
+    s = int(abs(seconds))
+    if s < 60:
+        out = f"{s}s"
+    elif s < 3600:
+        out = f"{s // 60}m{s % 60:02d}s"
+    elif s < 86400:
+        out = f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    else:
+        out = f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+    return f"-{out}" if neg else out
+
+
+def fmt_int(value: int | None) -> str:
+    """An integer with thousands separators; ``"–"`` when unknown."""
+    if value is None:
+        return "–"
+    return f"{value:,}"
+
+
+def fmt_rate(per_s: float | None) -> str:
+    """A signed rate per second (``"+3.2/s"``, ``"-120/s"``); ``"–"`` when not enough history."""
+    if per_s is None:
+        return "–"
+    if abs(per_s) < 0.05:
+        return "0/s"
+    if abs(per_s) >= 100:
+        return f"{per_s:+.0f}/s"
+    return f"{per_s:+.1f}/s"
+
+
+def short_id(task_id: str | None, width: int = 8) -> str:
+    """The first ``width`` characters of a task id (full ids stay in detail screens)."""
+    if not task_id:
+        return "–"
+    return task_id[:width]
+
+
+def sparkline(values: Sequence[float], width: int = 12) -> str:
+    """A unicode block sparkline of the last ``width`` values, scaled from 0 to the maximum."""
+    vals = list(values)[-width:]
+    if not vals:
+        return ""
+    top = max(vals)
+    if top <= 0:
+        return SPARK_CHARS[0] * len(vals)
+    last = len(SPARK_CHARS) - 1
+    return "".join(SPARK_CHARS[min(last, int(round(v / top * last)))] for v in vals)
+
+
+def by_priority_text(by_priority: Sequence[tuple[int, int]]) -> str:
+    """``"p0:5 p3:1 p9:2"`` for the non-empty bands (``"–"`` when all are empty)."""
+    parts = [f"p{band}:{n:,}" for band, n in by_priority if n]
+    return " ".join(parts) if parts else "–"
+
+
+def truncate(text: str | None, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis; ``"–"`` for None."""
+    if text is None:
+        return "–"
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"

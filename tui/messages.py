@@ -1,0 +1,58 @@
+"""App-wide messages: snapshots from the poll thread, requests from panels, action results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from collectors.models import Snapshot
+
+
+@dataclass
+class SnapshotReady(Message):
+    """A fresh snapshot, posted from the poll worker thread."""
+
+    snapshot: Snapshot
+
+    def can_replace(self, message: Message) -> bool:
+        """Only the newest queued snapshot is rendered."""
+        return isinstance(message, SnapshotReady)
+
+
+@dataclass
+class CollectFailed(Message):
+    """``collect()`` raised (a bug or an unexpected error); the app keeps running and retries."""
+
+    error: str
+
+
+@dataclass
+class QuarantineListed(Message):
+    """The quarantine list, read in a thread worker."""
+
+    entries: tuple[Any, ...]
+    error: str | None = None
+
+
+@dataclass
+class WriteRequested(Message):
+    """A panel asks the app to run a write action (after confirmation).
+
+    Attributes:
+        kind: "requeue", "requeue_orphaned", "quarantine", "purge", "revoke", "retry", "replay",
+            "delete_quarantined".
+        items: The model objects the action applies to, captured when the key was pressed.
+    """
+
+    kind: str
+    items: tuple[Any, ...] = ()
+
+
+@dataclass
+class DetailRequested(Message):
+    """A panel asks for the detail screen of one row."""
+
+    kind: str
+    item: Any

@@ -1,0 +1,84 @@
+"""HelpScreen: every key, per view, and what read-only mode disables."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Label, Static
+
+GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
+    ("?", "this help"),
+    ("/", "filter the rows of the current view (esc clears)"),
+    (":", "jump to a view: :queues :unacked :workers :tasks :poison :quarantine"),
+    ("tab / shift+tab", "next / previous view (mouse: click a tab)"),
+    ("1-6", "jump straight to a view"),
+    ("↑ ↓ pgup pgdn", "move; enter (or click twice) opens the details"),
+    ("space", "mark the row for a bulk action"),
+    ("s", "change the sort order"),
+    ("P", "pause / resume the refresh"),
+    ("ctrl+r", "refresh now"),
+    ("ctrl+p", "command palette (views, actions, themes)"),
+    ("q", "quit"),
+)
+
+VIEW_KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Queues", (("p", "purge the queue (preview, optional export, asks first)"),
+                ("b", "show ready messages per priority band"))),
+    ("Unacked", (("r", "requeue the marked / selected messages onto their queues"),
+                 ("R", "requeue every orphaned message"),
+                 ("Q", "quarantine the marked / selected messages"),
+                 ("x", "revoke the task (asks whether to terminate)"))),
+    ("Tasks", (("r", "retry the failed task from its stored args"),)),
+    ("Poison", (("Q", "quarantine the suspects (stops the loop)"), ("x", "revoke the task"))),
+    ("Quarantine", (("r", "replay onto the original queue"), ("d", "delete for good"))),
+)
+
+
+def help_text(read_only: bool) -> Text:
+    """The help body."""
+    t = Text()
+    t.append("Everywhere\n", style="bold underline")
+    for key, what in GLOBAL_KEYS:
+        t.append(f"  {key:<16}", style="bold")
+        t.append(f"{what}\n")
+    for view, keys in VIEW_KEYS:
+        t.append(f"\n{view}\n", style="bold underline")
+        for key, what in keys:
+            t.append(f"  {key:<16}", style="bold")
+            t.append(f"{what}{'  [disabled: read-only]' if read_only else ''}\n")
+    t.append("\nEvery write asks first (default No), names exactly what changes, and is written to the "
+             "audit log.\n")
+    if read_only:
+        t.append("Read-only mode (--read-only): every write key is disabled.\n", style="bold")
+    return t
+
+
+class HelpScreen(ModalScreen[None]):
+    """Key reference."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "close", "Close", id="taskdash.help.close"),
+    ]
+
+    def __init__(self, read_only: bool = False) -> None:
+        super().__init__()
+        self.read_only = read_only
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-dialog"):
+            yield Label("taskdash keys", id="help-title")
+            with VerticalScroll(id="help-body"):
+                yield Static(help_text(self.read_only))
+            yield Label("esc: close", id="help-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()
+
+    def action_close(self) -> None:
+        """Close the help."""
+        self.dismiss(None)

@@ -1,0 +1,698 @@
+"""The dashboard's panels: one per view, each a KeyedTable fed from the latest Snapshot.
+
+Panels only *read*: write keys post ``WriteRequested`` and ``enter`` posts ``DetailRequested``; the
+app confirms and runs the action (messages up, attributes down).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from collectors.models import (
+    PoisonSuspect,
+    QueueInfo,
+    Snapshot,
+    SourceStatus,
+    TaskFailure,
+    UnackedEntry,
+    WorkerInfo,
+)
+from tui.format import (
+    by_priority_text,
+    fmt_age,
+    fmt_int,
+    fmt_rate,
+    short_id,
+    sparkline,
+    truncate,
+)
+from tui.messages import DetailRequested, WriteRequested
+from tui.widgets.keyed_table import KeyedTable
+
+if TYPE_CHECKING:
+    from tui.history import History
+
+MAX_ROWS = 500
+"""Rows rendered per table; the rest are counted and reachable through the filter or sort."""
+
+
+class Colors:
+    """Theme colours resolved once per refresh (so every Textual theme applies to cell styles)."""
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        self.error = f"bold {variables.get('error', 'red')}"
+        self.warning = variables.get("warning", "yellow")
+        self.success = variables.get("success", "green")
+        self.muted = "dim"
+        self.accent = variables.get("accent", "cyan")
+
+
+class Panel(Vertical):
+    """Base panel: a titled KeyedTable with filter, sort and marks; subclasses build rows."""
+
+    VIEW: ClassVar[str] = ""
+    TITLE: ClassVar[str] = ""
+    COLUMNS: ClassVar[tuple[tuple[str, str, int | None], ...]] = ()
+    SORTS: ClassVar[tuple[tuple[str, str, bool], ...]] = ()
+    """(label, sort key, descending) choices cycled by ``s``; the first is the default."""
+    DETAIL_KIND: ClassVar[str] = ""
+    EMPTY: ClassVar[str] = "nothing here"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "mark", "Mark", id="taskdash.mark"),
+        Binding("s", "sort", "Sort", id="taskdash.sort"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id or f"{self.VIEW}-panel", classes="panel")
+        self.filter_text = ""
+        self.sort_index = 0
+        self.snapshot: Snapshot | None = None
+        self._synced: Snapshot | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_extra()
+        yield KeyedTable(self.COLUMNS, limit=MAX_ROWS, id=f"{self.VIEW}-table")
+        yield Static("", classes="panel-note", id=f"{self.VIEW}-note")
+
+    def compose_extra(self) -> ComposeResult:
+        """Widgets shown above the table (override)."""
+        yield from ()
+
+    def on_mount(self) -> None:
+        self._update_title()
+
+    @property
+    def table(self) -> KeyedTable:
+        """The panel's table."""
+        return self.query_one(KeyedTable)
+
+    @property
+    def history(self) -> History:
+        """The app's rolling history."""
+        return self.app.history  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def colors(self) -> Colors:
+        """Theme colours for cell styles."""
+        return Colors(self.app.theme_variables)
+
+    # ---- data -------------------------------------------------------------------------------
+    def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
+        """The model objects this panel lists (override)."""
+        return ()
+
+    def row_key(self, item: Any) -> str:
+        """Stable row key (override)."""
+        raise NotImplementedError
+
+    def row_cells(self, item: Any) -> tuple[Any, ...]:
+        """Display cells (override)."""
+        raise NotImplementedError
+
+    def row_text(self, item: Any) -> str:
+        """Filter text (override)."""
+        return self.row_key(item).lower()
+
+    def row_sort(self, item: Any, sort_by: str) -> Any:
+        """Sort value (override)."""
+        return None
+
+    def show_snapshot(self, snapshot: Snapshot, *, force: bool = False) -> None:
+        """Take a new snapshot; the table is only re-synced while the panel is visible."""
+        self.snapshot = snapshot
+        if force or self.is_displayed_view():
+            self.resync()
+
+    def is_displayed_view(self) -> bool:
+        """True when this panel is the active view."""
+        return getattr(self.app, "current_view", None) == self.VIEW
+
+    def resync(self) -> None:
+        """Push the current snapshot, filter and sort into the table."""
+        if self.snapshot is None or not self.is_mounted:
+            return
+        items = self.items_of(self.snapshot)
+        self.prepare(self.snapshot)
+        sort_by, reverse = self.sort_choice()
+        self.table.sync(items, self, filter_text=self.filter_text, sort_by=sort_by, reverse=reverse)
+        self._synced = self.snapshot
+        self._update_title()
+        self._update_note()
+
+    def sort_choice(self) -> tuple[str | None, bool]:
+        """The active (sort key, descending)."""
+        if not self.SORTS:
+            return None, False
+        _, key, desc = self.SORTS[self.sort_index % len(self.SORTS)]
+        return key, desc
+
+    def prepare(self, snapshot: Snapshot) -> None:
+        """Per-refresh precomputation before cells are built (override)."""
+        self.c = self.colors
+
+    def _update_title(self) -> None:
+        parts = [self.TITLE]
+        if self.SORTS:
+            label, _, desc = self.SORTS[self.sort_index % len(self.SORTS)]
+            parts.append(f"sort: {label} {'↓' if desc else '↑'}")
+        if self.filter_text:
+            parts.append(f"filter: {self.filter_text}")
+        self.border_title = " · ".join(parts)
+        table = self.table if self.is_mounted else None
+        if table is not None and table.marked:
+            self.border_subtitle = f"{len(table.marked)} marked"
+        else:
+            self.border_subtitle = ""
+
+    def _update_note(self) -> None:
+        table = self.table
+        note = self.query_one(".panel-note", Static)
+        text = ""
+        if table.all_rows == 0:
+            text = self.EMPTY
+        elif table.total_rows == 0:
+            text = f"no row matches the filter {self.filter_text!r} (esc clears it)"
+        elif table.total_rows > table.row_count:
+            text = (f"showing the first {table.row_count:,} of {table.total_rows:,} rows "
+                    f"(narrow with / or change the sort with s)")
+        text = self.extra_note(text)
+        note.update(text)
+        note.display = bool(text)
+
+    def extra_note(self, text: str) -> str:
+        """Hook for panels that add to the note line."""
+        return text
+
+    def set_filter(self, text: str) -> None:
+        """Filter rows by a case-insensitive substring."""
+        self.filter_text = text
+        self.resync()
+        self._update_title()
+
+    # ---- keys ---------------------------------------------------------------------------------
+    def action_mark(self) -> None:
+        """Mark/unmark the row under the cursor for a bulk action."""
+        self.table.toggle_mark()
+        self._update_title()
+
+    def action_sort(self) -> None:
+        """Cycle the sort order."""
+        if self.SORTS:
+            self.sort_index = (self.sort_index + 1) % len(self.SORTS)
+            self.resync()
+            self._update_title()
+
+    def targets(self) -> tuple[Any, ...]:
+        """Marked rows, or the row under the cursor when nothing is marked."""
+        marked = self.table.marked_items()
+        if marked:
+            return tuple(marked)
+        item = self.table.selected_item
+        return () if item is None else (item,)
+
+    def request(self, kind: str, items: tuple[Any, ...] | None = None) -> None:
+        """Ask the app to run a write action on ``items`` (default: the targets)."""
+        items = self.targets() if items is None else items
+        self.post_message(WriteRequested(kind, items))
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        item = self.table.items.get(event.row_key.value or "")
+        if item is not None and self.DETAIL_KIND:
+            self.post_message(DetailRequested(self.DETAIL_KIND, item))
+
+
+# ---------------------------------------------------------------------------------------------
+class QueuesPanel(Panel):
+    """Queues: ready (optionally per priority), unacked, consumers, oldest age, rates, trend."""
+
+    VIEW = "queues"
+    TITLE = "Queues"
+    DETAIL_KIND = "queue"
+    EMPTY = "no task queue found yet (queues appear once a worker or a publisher declares them)"
+    COLUMNS = (
+        ("Queue", "name", None),
+        ("Ready", "ready", None),
+        ("Unacked", "unacked", 7),
+        ("Cons", "consumers", 4),
+        ("Oldest", "oldest", 6),
+        ("In/s", "in", 6),
+        ("Out/s", "out", 6),
+        ("Trend", "trend", 12),
+    )
+    SORTS = (("ready", "ready", True), ("name", "name", False), ("oldest", "oldest", True),
+             ("unacked", "unacked", True))
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "purge", "Purge", id="taskdash.purge"),
+        Binding("b", "bands", "Priorities", id="taskdash.bands"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.show_bands = False
+        self._outs: dict[str, float | None] = {}
+
+    def out_rates(self, snapshot: Snapshot) -> dict[str, float | None]:
+        """Estimated consumption per queue: each online worker's processed/s split over its queues."""
+        out: dict[str, float | None] = {}
+        for w in snapshot.workers:
+            rate = self.history.processed_rate(w.hostname)
+            if rate is None or not w.queues or not w.online:
+                continue
+            for q in w.queues:
+                out[q] = (out.get(q) or 0.0) + rate / len(w.queues)
+        return out
+
+    def prepare(self, snapshot: Snapshot) -> None:
+        super().prepare(snapshot)
+        self._outs = self.out_rates(snapshot)
+
+    def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
+        return snapshot.queues
+
+    def row_key(self, item: QueueInfo) -> str:
+        return item.name
+
+    def row_sort(self, item: QueueInfo, sort_by: str) -> Any:
+        return {"name": item.name, "ready": item.messages, "oldest": item.oldest_age_s,
+                "unacked": item.unacked}.get(sort_by)
+
+    def row_cells(self, q: QueueInfo) -> tuple[Any, ...]:
+        c = self.c
+        net = self.history.depth_rate(q.name)
+        out = self._outs.get(q.name)
+        inn = None if net is None else max(0.0, net + (out or 0.0))
+        style = c.error if q.no_consumer else ""
+        name = Text(q.name + (" ⚠ no consumer" if q.no_consumer else ""), style=style)
+        ready = fmt_int(q.messages)
+        if self.show_bands:
+            ready = f"{ready} ({by_priority_text(q.by_priority)})"
+        if q.wrong_type:
+            ready += " !type"
+        cons = "?" if q.consumers is None else str(q.consumers)
+        return (name, Text(ready, style=style), fmt_int(q.unacked), Text(cons, style=style),
+                fmt_age(q.oldest_age_s), fmt_rate(inn).lstrip("+"), fmt_rate(out).lstrip("+"),
+                Text(sparkline(self.history.depth_values(q.name), 12), style=c.accent))
+
+    def action_purge(self) -> None:
+        """Purge the queue under the cursor (asks first)."""
+        item = self.table.selected_item
+        self.request("purge", () if item is None else (item,))
+
+    def action_bands(self) -> None:
+        """Show/hide the per-priority breakdown of ready messages."""
+        self.show_bands = not self.show_bands
+        self.resync()
+
+
+# ---------------------------------------------------------------------------------------------
+def unacked_state_text(e: UnackedEntry, c: Colors) -> Text:
+    """State cell: orphaned rows shout (bold + colour, so they stand out even with NO_COLOR)."""
+    if e.state == "orphaned":
+        return Text("ORPHANED", style=c.error)
+    if e.state == "unknown":
+        return Text("unknown", style=c.warning)
+    return Text(e.state, style=c.success if e.state == "active" else "")
+
+
+class UnackedPanel(Panel):
+    """Unacked ledger: every delivered-but-unacknowledged message and who (if anyone) holds it."""
+
+    VIEW = "unacked"
+    TITLE = "Unacked"
+    DETAIL_KIND = "unacked"
+    EMPTY = "no unacked message: every delivered message has been acknowledged"
+    COLUMNS = (
+        ("State", "state", 9),
+        ("Task", "task", None),
+        ("Id", "id", 8),
+        ("Queue", "queue", None),
+        ("Age", "age", 7),
+        ("Redeliv.", "ttr", 8),
+        ("Holder", "holder", None),
+        ("↻", "redelivered", 1),
+    )
+    SORTS = (("age", "age", True), ("state", "state", False), ("task", "task", False),
+             ("queue", "queue", False), ("redelivery", "ttr", False))
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "requeue", "Requeue", id="taskdash.requeue"),
+        Binding("R", "requeue_orphaned", "Requeue orphans", id="taskdash.requeue_orphaned"),
+        Binding("Q", "quarantine", "Quarantine", id="taskdash.quarantine"),
+        Binding("x", "revoke", "Revoke", id="taskdash.revoke"),
+    ]
+    STATE_ORDER: ClassVar[dict[str, int]] = {"orphaned": 0, "unknown": 1, "active": 2, "reserved": 3,
+                                             "scheduled": 4}
+
+    def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
+        return snapshot.unacked
+
+    def row_key(self, item: UnackedEntry) -> str:
+        return item.delivery_tag
+
+    def row_sort(self, e: UnackedEntry, sort_by: str) -> Any:
+        if sort_by == "age":
+            return e.age_s
+        if sort_by == "state":
+            return self.STATE_ORDER.get(e.state, 9)
+        if sort_by == "ttr":
+            return e.time_to_redelivery_s
+        return getattr(e, sort_by, None)
+
+    def row_text(self, e: UnackedEntry) -> str:
+        return " ".join(str(x) for x in (e.state, e.task, e.task_id, e.queue, e.holder, e.delivery_tag,
+                                         "stale" if e.stale else "")).lower()
+
+    def row_cells(self, e: UnackedEntry) -> tuple[Any, ...]:
+        c = self.c
+        row_style = c.error if e.state == "orphaned" else ""
+        age = Text(("⚠ " if e.stale else "") + fmt_age(e.age_s), style=c.warning if e.stale else row_style)
+        ttr = "now" if e.stale else fmt_age(e.time_to_redelivery_s)
+        return (unacked_state_text(e, c), Text(truncate(e.task, 28), style=row_style), short_id(e.task_id),
+                truncate(e.queue, 14), age, Text(ttr, style=c.warning if e.stale else ""),
+                truncate(e.holder, 22), "↻" if e.redelivered else "")
+
+    def extra_note(self, text: str) -> str:
+        snap = self.snapshot
+        if snap is not None and snap.unacked_total > len(snap.unacked):
+            extra = (f"{snap.unacked_total:,} unacked in Redis; the collector reads a window of "
+                     f"{len(snap.unacked):,} (oldest first)")
+            return f"{text} · {extra}" if text else extra
+        return text
+
+    def action_requeue(self) -> None:
+        """Requeue the marked rows (or the row under the cursor)."""
+        self.request("requeue")
+
+    def action_requeue_orphaned(self) -> None:
+        """Requeue every orphaned message."""
+        snap = self.snapshot
+        self.request("requeue_orphaned", snap.orphaned if snap else ())
+
+    def action_quarantine(self) -> None:
+        """Quarantine the marked rows (or the row under the cursor)."""
+        self.request("quarantine")
+
+    def action_revoke(self) -> None:
+        """Revoke the task under the cursor."""
+        item = self.table.selected_item
+        self.request("revoke", () if item is None else (item,))
+
+
+# ---------------------------------------------------------------------------------------------
+class WorkersPanel(Panel):
+    """Workers: online/offline, last seen, pool, concurrency, active/reserved/scheduled, processed."""
+
+    VIEW = "workers"
+    TITLE = "Workers"
+    DETAIL_KIND = "worker"
+    EMPTY = "no worker has answered yet (inspect runs every few seconds)"
+    COLUMNS = (
+        ("Worker", "host", None),
+        ("Status", "status", 8),
+        ("Seen", "seen", 6),
+        ("Pool", "pool", None),
+        ("Conc", "conc", 4),
+        ("Act", "active", 3),
+        ("Res", "reserved", 3),
+        ("Sch", "scheduled", 3),
+        ("Processed", "processed", 9),
+        ("Done/s", "rate", 6),
+        ("Queues", "queues", None),
+    )
+    SORTS = (("name", "host", False), ("status", "status", False), ("active", "active", True),
+             ("processed", "processed", True))
+
+    def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
+        return snapshot.workers
+
+    def row_key(self, item: WorkerInfo) -> str:
+        return item.hostname
+
+    def row_sort(self, w: WorkerInfo, sort_by: str) -> Any:
+        return {"host": w.hostname, "status": (0 if not w.online else 1 if not w.responding else 2),
+                "active": w.active, "processed": w.processed}.get(sort_by)
+
+    def row_text(self, w: WorkerInfo) -> str:
+        return " ".join((w.hostname, "online" if w.online else "offline", w.pool or "", *w.queues)).lower()
+
+    def row_cells(self, w: WorkerInfo) -> tuple[Any, ...]:
+        c = self.c
+        if not w.online:
+            status = Text("OFFLINE", style=c.error)
+        elif not w.responding:
+            status = Text("no-reply", style=c.warning)
+        else:
+            status = Text("online", style=c.success)
+        rate = self.history.processed_rate(w.hostname)
+        return (Text(w.hostname, style="" if w.online else c.muted), status, fmt_age(w.last_seen_s),
+                w.pool or "–", fmt_int(w.concurrency), str(w.active), str(w.reserved), str(w.scheduled),
+                fmt_int(w.processed), fmt_rate(rate).lstrip("+"), truncate(",".join(w.queues), 30))
+
+
+# ---------------------------------------------------------------------------------------------
+class TasksPanel(Panel):
+    """Results: counts per state (with scan progress until a full pass completes), recent failures."""
+
+    VIEW = "tasks"
+    TITLE = "Tasks · recent failures"
+    DETAIL_KIND = "failure"
+    EMPTY = "no failure stored in the result backend"
+    COLUMNS = (
+        ("Task", "task", None),
+        ("Id", "id", 8),
+        ("Exception", "exc", None),
+        ("Done", "done", 19),
+        ("Worker", "worker", None),
+    )
+    SORTS = (("done", "done", True), ("task", "task", False), ("exception", "exc", False))
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "retry", "Retry", id="taskdash.retry"),
+    ]
+
+    def compose_extra(self) -> ComposeResult:
+        yield Static("", id="task-states")
+
+    def resync(self) -> None:
+        super().resync()
+        if self.snapshot is not None and self.is_mounted:
+            self.query_one("#task-states", Static).update(self.states_text(self.snapshot))
+
+    def states_text(self, snapshot: Snapshot) -> Text:
+        """``SUCCESS 1,204 · FAILURE 12 · …`` and the scan progress."""
+        c = self.colors
+        t = Text()
+        if not snapshot.backend.ok:
+            t.append(f"result backend unreachable: {snapshot.backend.error or 'error'}", style=c.error)
+            return t
+        stats = snapshot.tasks
+        if not stats.states:
+            t.append("no stored results", style=c.muted)
+        for i, (state, n) in enumerate(stats.states):
+            if i:
+                t.append(" · ")
+            style = c.error if state == "FAILURE" else c.success if state == "SUCCESS" else ""
+            t.append(f"{state} ", style=style)
+            t.append(f"{n:,}", style="bold")
+        if stats.complete:
+            t.append(f"   (scan complete: {stats.scanned:,} keys)", style=c.muted)
+        else:
+            t.append(f"   (scanning… {stats.scanned:,} keys so far)", style=c.warning)
+        return t
+
+    def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
+        return snapshot.tasks.recent_failures
+
+    def row_key(self, item: TaskFailure) -> str:
+        return item.task_id
+
+    def row_sort(self, f: TaskFailure, sort_by: str) -> Any:
+        return {"done": f.date_done, "task": f.task, "exc": f.exception}.get(sort_by)
+
+    def row_text(self, f: TaskFailure) -> str:
+        return " ".join(str(x) for x in (f.task, f.task_id, f.exception, f.worker)).lower()
+
+    def row_cells(self, f: TaskFailure) -> tuple[Any, ...]:
+        return (truncate(f.task, 28), short_id(f.task_id), Text(truncate(f.exception, 44), style=self.c.error),
+                truncate(f.date_done, 19), truncate(f.worker, 20))
+
+    def action_retry(self) -> None:
+        """Retry the failed task under the cursor from its stored args."""
+        item = self.table.selected_item
+        self.request("retry", () if item is None else (item,))
+
+
+# ---------------------------------------------------------------------------------------------
+class PoisonPanel(Panel):
+    """Poison suspects: task ids delivered again and again (probably killing their worker)."""
+
+    VIEW = "poison"
+    TITLE = "Poison suspects"
+    DETAIL_KIND = "poison"
+    EMPTY = "no poison suspect: no task id has been delivered repeatedly"
+    COLUMNS = (
+        ("Task", "task", None),
+        ("Id", "id", 8),
+        ("Queue", "queue", None),
+        ("Deliv", "deliveries", 5),
+        ("First", "first", 6),
+        ("Last", "last", 6),
+        ("Workers", "workers", None),
+        ("Reason", "reason", None),
+    )
+    SORTS = (("deliveries", "deliveries", True), ("last seen", "last", True), ("task", "task", False))
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("Q", "quarantine", "Quarantine", id="taskdash.quarantine"),
+        Binding("x", "revoke", "Revoke", id="taskdash.revoke"),
+    ]
+
+    def prepare(self, snapshot: Snapshot) -> None:
+        super().prepare(snapshot)
+        self._now = snapshot.taken_at
+
+    def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
+        return snapshot.poison
+
+    def row_key(self, item: PoisonSuspect) -> str:
+        return item.task_id
+
+    def row_sort(self, p: PoisonSuspect, sort_by: str) -> Any:
+        return {"deliveries": p.deliveries, "last": p.last_seen, "task": p.task}.get(sort_by)
+
+    def row_text(self, p: PoisonSuspect) -> str:
+        return " ".join(str(x) for x in (p.task, p.task_id, p.queue, p.reason, *p.workers)).lower()
+
+    def row_cells(self, p: PoisonSuspect) -> tuple[Any, ...]:
+        c, now = self.c, self._now
+        return (Text(truncate(p.task, 28), style=c.error), short_id(p.task_id), truncate(p.queue, 14),
+                Text(str(p.deliveries), style=c.error), fmt_age(now - p.first_seen),
+                fmt_age(now - p.last_seen), truncate(",".join(p.workers), 24), truncate(p.reason, 30))
+
+    def action_quarantine(self) -> None:
+        """Quarantine the marked suspects (or the one under the cursor)."""
+        self.request("quarantine")
+
+    def action_revoke(self) -> None:
+        """Revoke the suspect under the cursor."""
+        item = self.table.selected_item
+        self.request("revoke", () if item is None else (item,))
+
+
+# ---------------------------------------------------------------------------------------------
+def q_attr(entry: Any, *names: str) -> Any:
+    """First present attribute (or mapping key) of a quarantine entry."""
+    for name in names:
+        if isinstance(entry, dict):
+            if entry.get(name) is not None:
+                return entry[name]
+        elif getattr(entry, name, None) is not None:
+            return getattr(entry, name)
+    return None
+
+
+_NO_SOURCE = SourceStatus(url="", ok=True)
+
+
+class QuarantinePanel(Panel):
+    """taskdash's dead-letter list: quarantined messages, replayable or deletable."""
+
+    VIEW = "quarantine"
+    TITLE = "Quarantine"
+    DETAIL_KIND = "quarantined"
+    EMPTY = "quarantine is empty (Q on an unacked row or a poison suspect puts a message here)"
+    COLUMNS = (
+        ("Task", "task", None),
+        ("Id", "id", 8),
+        ("Queue", "queue", None),
+        ("When", "when", 7),
+        ("Deliv", "deliveries", 5),
+        ("Reason", "reason", None),
+    )
+    SORTS = (("when", "when", True), ("task", "task", False), ("queue", "queue", False))
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "replay", "Replay", id="taskdash.replay"),
+        Binding("d", "delete", "Delete", id="taskdash.delete"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.entries: tuple[Any, ...] = ()
+        self.error: str | None = None
+        self.loaded = False
+        self._now = 0.0
+
+    def show_entries(self, entries: tuple[Any, ...], error: str | None = None) -> None:
+        """Take a freshly read quarantine list."""
+        self.loaded = True
+        self.error = error
+        if error is None:
+            self.entries = entries
+        self.resync()
+
+    def resync(self) -> None:
+        if self.snapshot is None and self.loaded:
+            self.snapshot = Snapshot(taken_at=time.time(), broker=_NO_SOURCE, backend=_NO_SOURCE)
+        super().resync()
+
+    def prepare(self, snapshot: Snapshot) -> None:
+        super().prepare(snapshot)
+        self._now = snapshot.taken_at
+
+    def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
+        return self.entries
+
+    def row_key(self, e: Any) -> str:
+        return str(q_attr(e, "id", "qid", "task_id", "delivery_tag") or "?")
+
+    @staticmethod
+    def _when(e: Any) -> float | None:
+        when = q_attr(e, "quarantined_at", "when", "at")
+        try:
+            return float(when) if when is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    def row_sort(self, e: Any, sort_by: str) -> Any:
+        if sort_by == "when":
+            return self._when(e)
+        return q_attr(e, sort_by)
+
+    def row_text(self, e: Any) -> str:
+        return " ".join(str(q_attr(e, n) or "") for n in ("task", "task_id", "queue", "reason")).lower()
+
+    def row_cells(self, e: Any) -> tuple[Any, ...]:
+        when = self._when(e)
+        return (truncate(q_attr(e, "task", "name"), 28), short_id(q_attr(e, "task_id")),
+                truncate(q_attr(e, "queue", "original_queue"), 14),
+                fmt_age(None if when is None else self._now - when),
+                fmt_int(q_attr(e, "deliveries")), truncate(q_attr(e, "reason"), 40))
+
+    def extra_note(self, text: str) -> str:
+        if self.error:
+            return f"could not read the quarantine: {self.error}"
+        if not self.loaded:
+            return "reading the quarantine…"
+        return text
+
+    def action_replay(self) -> None:
+        """Put the marked (or selected) quarantined messages back on their queues."""
+        self.request("replay")
+
+    def action_delete(self) -> None:
+        """Delete the marked (or selected) quarantined messages for good."""
+        self.request("delete_quarantined")
+
+
+PANELS: tuple[type[Panel], ...] = (QueuesPanel, UnackedPanel, WorkersPanel, TasksPanel, PoisonPanel,
+                                   QuarantinePanel)
+VIEWS: tuple[str, ...] = tuple(p.VIEW for p in PANELS)
