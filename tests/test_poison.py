@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from collectors.models import TaskRef, UnackedEntry
@@ -145,3 +146,38 @@ def test_memory_is_bounded() -> None:
         t.observe_unacked([_entry("id999", "t", 1000.0 + i, redelivered=True)], now=1000.0 + i)
     assert t.deliveries("id999") == 501
     assert len(t._records["id999"].unacked["t"]._seen) <= 64
+
+
+def test_real_poison_loop_is_detected(start_worker: Any, demo_app: Any, redis_url: str, r: Any) -> None:
+    """A task that SIGKILLs its pool process, reject_on_worker_lost: the loop is seen from real reads."""
+    from collectors.config import resolve_settings
+    from collectors.workers import WorkerMonitor
+
+    worker = start_worker(("risky",), concurrency=1)
+    settings = resolve_settings(broker=redis_url, env={}, inspect_timeout=0.5, inspect_interval=0.5)
+    monitor = WorkerMonitor(settings)
+    monitor.start()
+    tracker = PoisonTracker(threshold=3)
+    try:
+        res = demo_app.send_task("demo_tasks.tasks.poison")
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            now = time.time()
+            tracker.observe_unacked(read_unacked(r, settings, now), now)
+            view = monitor.view(now)
+            tracker.observe_active(view.active, now)
+            for ev in monitor.drain_events():
+                tracker.observe_event(ev)
+            if tracker.deliveries(res.id) >= 3 and any(s.workers for s in tracker.suspects()):
+                break
+            time.sleep(0.25)
+    finally:
+        monitor.stop()
+        demo_app.control.revoke(res.id)
+    rec = tracker._records.get(res.id)
+    assert tracker.deliveries(res.id) >= 3, rec and rec.by_source()
+    (s,) = [s for s in tracker.suspects() if s.task_id == res.id]
+    assert s.task == "demo_tasks.tasks.poison"
+    assert s.queue == "risky"
+    assert worker.hostname in s.workers
+    assert "redelivered" in s.reason
