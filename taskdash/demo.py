@@ -278,6 +278,8 @@ class Demo:
         self._lock = threading.RLock()
         self._stop_evt = threading.Event()
         self._stopping = False
+        self._starting = False
+        self._interrupted: int | None = None
         self._stopped = False
         self._killer: threading.Thread | None = None
         self._preexec = pdeathsig_preexec()
@@ -302,6 +304,22 @@ class Demo:
         return self._stopping
 
     @property
+    def starting(self) -> bool:
+        """True while ``start()`` spawns processes (a signal then only sets a flag, see ``interrupt``)."""
+        return self._starting
+
+    def interrupt(self, signum: int) -> None:
+        """Ask a running ``start()`` to give up at its next checkpoint (safe from a signal handler)."""
+        self._interrupted = signum
+
+    def _checkpoint(self) -> None:
+        """Raise (KeyboardInterrupt for SIGINT, else SystemExit(128+n)) if a signal asked us to stop."""
+        if self._interrupted is not None:
+            if self._interrupted == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + self._interrupted)
+
+    @property
     def pgids(self) -> list[int]:
         """Process groups the demo started (each child is a group leader)."""
         return list(self._pgids)
@@ -318,11 +336,15 @@ class Demo:
         """Start server, workers and load generator; raises DemoError (after cleaning up) on failure."""
         atexit.register(self.stop)
         self.started_at = time.monotonic()
+        self._starting = True
         try:
             self._start(timeout)
+            self._checkpoint()
         except BaseException:
+            self._starting = False
             self.stop()
             raise
+        self._starting = False
         return self
 
     def _start(self, timeout: float) -> None:
@@ -347,8 +369,12 @@ class Demo:
             label = "embedded valkey-server" if self.server_choice.kind == "embedded" else self.server_choice.binary
             self._log(f"started {label} {self.server_choice.version} on {self.server.url}")
         url = self.broker_url
+        # children keep their temp files (billiard's pymp-* dirs, ...) inside the workdir, so they go with it
+        child_tmp = self.workdir / "tmp"
+        child_tmp.mkdir()
         blank_env = {k: "" for k in ("DEMO_GLOBAL_KEYPREFIX", "DEMO_VISIBILITY_TIMEOUT", "DEMO_PRIORITY_STEPS",
                                      "DEMO_RESULT_KEYPREFIX")}
+        blank_env["TMPDIR"] = str(child_tmp)
         for spec in WORKERS:
             w = CeleryWorker(
                 url, queues=spec.queues, hostname=f"{spec.name}@{HOST_TAG}", concurrency=spec.concurrency,
@@ -359,12 +385,7 @@ class Demo:
             assert w.proc is not None
             self._track(w.proc.pid)
             self.workers[spec.name] = w
-        deadline = time.monotonic() + timeout
-        for spec in WORKERS:
-            try:
-                self.workers[spec.name].wait_ready(max(deadline - time.monotonic(), 1.0))
-            except RuntimeError as exc:
-                raise DemoError(f"worker {spec.name} did not start: {mask_url(str(exc))}") from exc
+        self._wait_workers(timeout)
         self._log("started workers " + ", ".join(
             f"{w.hostname} [{','.join(s.queues)}] pid {w.pid}" for s, w in zip(WORKERS, self.workers.values(), strict=True)
         ) + " (nobody consumes 'emails')")
@@ -374,7 +395,7 @@ class Demo:
                 [sys.executable, "-m", "demo_tasks.load", "--broker", url, "--rate", str(self.rate),
                  "--parent-pid", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=load_log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=self._preexec, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=self._preexec, env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(child_tmp)},
             )
         finally:
             load_log.close()
@@ -385,6 +406,22 @@ class Demo:
         if self.kill_after is not None:
             self._killer = threading.Thread(target=self._kill_loop, name="demo-killer", daemon=True)
             self._killer.start()
+
+    def _wait_workers(self, timeout: float) -> None:
+        """Wait until every worker logged "ready." (checking for signals); DemoError if one exits or hangs."""
+        deadline = time.monotonic() + timeout
+        pending = dict(self.workers)
+        while pending:
+            self._checkpoint()
+            for name, w in list(pending.items()):
+                if w.proc is not None and w.proc.poll() is not None:
+                    raise DemoError(f"worker {name} exited: {mask_url(w.log_text()[-1500:])}")
+                if "ready." in w.log_text():
+                    del pending[name]
+            if pending and time.monotonic() > deadline:
+                raise DemoError(f"workers {', '.join(pending)} not ready after {timeout:.0f}s "
+                                f"(logs in {self.workdir})")
+            time.sleep(0.1)
 
     def _check_external(self, url: str) -> None:
         from collectors.config import redis_client
@@ -404,6 +441,7 @@ class Demo:
         if self.workdir is not None:
             with open(self.workdir / "pgids", "a", encoding="ascii") as f:
                 f.write(f"{pid}\n")
+        self._checkpoint()
 
     def _write_state(self) -> None:
         """``state.json`` in the temp dir: what runs where (read by tests and by humans)."""
@@ -659,6 +697,9 @@ def signals_stop(demo: Demo) -> Iterator[None]:
 
     def _handler(signum: int, _frame: Any) -> None:
         if demo.stopping:
+            return
+        if demo.starting:  # never interrupt a spawn half-way: start() stops at its next checkpoint
+            demo.interrupt(signum)
             return
         demo.stop()
         if signum == signal.SIGINT:

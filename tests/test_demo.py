@@ -55,8 +55,24 @@ def _in_groups(pgids: set[int]) -> set[int]:
     return out
 
 
+def _procs_of(tmpdir: Path) -> set[int]:
+    """Live pids whose command line or environment mentions ``tmpdir`` (every process a demo started
+    with TMPDIR=tmpdir: server, workers and their pool processes, load generator, watchdog)."""
+    needle = str(tmpdir).encode()
+    out: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            blob = Path(f"/proc/{entry}/cmdline").read_bytes() + Path(f"/proc/{entry}/environ").read_bytes()
+            if needle in blob and _alive(int(entry)):
+                out.add(int(entry))
+    return out
+
+
 def _demo_dirs(parent: Path) -> list[Path]:
-    return [Path(p) for p in glob.glob(str(parent / "taskdash-demo-*"))]
+    """What a demo left in its TMPDIR: its own temp dir, or temp files of its children (billiard's pymp-*)."""
+    return [Path(p) for pat in ("taskdash-demo-*", "pymp-*", "tmp*") for p in glob.glob(str(parent / pat))]
 
 
 def _state(parent: Path) -> dict[str, Any] | None:
@@ -264,9 +280,26 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path: Path, server: str) -> N
             proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert out == b""
+    assert _procs_of(tmp_path) == set()
     assert _wait_gone(pids, 5) == set()
     assert _in_groups(set(st["pgids"])) == set()
     assert not _port_open(port)
+    assert _demo_dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize("delay", [0.8, 1.6])
+def test_signal_during_startup_leaves_nothing_behind(tmp_path: Path, delay: float) -> None:
+    """SIGTERM while the server and workers are still starting: start() stops at its next checkpoint."""
+    proc = subprocess.Popen(_demo_cmd("--duration", "60", "--json"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(tmp_path))
+    time.sleep(delay)
+    seen = _procs_of(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert out == b""
+    assert _wait_gone(seen, 5) == set()
+    assert _procs_of(tmp_path) == set()
     assert _demo_dirs(tmp_path) == []
 
 
@@ -286,6 +319,7 @@ def test_sigkill_of_the_demo_still_cleans_up(tmp_path: Path) -> None:
             proc.wait()
     assert _wait_gone(pids, 10) == set()
     assert _in_groups(set(st["pgids"])) == set()
+    assert _procs_of(tmp_path) == set()
     assert not _port_open(st["server"]["port"])
     deadline = time.monotonic() + 5
     while _demo_dirs(tmp_path) and time.monotonic() < deadline:
