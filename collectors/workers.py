@@ -258,6 +258,8 @@ class WorkerMonitor:
         if self._app is not None:
             opts.update(self._app.conf.broker_transport_options or {})
         opts.update(self.settings.transport_options)
+        if self.settings.global_keyprefix:
+            opts["global_keyprefix"] = self.settings.global_keyprefix
         opts.setdefault("socket_timeout", self.settings.socket_timeout)
         opts.setdefault("socket_connect_timeout", min(self.settings.socket_timeout, 3.0))
         opts["ack_emulation"] = False  # never run kombu's unacked restore sweep from taskdash

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from collectors.config import Settings, resolve_settings
@@ -189,6 +190,24 @@ def test_reading_never_restores_unacked_entries(redis_url: str, r: redis.Redis, 
     assert r.hlen("unacked") < 50 and r.llen("celery") > 0
 
 
+def test_many_collects_never_restore_unacked_entries(redis_url: str, r: redis.Redis, start_worker: Any) -> None:
+    """The whole refresh path (the lead's Collector, when present) leaves 2-h-old entries in place."""
+    collector_mod = pytest.importorskip("collectors.collector")
+    start_worker(("celery",), env={"DEMO_VISIBILITY_TIMEOUT": "100000"})
+    before_hash = _old_unacked(r, 50, 7200)
+    before_index = r.zrange("unacked_index", 0, -1, withscores=True)
+    settings = resolve_settings(broker=redis_url, env={}, inspect_timeout=0.3, inspect_interval=0.2,
+                                transport_options={"visibility_timeout": 10}, visibility_timeout=10.0)
+    with collector_mod.Collector(settings) as collector:
+        for _ in range(15):
+            snap = collector.collect()
+            time.sleep(0.1)
+    assert snap.unacked_total == 50 and snap.inspect_ok
+    assert r.hgetall("unacked") == before_hash
+    assert r.zrange("unacked_index", 0, -1, withscores=True) == before_index
+    assert r.llen("celery") == 0
+
+
 def test_settings_app_is_loaded_with_ack_emulation_off(redis_url: str) -> None:
     settings = resolve_settings(broker=redis_url, env={}, app="demo_tasks", inspect_timeout=0.2)
     mon = WorkerMonitor(settings)
@@ -231,6 +250,23 @@ def test_heartbeat_only_worker_is_online_but_not_responding(redis_url: str, r: r
                                                           "worker.offline", "ghost@h"))
         view = mon.wait_for(lambda v: not _by_host(v)["ghost@h"].online, 5)
         assert not _by_host(view)["ghost@h"].online
+    finally:
+        mon.stop()
+
+
+def test_key_prefixed_app(redis_url: str, r: redis.Redis, start_worker: Any) -> None:
+    """global_keyprefix: heartbeats on ``myapp:/0.celeryev/*`` and inspect over the prefixed pidbox."""
+    w = start_worker(("celery",), env={"DEMO_GLOBAL_KEYPREFIX": "myapp:"})
+    mon = WorkerMonitor(resolve_settings(broker=redis_url, env={"TASKDASH_GLOBAL_KEYPREFIX": "myapp:"},
+                                         inspect_timeout=0.5, inspect_interval=0.5))
+    assert mon.event_pattern(0) == "myapp:/0.celeryev/*"
+    mon.start()
+    try:
+        view = mon.wait_for(lambda v: bool(v.workers) and v.workers[0].sw_ver is not None
+                            and v.workers[0].pool is not None, 15)
+        (info,) = view.workers
+        assert info.hostname == w.hostname and info.online and info.responding and info.queues == ("celery",)
+        assert dict(view.worker_queues or {}) == {"celery": 1}
     finally:
         mon.stop()
 
