@@ -97,12 +97,12 @@ class TaskDashCommands(Provider):
 
 
 def default_export_path(queue: str, now: float) -> Path:
-    """Where a purge export goes by default: the user's state dir, one file per purge."""
-    from platformdirs import user_state_dir
+    """Where a purge export goes: taskdash's state dir (like the CLI), one file per purge."""
+    from collectors.audit import state_dir
 
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in queue)
-    return Path(user_state_dir("taskdash")) / "exports" / f"purge-{safe}-{stamp}.jsonl"
+    return state_dir() / "exports" / f"purge-{safe}-{stamp}.jsonl"
 
 
 def _listing(lines: Sequence[str]) -> str:
@@ -184,6 +184,8 @@ class TaskDashApp(App[int]):
         self._welcome_done = False
         self._prompt_mode = "filter"
         self._refreshes = 0
+        self.apply_ms = 0.0
+        """How long the UI thread spent applying the last snapshot (milliseconds)."""
 
     # ---- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -297,6 +299,7 @@ class TaskDashApp(App[int]):
         self._refreshes += 1
         self._notify_transitions(snap)
         if snap.broker.ok:
+            started = time.perf_counter()
             self.failures = 0
             self.last_ok_at = self.clock()
             self.snapshot = snap
@@ -305,6 +308,7 @@ class TaskDashApp(App[int]):
                 for panel in self.dash.query(Panel):
                     panel.show_snapshot(snap)
                 self._update_tabs(snap)
+            self.apply_ms = (time.perf_counter() - started) * 1000
             if self._welcome is not None:
                 self._welcome.dismiss(True)
             if self.current_view == "quarantine" and self._refreshes % 5 == 0:
@@ -635,13 +639,17 @@ class TaskDashApp(App[int]):
         tags = [e.delivery_tag for e in items if hasattr(e, "delivery_tag") and hasattr(e, "reserved_at")]
         task_ids = [e.task_id for e in items if not (hasattr(e, "reserved_at") and e.delivery_tag)]
         reason = "quarantined from the taskdash TUI"
+        deliveries: int | None = None
         if items and hasattr(items[0], "deliveries"):
             reason = f"poison suspect: {items[0].reason}"
+            deliveries = max(int(getattr(e, "deliveries", 0) or 0) for e in items)
         body = (f"Move {len(items)} message(s) into taskdash's quarantine (out of their queue and of "
                 "unacked; kept whole, replayable):\n" + _listing([_describe_entry(e) for e in items]))
 
         def run(c: Confirmation) -> tuple[str, str, str]:
             kwargs: dict[str, Any] = {"reason": reason}
+            if deliveries is not None:
+                kwargs["deliveries"] = deliveries
             if tags:
                 kwargs["tags"] = tags
             if task_ids:
@@ -719,15 +727,12 @@ class TaskDashApp(App[int]):
                 f"{unacked:,} unacked message(s) of this queue ({orphaned:,} orphaned) stay unless you "
                 "include the orphaned ones below.\n"
                 f"Everything purged is first written to {export}\n(undo with: taskdash restore FILE).")
-        options = [("export", "write the export first (recommended)", True),
-                   ("include_unacked", f"also purge the {orphaned:,} orphaned unacked message(s)", False)]
+        options = [("include_unacked", f"also purge the {orphaned:,} orphaned unacked message(s)", False)]
 
         def run(c: Confirmation) -> tuple[str, str, str]:
-            path = str(export) if c.options.get("export", True) else None
-            if path is not None:
-                export.parent.mkdir(parents=True, exist_ok=True)
+            export.parent.mkdir(parents=True, exist_ok=True)
             result = self.actions.purge(name, include_unacked=c.options.get("include_unacked", False),
-                                        export_path=path)
+                                        export_path=str(export))
             return self._result("Purge", result)
 
         self.push_screen(ConfirmScreen(f"Purge queue {name}?", body, confirm_label="Purge", options=options),

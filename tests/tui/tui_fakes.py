@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
+from collectors.actions import ActionResult, PurgePreview, QuarantinedMessage
 from collectors.config import Settings
 from collectors.models import (
     PoisonSuspect,
@@ -147,77 +148,62 @@ class FakeCollector:
         self.closed = True
 
 
-@dataclass
-class FakeResult:
-    """Shaped like collectors.actions.ActionResult."""
-
-    action: str
-    count: int
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class FakePreview:
-    """Shaped like collectors.actions.PurgePreview."""
-
-    queue: str
-    by_priority: dict[int, int]
-    total: int
-    unacked: int
-    orphaned_unacked: int
+def FakeResult(action: str, count: int, message: str) -> ActionResult:  # noqa: N802 - reads like a class
+    """A real ``ActionResult``."""
+    return ActionResult(action, count, message, {})
 
 
 class FakeActions:
-    """Records every call; returns plausible results."""
+    """Same API as ``collectors.actions.Actions``; records every call, returns real result types."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.quarantine_entries: list[dict[str, Any]] = [
-            {"id": "q-1", "task_id": "p0150n00-0000-4000-8000-000000000005", "task": "demo_tasks.tasks.poison",
-             "queue": "risky", "quarantined_at": T0 - 60, "deliveries": 4, "reason": "poison suspect"},
+        self.quarantine_entries: list[QuarantinedMessage] = [
+            QuarantinedMessage("q-1", "p0150n00-0000-4000-8000-000000000005", "demo_tasks.tasks.poison", "risky",
+                               "poison suspect", T0 - 60, 4, "unacked"),
         ]
 
     def _rec(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
 
-    def requeue(self, tags: Sequence[str], force: bool = False) -> FakeResult:
+    def requeue(self, tags: Sequence[str], *, force: bool = False) -> ActionResult:
         self._rec("requeue", list(tags), force=force)
         return FakeResult("requeue", len(tags), f"requeued {len(tags)} message(s)")
 
-    def requeue_orphaned(self, older_than: float | None = None) -> FakeResult:
+    def requeue_orphaned(self, *, older_than: float | None = None) -> ActionResult:
         self._rec("requeue_orphaned", older_than=older_than)
         return FakeResult("requeue", 2, "requeued 2 message(s)")
 
-    def quarantine(self, tags: Sequence[str] = (), task_ids: Sequence[str] = (), reason: str = "") -> FakeResult:
-        self._rec("quarantine", tags=list(tags), task_ids=list(task_ids), reason=reason)
+    def quarantine(self, *, tags: Sequence[str] = (), task_ids: Sequence[str] = (), reason: str = "",
+                   deliveries: int | None = None) -> ActionResult:
+        self._rec("quarantine", tags=list(tags), task_ids=list(task_ids), reason=reason, deliveries=deliveries)
         return FakeResult("quarantine", len(tags) + len(task_ids), "quarantined")
 
-    def list_quarantine(self) -> list[dict[str, Any]]:
+    def list_quarantine(self, limit: int = 500) -> list[QuarantinedMessage]:
         self._rec("list_quarantine")
         return list(self.quarantine_entries)
 
-    def replay(self, ids: Sequence[str]) -> FakeResult:
+    def replay(self, ids: Sequence[str]) -> ActionResult:
         self._rec("replay", list(ids))
         return FakeResult("replay", len(ids), f"replayed {len(ids)}")
 
-    def delete_quarantined(self, ids: Sequence[str]) -> FakeResult:
+    def delete_quarantined(self, ids: Sequence[str]) -> ActionResult:
         self._rec("delete_quarantined", list(ids))
         return FakeResult("delete", len(ids), f"deleted {len(ids)}")
 
-    def purge_preview(self, queue: str) -> FakePreview:
+    def purge_preview(self, queue: str) -> PurgePreview:
         self._rec("purge_preview", queue)
-        return FakePreview(queue, {0: 100, 3: 20, 6: 0, 9: 0}, 120, 1, 0)
+        return PurgePreview(queue, ((0, 100), (3, 20), (6, 0), (9, 0)), 120, 1, 0)
 
-    def purge(self, queue: str, include_unacked: bool = False, export_path: str | None = None) -> FakeResult:
+    def purge(self, queue: str, *, include_unacked: bool = False, export_path: str | None = None) -> ActionResult:
         self._rec("purge", queue, include_unacked=include_unacked, export_path=export_path)
         return FakeResult("purge", 120, f"purged 120 message(s) from {queue}")
 
-    def revoke(self, task_id: str, terminate: bool = False) -> FakeResult:
+    def revoke(self, task_id: str, *, terminate: bool = False) -> ActionResult:
         self._rec("revoke", task_id, terminate=terminate)
         return FakeResult("revoke", 1, f"revoked {task_id}")
 
-    def retry(self, task_id: str) -> FakeResult:
+    def retry(self, task_id: str) -> ActionResult:
         self._rec("retry", task_id)
         return FakeResult("retry", 1, f"retried {task_id}")
 

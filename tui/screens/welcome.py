@@ -35,9 +35,9 @@ def welcome_text(broker_masked: str, error: str | None, is_default: bool) -> Tex
         t.append(f"      {what}\n")
     t.append("\nOr try it on a demo system:\n", style="bold underline")
     t.append("  taskdash demo\n", style="bold")
-    t.append("      starts a private Redis, workers and a task load, then this dashboard\n")
-    t.append("\ntaskdash keeps retrying in the background and opens the dashboard as soon as the broker "
-             "answers.\n")
+    t.append("      a private Redis, workers and a task load, then this dashboard\n")
+    t.append("\nRetrying in the background: the dashboard opens as soon as the broker answers.\n",
+             style="italic")
     return t
 
 

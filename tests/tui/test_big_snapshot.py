@@ -1,0 +1,60 @@
+"""A slow refresh carrying 10,000 unacked entries and 500 queues must not block the UI."""
+
+from __future__ import annotations
+
+import time
+
+from tui_fakes import big_snapshot, make_app, make_snapshot
+from tui_helpers import screen_text, settle, wait_until
+
+from tui.widgets.panels import MAX_ROWS
+
+
+async def test_slow_big_refresh_keeps_the_ui_responsive() -> None:
+    big = big_snapshot(10_000, 500)
+    app = make_app([make_snapshot(), big, big])
+    collector = app.collector
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.show_view("unacked")
+        await settle(pilot)
+
+        collector.release.clear()  # the next collect() blocks: a slow refresh is in flight
+        app.action_refresh()
+        await wait_until(pilot, collector.in_flight.is_set)
+        started = time.monotonic()
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.current_view == "workers"  # the key was handled while the refresh is in flight
+        assert time.monotonic() - started < 1.0
+        assert collector.in_flight.is_set()
+        app.action_refresh()  # polls never stack: a second refresh is not started meanwhile
+        assert collector.calls == 2
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        collector.release.set()
+        await settle(pilot)
+
+        table = app.panel("unacked").table
+        assert table.row_count == MAX_ROWS  # a bounded window, not 10,000 rendered rows
+        assert table.total_rows == 10_000
+        assert "showing the first 500 of 10,000 rows" in screen_text(app)
+        assert app.apply_ms < 3000, f"applying the big snapshot took {app.apply_ms:.0f} ms"
+
+        # Still responsive with 10k entries loaded: sort, filter and a second (diffing) refresh.
+        started = time.monotonic()
+        await pilot.press("s")
+        await pilot.pause()
+        assert "sort: state" in screen_text(app)
+        await pilot.press("slash", *"orphan", "enter")
+        await pilot.pause()
+        assert table.total_rows == 2_500
+        assert all(table.items[k].state == "orphaned" for k in table.shown_keys)
+        assert time.monotonic() - started < 5.0
+        app.action_refresh()
+        await settle(pilot)
+        assert app.apply_ms < 3000
+        app.show_view("queues")
+        await settle(pilot)
+        assert app.panel().table.total_rows == 500
+        assert "Queues 500" in screen_text(app)
