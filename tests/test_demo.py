@@ -434,3 +434,50 @@ def test_demo_refuses_to_open_the_dashboard_without_a_terminal(tmp_path: Path) -
                          stdin=subprocess.DEVNULL, env=_env(tmp_path), timeout=60)
     assert res.returncode == 1 and "--no-tui" in res.stderr
     assert _demo_dirs(tmp_path) == []
+
+
+def test_server_discovery_prefers_path_then_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskdash.demo import DemoError, embedded_server_binary, find_server
+
+    real = find_server("path")
+    assert real.kind == "path" and tuple(int(x) for x in real.version.split(".")[:2]) >= (6, 2)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    old = fake_bin / "redis-server"  # a server too old for kombu 5.7 is skipped, not used
+    old.write_text("#!/bin/sh\necho 'Redis server v=5.0.7 sha=00000000:0 malloc=jemalloc-5.2.1 bits=64'\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake_bin))
+    if embedded_server_binary():
+        choice = find_server("auto")
+        assert choice.kind == "embedded" and choice.version.startswith("9.")
+    else:
+        with pytest.raises(DemoError, match="too old"):
+            find_server("auto")
+    with pytest.raises(DemoError, match=r"too old: .*5\.0\.7.*taskdash\[demo\]"):
+        find_server("path")
+
+
+@pytest.mark.skipif(not (os.environ.get("CI") or os.environ.get("TASKDASH_SLOW_TESTS")),
+                    reason="installs taskdash into a new venv from PyPI (~1 min): runs in CI or with TASKDASH_SLOW_TESTS=1")
+def test_fresh_venv_install_the_readme_way_runs_the_demo(tmp_path: Path) -> None:
+    """``pip install '.[demo]' && taskdash demo`` on a machine with nothing but Python: embedded server."""
+    root = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{root}[demo]"], check=True,
+                   timeout=600, cwd=tmp_path)
+    demo_tmp = tmp_path / "t"
+    demo_tmp.mkdir()
+    res = subprocess.run([str(venv / "bin" / "taskdash"), "demo", "--no-tui", "--duration", "35", "--json",
+                          "--server", "embedded"], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                         env=_env(demo_tmp))
+    out = json.loads(res.stdout)
+    info = out["demo"]
+    assert info["server"]["kind"] == "embedded" and str(venv) in info["server"]["binary"]
+    assert info["ground_truth"]["queues"]["emails"] >= 20
+    assert info["killed"] and info["log_facts"]["poison_deliveries"] >= 3
+    assert info["survivors"] == [] and _procs_of(demo_tmp) == set() and _demo_dirs(demo_tmp) == []
+    if out.get("snapshot", "present") is not None:  # the collector is part of the installed package
+        assert res.returncode == 0, res.stderr
+        assert any(p["task"] == "demo_tasks.tasks.poison" for p in out["poison"])
+        assert any(e["state"] == "orphaned" for e in out["unacked"])
