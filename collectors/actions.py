@@ -371,11 +371,13 @@ class Actions:
             yield
         except ActionError:
             raise
-        except (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError) as exc:
             raise BrokerUnreachableError(self._mask(
                 f"{action}: cannot reach the broker {self.settings.broker_masked}: {exc}")) from exc
         except redis.RedisError as exc:
             raise ActionError(self._mask(f"{action} failed: {type(exc).__name__}: {exc}")) from exc
+        except OSError as exc:  # export/audit files
+            raise ActionError(self._mask(f"{action} failed: {exc}")) from exc
 
     def _record(self, action: str, target: Any, count: int, **details: Any) -> None:
         try:
@@ -510,7 +512,7 @@ class Actions:
             want = batch + len(at_upper)
             rows = self.client.zrange(self.settings.unacked_zset, upper, "-inf", desc=True, byscore=True,
                                       offset=0, num=want, withscores=True)
-            fresh = [(_s(t), float(s)) for t, s in rows if _s(t) not in at_upper]
+            fresh = [(_s(t), float(s)) for t, s in rows if _s(t) not in at_upper][:batch]
             if limit is not None:
                 fresh = fresh[: max(0, limit - seen)]
             if not fresh:
@@ -568,18 +570,46 @@ class Actions:
         """Task queues to search for a message: the app's queues plus bound queues (bounded SCAN)."""
         names: dict[str, None] = dict.fromkeys(self.settings.app_queues)
         pattern = self.settings.key("_kombu.binding.*")
-        skip = (".pidbox", "celeryev", "reply.")
         prefix = self.settings.key("_kombu.binding.")
+        ctl, ev = self.settings.control_exchange, self.settings.event_exchange
+        internal = {f"{ctl}.pidbox", f"reply.{ctl}.pidbox", ev}
         for i, key in enumerate(self.client.scan_iter(match=pattern, count=1000)):
             if i > 2000:
                 break
             exchange = _s(key)[len(prefix):]
-            if any(s in exchange for s in skip):
+            if exchange in internal:
                 continue
             for row in self.client.smembers(key) or ():
                 parts = _s(row).split(self.settings.sep)
-                if len(parts) == 3 and parts[2] and not any(s in parts[2] for s in skip):
-                    names.setdefault(parts[2], None)
+                if len(parts) != 3 or not parts[2]:
+                    continue
+                queue = parts[2]
+                if queue.endswith(".pidbox") or queue.startswith(f"{ev}."):
+                    continue
+                names.setdefault(queue, None)
+        return list(names)
+
+    def _scanned_queues(self, max_keys: int = 100_000) -> list[str]:
+        """Queue names derived from the list keys that exist (SCAN ... TYPE list, bounded).
+
+        The fallback when bindings do not name a queue (a producer that never declared it, bindings
+        swept away): band keys map back to their queue (``q<sep>3`` -> ``q``).
+        """
+        prefix = self.settings.global_keyprefix
+        suffixes = tuple(f"{self.settings.sep}{s}" for s in self.settings.priority_steps if s)
+        names: dict[str, None] = {}
+        for i, key in enumerate(self.client.scan_iter(match=f"{prefix}*" if prefix else None, count=1000,
+                                                      _type="list")):
+            if i >= max_keys:
+                break
+            name = _s(key)[len(prefix):]
+            for suffix in suffixes:
+                if name.endswith(suffix):
+                    name = name[: -len(suffix)]
+                    break
+            if name.endswith(".pidbox") or not name:
+                continue
+            names.setdefault(name, None)
         return list(names)
 
     # ---- requeue ---------------------------------------------------------------------------------------
@@ -668,6 +698,7 @@ class Actions:
                                   "(no reply to inspect); use force to requeue anyway")
         live = live or set()
         stats = self._new_stats()
+        refused_ids: list[str] = []
         moved = 0
         with self._errors("requeue"):
             for i in range(0, len(tags), BATCH):
@@ -685,17 +716,19 @@ class Actions:
                                 stats["gone"].append(tag)
                         elif not force and entry.task_id and entry.task_id in live:
                             stats["refused"].append(tag)
+                            refused_ids.append(entry.task_id)
                         elif (asked_at is not None and entry.score is not None
                               and entry.score > asked_at - FRESH_MARGIN):
                             # delivered while (or after) the workers were asked: their answer cannot
                             # tell whether a live worker holds it
                             stats["refused"].append(tag)
+                            refused_ids.append(entry.task_id or tag)
                         else:
                             todo.append(entry)
                     moved += self._requeue_entries(todo, stats)
         if moved == 0 and stats["refused"]:
-            raise ActionError(f"requeue refused: a live worker is running task(s) "
-                              f"{', '.join(sorted({str(t) for t in stats['refused']}))[:300]} "
+            raise ActionError(f"requeue refused: a live worker is (or may be) running task(s) "
+                              f"{', '.join(sorted(set(refused_ids)))[:300]} "
                               "(requeueing would run it twice); use force to override")
         msg = self._requeue_message(moved, stats, "message(s)")
         if moved:
@@ -882,6 +915,8 @@ class Actions:
                             found += self._quarantine_unacked(entry, reason, deliveries, done)
                     if search is None:
                         search = self._known_queues()
+                    elif attempt == 1 and queues is None:
+                        search = list(dict.fromkeys(search + self._scanned_queues()))
                     for queue in search:
                         for key, band, data, payload in self._search_queue(queue, task_id):
                             found += self._quarantine_listed(queue, key, band, data, payload, reason,
@@ -1121,6 +1156,8 @@ class Actions:
         self._guard("purge")
         self._check_reachable("purge")
         path = Path(export_path).expanduser() if export_path else self._default_export_path(f"purge-{queue}")
+        if path.exists():
+            raise ActionError(f"purge refused: export file {path} already exists")
         live: set[str] | None = None
         cutoff: float | None = None
         if include_unacked:
@@ -1152,8 +1189,13 @@ class Actions:
                                 entries.append(entry)
                                 fh.write(json.dumps({"type": "unacked", "queue": queue, "tag": entry.tag,
                                                      "score": entry.score, **_enc(entry.raw)}) + "\n")
-            except BaseException:
-                self._undo_rename(keys=[k for _b2, k in keys] + tmp)
+            except BaseException as exc:
+                try:
+                    self._undo_rename(keys=[k for _b2, k in keys] + tmp)
+                except redis.RedisError as undo_exc:
+                    raise ActionError(self._mask(
+                        f"purge of {queue} failed ({exc}) and its messages could not be put back "
+                        f"({undo_exc}): they are safe in {', '.join(tmp)}")) from exc
                 with suppress(OSError):
                     path.unlink()
                 raise
