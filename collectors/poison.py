@@ -68,6 +68,8 @@ class _Record:
     task_id: str
     first_seen: float
     last_seen: float
+    observed_at: float = 0.0
+    """Local time any source last mentioned this task id (for idle expiry)."""
     task: str | None = None
     queue: str | None = None
     delivery_tag: str | None = None
@@ -122,15 +124,18 @@ class PoisonTracker:
     Not thread-safe by itself: the collector feeds and reads it from one thread.
     """
 
-    def __init__(self, threshold: int = 3, max_tasks: int = 10_000) -> None:
+    def __init__(self, threshold: int = 3, max_tasks: int = 10_000, idle_expiry_s: float = 3600.0) -> None:
         """Create a tracker.
 
         Args:
             threshold: deliveries at which a task id becomes a suspect.
             max_tasks: task ids tracked at most (least recently seen are forgotten).
+            idle_expiry_s: a task id no source mentioned for this long is no longer a suspect
+                (its loop was stopped: revoked, quarantined, purged).
         """
         self.threshold = max(2, int(threshold))
         self.max_tasks = max(16, int(max_tasks))
+        self.idle_expiry_s = idle_expiry_s
         self._records: OrderedDict[str, _Record] = OrderedDict()
 
     # ---- feeding -----------------------------------------------------------------------------
@@ -144,6 +149,7 @@ class PoisonTracker:
         else:
             self._records.move_to_end(task_id)
             rec.touch(ts)
+        rec.observed_at = time.time()
         return rec
 
     def observe_unacked(self, entries: Iterable[UnackedEntry], now: float) -> None:
@@ -233,10 +239,17 @@ class PoisonTracker:
         """Drop a task id's history (e.g. after it was quarantined or revoked)."""
         self._records.pop(task_id, None)
 
-    def suspects(self) -> tuple[PoisonSuspect, ...]:
-        """Tasks delivered at least ``threshold`` times, most deliveries first."""
+    def suspects(self, now: float | None = None) -> tuple[PoisonSuspect, ...]:
+        """Tasks delivered at least ``threshold`` times, most deliveries first.
+
+        Args:
+            now: local epoch time (default: now); ids idle longer than ``idle_expiry_s`` are left out.
+        """
+        now = time.time() if now is None else now
         out: list[PoisonSuspect] = []
         for rec in self._records.values():
+            if now - rec.observed_at > self.idle_expiry_s:
+                continue
             n = rec.deliveries()
             if n < self.threshold:
                 continue

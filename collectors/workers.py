@@ -53,6 +53,8 @@ INSPECT_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 """Remote-control commands of one inspect window, with their arguments."""
 
+MAX_NODES = 1000
+"""Workers remembered at most; beyond that the offline ones seen longest ago are forgotten."""
 EVENT_BUFFER = 10_000
 """Task events kept between two ``drain_events`` calls (older ones are dropped)."""
 OFFLINE_SLACK_S = 1.0
@@ -479,10 +481,21 @@ class WorkerMonitor:
                 for method, attr in (("active", "active"), ("reserved", "reserved"), ("scheduled", "scheduled")):
                     if host in replies[method]:
                         setattr(node, attr, _refs(replies[method][host], method, host))
+            self._trim_nodes(now)
             self._inspect_ok = True
             self._inspected_at = started
             self._ever_answered = True
             self._inspect_error = "; ".join(result.errors[:3]) or None
+
+    def _trim_nodes(self, now: float) -> None:
+        """Keep memory bounded when hostnames churn (autoscaled pods): forget the oldest offline."""
+        excess = len(self._nodes) - MAX_NODES
+        if excess <= 0:
+            return
+        offline = sorted((n for n in self._nodes.values() if not n.is_online(now)),
+                         key=lambda n: n.last_seen or 0.0)
+        for node in offline[:excess]:
+            del self._nodes[node.hostname]
 
     # ---- heartbeats and events -------------------------------------------------------------------
     def event_pattern(self, db: int) -> str:
@@ -542,13 +555,16 @@ class WorkerMonitor:
                 etype = ev["type"]
                 host = ev.get("hostname")
                 if etype.startswith("worker-") and isinstance(host, str):
-                    node = self._nodes.get(host) or self._nodes.setdefault(host, _Node(hostname=host))
                     if etype == "worker-offline":
-                        node.offline_at = now
+                        if host in self._nodes:
+                            self._nodes[host].offline_at = now
                         continue
                     if etype not in ("worker-heartbeat", "worker-online"):
-                        continue
+                        continue  # gossip (worker-elect...) says nothing about liveness here
+                    node = self._nodes.get(host) or self._nodes.setdefault(host, _Node(hostname=host))
                     node.last_hb = now
+                    if len(self._nodes) > MAX_NODES:
+                        self._trim_nodes(now)
                     node.freq = _float(ev.get("freq")) or node.freq
                     node.hb_active = _int(ev.get("active"))
                     node.hb_processed = _int(ev.get("processed"))

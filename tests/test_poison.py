@@ -135,6 +135,16 @@ def test_events_for_unknown_tasks_other_than_received_are_ignored() -> None:
     assert len(t._records) == 0
 
 
+def test_suspects_expire_when_no_source_mentions_them() -> None:
+    t = PoisonTracker(threshold=3, idle_expiry_s=60)
+    for ts in (1.0, 2.0, 3.0):
+        t.observe_unacked([_entry("a", "tag1", ts, redelivered=ts > 1)], now=ts)
+    assert [s.task_id for s in t.suspects()] == ["a"]
+    assert t.suspects(now=time.time() + 61) == ()
+    t.forget("a")
+    assert t.deliveries("a") == 0 and t.suspects() == ()
+
+
 def test_memory_is_bounded() -> None:
     t = PoisonTracker(max_tasks=100)
     for i in range(1000):

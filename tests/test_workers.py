@@ -300,3 +300,23 @@ def test_event_decoding_and_channel_pattern() -> None:
     assert WorkerMonitor(s).event_pattern(3) == "my\\*app:/3.celeryev/*"
     s2 = Settings(transport_options={"fanout_prefix": False, "fanout_patterns": False})
     assert WorkerMonitor(s2).event_pattern(0) == "celeryev"
+
+
+def test_node_memory_is_bounded_and_gossip_ignored() -> None:
+    from collectors.workers import MAX_NODES
+
+    mon = WorkerMonitor(Settings())
+    mon._on_events([{"type": "worker-heartbeat", "hostname": f"old{i}@h", "freq": 2.0} for i in range(MAX_NODES)])
+    for node in mon._nodes.values():
+        node.last_hb = (node.last_hb or 0.0) - 3600  # all went silent an hour ago
+    mon._on_events([{"type": "worker-elect", "hostname": "gossip@h"},
+                    {"type": "worker-offline", "hostname": "never-seen@h"}])
+    mon._on_events([{"type": "worker-online", "hostname": f"new{i}@h", "freq": 2.0} for i in range(10)])
+    view = mon.view(time.time())
+    hosts = _by_host(view)
+    assert len(view.workers) == MAX_NODES
+    assert all(hosts[f"new{i}@h"].online for i in range(10))
+    assert "gossip@h" not in hosts and "never-seen@h" not in hosts
+    old = [w for w in view.workers if w.hostname.startswith("old")]
+    assert len(old) == MAX_NODES - 10
+    assert all(not w.online and w.last_seen_s is not None and w.last_seen_s >= 3600 for w in old)
