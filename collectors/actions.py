@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import redis
 
-from collectors.audit import AuditLog, audit_path, default_actor, state_dir
+from collectors.audit import AuditLog, audit_path, default_actor, default_audit_path, state_dir
 from collectors.config import Settings, mask_text, redis_client
 
 if TYPE_CHECKING:
@@ -1095,8 +1095,10 @@ class Actions:
 
     # ---- purge / restore -----------------------------------------------------------------------------
     def _default_export_path(self, what: str) -> Path:
+        """A new file under ``exports/`` beside the audit log (the user's state dir by default)."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        return state_dir() / "exports" / f"{_safe_name(what)}-{stamp}.jsonl"
+        base = self.audit.path.parent if self.audit.path != default_audit_path() else state_dir()
+        return base / "exports" / f"{_safe_name(what)}-{stamp}.jsonl"
 
     @contextmanager
     def _open_export(self, path: Path, action: str, queue: str | None) -> Iterator[TextIO]:

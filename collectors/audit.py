@@ -36,9 +36,10 @@ def default_audit_path() -> Path:
 
 
 def audit_path(settings: Settings) -> Path:
-    """The audit log file for ``settings`` (``settings.audit_log`` wins over the default)."""
-    if settings.audit_log:
-        return Path(settings.audit_log).expanduser()
+    """The audit log file: ``settings.audit_log``, else ``$TASKDASH_AUDIT_LOG``, else the default."""
+    configured = settings.audit_log or os.environ.get("TASKDASH_AUDIT_LOG")
+    if configured:
+        return Path(configured).expanduser()
     return default_audit_path()
 
 
