@@ -688,11 +688,12 @@ def count_in_log(path: Path, pattern: str) -> int:
 
 
 @contextlib.contextmanager
-def signals_stop(demo: Demo) -> Iterator[None]:
+def signals_stop(demo: Demo, exit_grace: float = 5.0) -> Iterator[None]:
     """While inside: SIGTERM / SIGHUP / SIGINT stop the demo first, then exit (128 + signal number).
 
-    A signal that arrives while the demo is already stopping is ignored so cleanup is never cut short.
-    Must be used from the main thread.
+    A signal that arrives while the demo is already stopping is ignored so cleanup is never cut short;
+    one during ``start()`` makes it stop at its next checkpoint. If the process has not exited
+    ``exit_grace`` seconds after the demo stopped, it is ended with ``os._exit``. Main thread only.
     """
 
     def _handler(signum: int, _frame: Any) -> None:
@@ -702,6 +703,11 @@ def signals_stop(demo: Demo) -> Iterator[None]:
             demo.interrupt(signum)
             return
         demo.stop()
+        # Everything the demo owns is gone now. If the dashboard cannot unwind (its terminal vanished,
+        # a thread that does not finish), do not hang around: hard-exit after a grace period.
+        timer = threading.Timer(exit_grace, os._exit, args=(128 + signum,))
+        timer.daemon = True
+        timer.start()
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)

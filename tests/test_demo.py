@@ -379,11 +379,15 @@ def run_tui(settings):
         raise RuntimeError("the dashboard crashed")
     if mode == "hang":
         time.sleep(120)
+    if mode == "stuck":  # a dashboard thread that never finishes: the process must still exit
+        import threading
+        threading.Thread(target=time.sleep, args=(120,)).start()
+        time.sleep(120)
     return 0
 '''
 
 
-@pytest.mark.parametrize("mode", ["quit", "crash", "hang"])
+@pytest.mark.parametrize("mode", ["quit", "crash", "hang", "stuck"])
 def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: str) -> None:
     """``taskdash demo`` in a terminal hands the demo's Settings to ``tui.run_tui`` (a stub here, found
     first on sys.path) and cleans up when it returns (q), raises (crash) or is SIGTERMed while it runs."""
@@ -404,9 +408,11 @@ def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: 
             got = json.loads(report.read_text())
             st = got["state"]
             pids = set(st["pids"]) | _in_groups(set(st["pgids"]))
-            if mode == "hang":
+            if mode in ("hang", "stuck"):
                 proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
             _out, err = proc.communicate(timeout=30)
+            exit_s = time.monotonic() - signalled
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -417,8 +423,9 @@ def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: 
     assert got["ping"] and got["tty"]
     assert got["broker"].startswith("redis://127.0.0.1:")
     assert set(got["queues"]) == {"celery", "priority", "slow", "risky", "emails"}
-    expected_rc = {"quit": 0, "crash": 1, "hang": 128 + signal.SIGTERM}[mode]
+    expected_rc = {"quit": 0, "crash": 1, "hang": 128 + signal.SIGTERM, "stuck": 128 + signal.SIGTERM}[mode]
     assert proc.returncode == expected_rc, err
+    assert exit_s < 12, exit_s
     if mode == "crash":
         assert b"the dashboard crashed" in err and b"Traceback" not in err
     port = int(got["broker"].rsplit(":", 1)[1].split("/")[0])
