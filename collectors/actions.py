@@ -657,11 +657,21 @@ class Actions:
         return {"tags": [], "task_ids": [], "gone": [], "changed": [], "refused": [], "unroutable": [],
                 "targets": {}}
 
+    def display_key(self, key: str) -> str:
+        """A list key for humans: ``app:q\x06\x163`` -> ``q (priority 3)``."""
+        prefix = self.settings.global_keyprefix
+        name = key[len(prefix):] if prefix and key.startswith(prefix) else key
+        if self.settings.sep in name:
+            queue, band = name.rsplit(self.settings.sep, 1)
+            return f"{queue} (priority {band})"
+        return name
+
     def _requeue_message(self, n: int, stats: Mapping[str, Any], what: str) -> str:
         parts = [f"requeued {n} {what}"]
         if stats["targets"]:
-            parts[0] += " to " + ", ".join(sorted(stats["targets"]))
-        for key, label in (("refused", "refused (a live worker runs it)"), ("gone", "already acked/restored"),
+            parts[0] += " to " + ", ".join(sorted({self.display_key(k) for k in stats["targets"]}))
+        for key, label in (("refused", "refused (a live worker has or may have it)"),
+                           ("gone", "already acked/restored"),
                            ("changed", "redelivered meanwhile"), ("unroutable", "without a matching queue")):
             if stats[key]:
                 parts.append(f"{len(stats[key])} {label}")
@@ -1043,7 +1053,7 @@ class Actions:
         if not done:
             raise ActionError(f"replay: nothing matched {', '.join(str(i) for i in ids)[:300]}")
         self._record("replay", list(ids), len(done), items=done, missing=missing)
-        keys = sorted({str(d["key"]) for d in done})
+        keys = sorted({self.display_key(str(d["key"])) for d in done})
         msg = f"replayed {len(done)} message(s) to {', '.join(keys)}"
         if missing:
             msg += f"; not found: {', '.join(missing)[:200]}"
