@@ -269,7 +269,7 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path: Path, server: str) -> N
         assert st["server"]["kind"] == ("embedded" if server == "embedded" else "path")
         port = st["server"]["port"]
         assert _port_open(port)
-        time.sleep(3)  # let the pool processes and the poison loop get going
+        time.sleep(1.5)  # let the pool processes and the poison loop get going
         pids = set(st["pids"]) | _in_groups(set(st["pgids"]))
         assert len(st["pgids"]) == 5 and len(pids) >= 9, pids  # server, 3 workers (+5 pool), load, watchdog
         proc.send_signal(signal.SIGTERM)
@@ -287,12 +287,15 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path: Path, server: str) -> N
     assert _demo_dirs(tmp_path) == []
 
 
-@pytest.mark.parametrize("delay", [0.8, 1.6])
-def test_signal_during_startup_leaves_nothing_behind(tmp_path: Path, delay: float) -> None:
-    """SIGTERM while the server and workers are still starting: start() stops at its next checkpoint."""
+@pytest.mark.parametrize("phase", ["taskdash-demo-*", "taskdash-demo-*/worker-risky.log"])
+def test_signal_during_startup_leaves_nothing_behind(tmp_path: Path, phase: str) -> None:
+    """SIGTERM while the server / the workers are still starting: start() stops at its next checkpoint."""
     proc = subprocess.Popen(_demo_cmd("--duration", "60", "--json"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=_env(tmp_path))
-    time.sleep(delay)
+    deadline = time.monotonic() + 30
+    while not glob.glob(str(tmp_path / phase)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert _state(tmp_path) is None, "still starting"
     seen = _procs_of(tmp_path)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
