@@ -163,3 +163,27 @@ def test_purge_and_restore_with_prefix_and_custom_steps(r, redis_url, tmp_path) 
     assert res.count == 5 and not any(r.exists(k) for k in before)
     actions.restore(str(tmp_path / "x.jsonl"))
     assert {k: r.lrange(k, 0, -1) for k in before} == before
+
+
+def test_prefixed_broker_live_detection_and_orphan_requeue(start_worker, r, redis_url, tmp_path) -> None:
+    """global_keyprefix: control (pidbox) and keys are prefixed; a killed worker's message goes to pfx:slow."""
+    from demo_tasks.celery_app import make_app
+
+    opts = {"global_keyprefix": "pfx:"}
+    app = make_app(redis_url, redis_url, transport_options=opts)
+    settings = Settings(broker_url=redis_url, audit_log=str(tmp_path / "a.jsonl"), global_keyprefix="pfx:",
+                        transport_options=opts)
+    try:
+        worker = start_worker(("slow",), env={"DEMO_GLOBAL_KEYPREFIX": "pfx:"})
+        res = app.send_task("demo_tasks.tasks.slow", args=(20.0,), kwargs={"tag": "pfx"})
+        actions = Actions(settings, r)
+        wait_for(lambda: res.id in (actions.live_task_ids() or set()), what="prefixed worker reports the task")
+        assert r.hlen("pfx:unacked") == 1 and not r.exists("unacked")
+        assert actions.requeue_orphaned(older_than=0).count == 0  # it is live, not orphaned
+        worker.kill9()
+        assert actions.live_task_ids() == set()
+        moved = actions.requeue_orphaned(older_than=0)
+        assert moved.count == 1 and moved.details["targets"] == {"pfx:slow": 1}
+        assert r.hlen("pfx:unacked") == 0 and json.loads(r.lindex("pfx:slow", 0))["headers"]["id"] == res.id
+    finally:
+        app.close()
