@@ -1,0 +1,211 @@
+"""One call, one immutable Snapshot: the only thing the TUI and the CLI talk to.
+
+``Collector.collect()`` reads every source (broker queues + unacked ledger, workers, result backend,
+poison history) and never raises because one source failed: the failure is recorded in
+``Snapshot.errors`` (and ``broker.ok``/``backend.ok``) and the other sources still show.
+
+Cost of one refresh (see README): the broker read is a constant number of pipelined round trips
+(BrokerReader); the result backend advances one bounded SCAN step; worker state comes from the
+WorkerMonitor's own cadence (inspect every ``inspect_interval`` s, heartbeats via PSUBSCRIBE), so a
+refresh never waits for an inspect window except the very first one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from collectors.broker import BrokerReader, BrokerView
+from collectors.config import Settings, mask_text, redis_client
+from collectors.models import (
+    RefreshCost,
+    Snapshot,
+    SourceError,
+    SourceStatus,
+    TaskStats,
+)
+from collectors.poison import PoisonTracker
+from collectors.results import ResultsMonitor
+from collectors.workers import WorkerMonitor, WorkersView
+
+log = logging.getLogger(__name__)
+
+
+def describe_error(exc: BaseException, settings: Settings) -> str:
+    """A one-line, credential-free description of a connection or Redis error."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, redis.exceptions.ConnectionError):
+        text = f"cannot connect: {text}"
+    elif isinstance(exc, redis.exceptions.TimeoutError):
+        text = f"timed out: {text}"
+    elif isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("LOADING", "BUSY")):
+        text = f"Redis is not ready: {text}"
+    return mask_text(text, settings.broker_url, settings.backend_url)
+
+
+class Collector:
+    """Owns every connection and source; ``collect()`` returns a fresh frozen Snapshot.
+
+    Not thread-safe for concurrent ``collect()`` calls: the TUI runs one poll at a time.
+    """
+
+    def __init__(self, settings: Settings, *, background: bool = True) -> None:
+        self.settings = settings
+        self._background = background
+        self._lock = threading.Lock()
+        self._broker_client = redis_client(settings.broker_url, settings)
+        if settings.backend_url and settings.backend_url != settings.broker_url:
+            self._backend_client = redis_client(settings.backend_url, settings)
+        else:
+            self._backend_client = self._broker_client
+        self._reader = BrokerReader(settings, self._broker_client)
+        self._workers = WorkerMonitor(settings)
+        self._results = ResultsMonitor(settings, self._backend_client)
+        self._poison = PoisonTracker(settings.poison_threshold)
+        self._started = False
+        self._last_broker_view: BrokerView | None = None
+        self._inspect_requested = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            # The first snapshot should already know which worker holds which message.
+            self._workers.inspect_now()
+        except Exception as exc:  # noqa: BLE001 - reported through the workers view
+            log.debug("initial inspect failed: %s", exc)
+        if self._background:
+            self._workers.start()
+            self._results.start()
+
+    def inspect_soon(self) -> None:
+        """Ask for a fresh worker inspect on the next ``collect()``."""
+        self._inspect_requested = True
+
+    def close(self) -> None:
+        """Stop background threads and close connections."""
+        for stop in (self._workers.stop, self._results.stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001
+                log.debug("stop failed", exc_info=True)
+        for client in {id(c): c for c in (self._broker_client, self._backend_client)}.values():
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the refresh --------------------------------------------------------------------------
+    def ping_broker(self) -> str | None:
+        """None when the broker answers PING, else a masked one-line reason."""
+        try:
+            self._broker_client.ping()
+            return None
+        except Exception as exc:  # noqa: BLE001
+            return describe_error(exc, self.settings)
+
+    def collect(self) -> Snapshot:
+        """Read every source once and return a frozen Snapshot (never raises for one source)."""
+        with self._lock:
+            return self._collect()
+
+    def _collect(self) -> Snapshot:
+        s = self.settings
+        t0 = time.perf_counter()
+        self._ensure_started()
+        if self._inspect_requested:
+            self._inspect_requested = False
+            try:
+                self._workers.inspect_now()
+            except Exception:  # noqa: BLE001
+                log.debug("on-demand inspect failed", exc_info=True)
+        now = time.time()
+        errors: list[SourceError] = []
+
+        wv: WorkersView | None
+        try:
+            wv = self._workers.view(now)
+            if wv.error:
+                errors.append(SourceError("workers", mask_text(wv.error, s.broker_url)))
+        except Exception as exc:  # noqa: BLE001
+            wv = None
+            errors.append(SourceError("workers", describe_error(exc, s)))
+
+        broker_ok, broker_err = True, None
+        bv: BrokerView | None = None
+        inspect_usable = wv is not None and bool(wv.inspect_ok)
+        try:
+            bv = self._reader.read(
+                now=now,
+                worker_queues=wv.worker_queues if wv is not None else None,
+                claims=wv.claims if (wv is not None and inspect_usable) else None,
+                inspected_at=wv.inspected_at if wv is not None else None,
+                grace_s=max(2.0 * s.interval, 2.0),
+            )
+            self._last_broker_view = bv
+        except Exception as exc:  # noqa: BLE001
+            broker_ok, broker_err = False, describe_error(exc, s)
+            errors.append(SourceError("broker", broker_err))
+
+        backend_ok, backend_err = True, None
+        tasks = TaskStats()
+        try:
+            self._results.step()
+        except Exception as exc:  # noqa: BLE001
+            backend_ok, backend_err = False, describe_error(exc, s)
+            errors.append(SourceError("results", backend_err))
+        try:
+            tasks = self._results.stats()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(SourceError("results", describe_error(exc, s)))
+
+        try:
+            if bv is not None:
+                self._poison.observe_unacked(bv.unacked, now)
+            if wv is not None:
+                self._poison.observe_active(wv.active, now)
+            for task_id, name, worker, ts in self._results.worker_lost():
+                self._poison.observe_worker_lost(task_id, name, worker, ts)
+            for event in self._workers.drain_events():
+                self._poison.observe_event(event)
+            poison = self._poison.suspects()
+        except Exception as exc:  # noqa: BLE001
+            poison = ()
+            errors.append(SourceError("poison", describe_error(exc, s)))
+
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+        return Snapshot(
+            taken_at=now,
+            broker=SourceStatus(s.broker_masked, broker_ok, broker_err),
+            backend=SourceStatus(s.backend_masked, backend_ok, backend_err),
+            queues=bv.queues if bv else (),
+            unacked=bv.unacked if bv else (),
+            unacked_total=bv.unacked_total if bv else 0,
+            workers=wv.workers if wv else (),
+            tasks=tasks,
+            poison=poison,
+            errors=tuple(errors),
+            cost=RefreshCost(
+                round_trips=bv.round_trips if bv else 0,
+                commands=bv.commands if bv else 0,
+                wall_ms=round(wall_ms, 3),
+            ),
+            visibility_timeout=s.visibility_timeout,
+            inspect_ok=wv.inspect_ok if wv else False,
+        )
+
+    def debug_state(self) -> dict[str, Any]:
+        """Internal counters for diagnostics (not part of the JSON contract)."""
+        return {"started": self._started}
