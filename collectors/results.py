@@ -3,9 +3,10 @@
 Two feeds keep one in-memory map ``task id -> state`` current:
 
 - ``step()``: one bounded ``SCAN`` step (``COUNT settings.scan_count``) in the caller's thread, then
-  one pipelined ``GETRANGE key 0 255`` of the keys it returned (the status is the first field of
-  Celery's JSON, so big results are never transferred) and a pipelined ``GET`` only of the values
-  that need a full read (FAILUREs for their traceback, compressed or oddly ordered values).
+  one Lua call that reads ``GETRANGE key 0 255`` of every key it returned and sends back only the
+  status (the first field of Celery's JSON, so big results are never transferred; a pipeline of
+  GETRANGE when scripting is unavailable), and a pipelined ``GET`` only of the values that need a
+  full read (FAILUREs for their traceback, compressed, pickled-looking or oddly ordered values).
   When a pass ends (cursor 0) the map built by that pass replaces the old one, so keys that
   expired disappear, and a new pass starts.
 - a daemon thread ``PSUBSCRIBE <result_prefix>celery-task-meta-*``: the backend publishes every
@@ -199,6 +200,36 @@ def _quick_state(prefix: bytes | None) -> tuple[str | None, bool]:
     return None, True
 
 
+_STATUS_LUA = r"""
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GETRANGE', key, 0, tonumber(ARGV[1]))
+  if v == '' then
+    out[i] = ''
+  elseif string.byte(v, 1) == 128 then
+    out[i] = 'P'
+  else
+    local st = string.match(v, '^{%s*"status"%s*:%s*"([^"\\\n]+)"')
+    if st and st ~= 'FAILURE' then out[i] = '=' .. st else out[i] = '!' end
+  end
+end
+return table.concat(out, '\n')
+"""
+"""One round trip and ONE bulk reply for a whole SCAN batch, one line per key: ``=STATE`` (JSON status
+found in the first bytes), ``P`` (pickled), ``!`` (needs a full GET: FAILURE, compressed, odd), or an
+empty line (key gone)."""
+
+
+def _lua_line(line: bytes) -> tuple[str | None, bool]:
+    if not line:
+        return None, False
+    if line[:1] == b"=":
+        return line[1:].decode("utf-8", "replace"), False
+    if line == b"P":
+        return PICKLED, False
+    return None, True
+
+
 def _short(value: Any, limit: int = 1000) -> str | None:
     if value is None:
         return None
@@ -267,6 +298,8 @@ class ResultsMonitor:
         self._lost_reported: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._live_touched: set[str] = set()
         self._touched_overflow = False
+        self._script: Any = None
+        self._script_ok = True
         self.last_error: str | None = None
         self.live_error: str | None = None
         self.live_messages = 0
@@ -338,17 +371,10 @@ class ResultsMonitor:
         if not keys:
             return []
         plen = len(self._prefix)
-        pipe = self.client.pipeline(transaction=False)
-        for k in keys:
-            pipe.getrange(k, 0, PREFIX_BYTES - 1)
-        prefixes = pipe.execute()
         out: list[tuple[str, _Parsed]] = []
         full: list[tuple[str, bytes]] = []
-        for k, prefix in zip(keys, prefixes, strict=True):
+        for k, (state, need_full) in zip(keys, self._quick_states(keys), strict=True):
             task_id = k.decode("utf-8", "replace")[plen:]
-            if not prefix:
-                continue  # expired between SCAN and GETRANGE
-            state, need_full = _quick_state(prefix)
             if need_full:
                 full.append((task_id, k))
             elif state is not None:
@@ -362,6 +388,25 @@ class ResultsMonitor:
                 if p is not None:
                     out.append((task_id, p))
         return out
+
+    def _quick_states(self, keys: list[bytes]) -> list[tuple[str | None, bool]]:
+        """(state or None, needs a full GET) per key; (None, False) for a key that is gone."""
+        if self._script_ok:
+            try:
+                if self._script is None:
+                    self._script = self.client.register_script(_STATUS_LUA)
+                blob = bytes(self._script(keys=keys, args=[PREFIX_BYTES - 1]) or b"")
+                lines = blob.split(b"\n")
+                if len(lines) == len(keys):
+                    return [_lua_line(line) for line in lines]
+                log.debug("results: status script returned %d lines for %d keys", len(lines), len(keys))
+            except redis.exceptions.ResponseError as exc:  # scripting disabled/unsupported
+                log.info("results: Lua status script unavailable (%s); using GETRANGE pipelines", exc)
+                self._script_ok = False
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.getrange(k, 0, PREFIX_BYTES - 1)
+        return [_quick_state(prefix or None) for prefix in pipe.execute()]
 
     def _finish_pass(self) -> None:
         self.passes += 1

@@ -162,10 +162,17 @@ def test_compressed_prefixed_odd_values_and_worker_lost(redis_server: RedisServe
     r.set(f"{prefix}celery-task-meta-odd", json.dumps({"result": "y" * 600, "status": "REVOKED"}))
     r.set(f"{prefix}celery-task-meta-garbage", b"\x01\x02not a result")
     r.set("celery-task-meta-unprefixed", json.dumps({"status": "SUCCESS"}))  # other prefix: ignored
+    r.set(f"{prefix}celery-task-meta-pickled", pickle.dumps({"status": "FAILURE"}))
     mon = ResultsMonitor(settings, client=r)
     _full_pass(mon)
     stats = mon.stats()
-    assert dict(stats.states) == {"SUCCESS": 1, "FAILURE": 1, "REVOKED": 1, "(unknown)": 1}
+    expected = {"SUCCESS": 1, "FAILURE": 1, "REVOKED": 1, "(unknown)": 1, PICKLED: 1}
+    assert dict(stats.states) == expected
+    # the GETRANGE-pipeline fallback (servers without scripting) agrees with the Lua path
+    fallback = ResultsMonitor(settings, client=r)
+    fallback._script_ok = False
+    _full_pass(fallback)
+    assert dict(fallback.stats().states) == expected and fallback._script is None
     (f,) = stats.recent_failures
     assert f.exception == "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL) Job: 1."
     assert (f.task, f.worker, f.queue, f.args) == ("demo_tasks.tasks.slow", "w1@h", "slow", "[5]")
