@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
 
 import click
 
-from taskdash.cli import EXIT_REFUSED, EXIT_UNREACHABLE, common_options, fail, handle_errors, settings_from
-from taskdash.demo import DEMO_QUEUES, Demo, DemoError, ground_truth, signals_stop
+from taskdash.cli import EXIT_REFUSED, EXIT_UNREACHABLE, common_options, fail, handle_errors
+from taskdash.demo import Demo, DemoError, ground_truth, signals_stop
 
 
 def _explicit_broker(ctx: click.Context, sub_broker: str | None) -> str | None:
@@ -23,6 +24,30 @@ def _explicit_broker(ctx: click.Context, sub_broker: str | None) -> str | None:
             return str(c.params["broker"])
         c = c.parent
     return None
+
+
+def _base_settings(ctx: click.Context, common: dict[str, Any], broker: str) -> Any:
+    """The user's knobs (--interval, --read-only, --audit-log, TASKDASH_* env) for the demo's dashboard.
+
+    No Celery app is loaded (``-A`` / ``TASKDASH_APP`` describe another system, not the demo).
+    """
+    from collectors.config import ConfigError, resolve_settings
+
+    merged: dict[str, Any] = {}
+    chain: list[click.Context] = []
+    c: click.Context | None = ctx
+    while c is not None:
+        chain.append(c)
+        c = c.parent
+    for c in reversed(chain):
+        for k in ("interval", "read_only", "audit_log"):
+            if c.params.get(k) is not None:
+                merged[k] = c.params[k]
+    env = {k: v for k, v in os.environ.items() if k != "TASKDASH_APP"}
+    try:
+        return resolve_settings(broker=broker, app=None, env=env, **merged)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _progress(quiet: bool) -> Any:
@@ -159,8 +184,7 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
                 demo.start()
             except DemoError as exc:
                 fail(str(exc), EXIT_UNREACHABLE)
-            settings = demo.settings(settings_from(ctx, **{**common, "broker": demo.broker_url}))
-            settings = settings.with_(app_queues=DEMO_QUEUES)
+            settings = demo.settings(_base_settings(ctx, common, demo.broker_url))
             if headless:
                 secs = 60.0 if duration is None else duration
                 log(f"running headless for {secs:.0f}s")

@@ -325,11 +325,23 @@ class Demo:
         return list(self._pgids)
 
     def settings(self, base: Settings | None = None) -> Settings:
-        """Settings for the dashboard / collector on the demo: ``base`` with the demo broker and queues."""
+        """Settings for the dashboard / collector on the demo.
+
+        ``base`` contributes the user's knobs (interval, read-only, audit log, thresholds); the broker,
+        queues and key layout are the demo's own (default kombu layout: its workers run with no transport
+        options), whatever ``TASKDASH_*`` / ``-A`` said.
+        """
         from collectors.config import resolve_settings
 
         s = base if base is not None else resolve_settings(broker=self.broker_url, app=None)
-        return s.with_(broker_url=self.broker_url, backend_url=None, app_queues=DEMO_QUEUES)
+        layout = Settings()
+        return s.with_(
+            broker_url=self.broker_url, backend_url=None, app=None, app_queues=DEMO_QUEUES,
+            visibility_timeout=layout.visibility_timeout, priority_steps=layout.priority_steps, sep=layout.sep,
+            global_keyprefix="", result_keyprefix="", unacked_key=layout.unacked_key,
+            unacked_index_key=layout.unacked_index_key, transport_options={}, backend_transport_options={},
+            control_exchange=layout.control_exchange, event_exchange=layout.event_exchange,
+        )
 
     # ---- start -------------------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> Demo:

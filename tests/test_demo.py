@@ -374,6 +374,7 @@ def run_tui(settings):
     states = glob.glob(os.path.join(os.environ["TMPDIR"], "taskdash-demo-*", "state.json"))
     report = {"broker": settings.broker_url, "queues": list(settings.app_queues),
               "ping": bool(redis_client(settings.broker_url).ping()), "tty": sys.stdout.isatty(),
+              "read_only": settings.read_only, "prefix": settings.global_keyprefix, "app": settings.app,
               "state": json.load(open(states[0])) if states else None}
     with open(os.environ["STUB_REPORT"], "w") as f:
         json.dump(report, f)
@@ -402,8 +403,11 @@ def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: 
     report = tmp_path / "report.json"
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "taskdash", "demo"], cwd=stub, stdin=slave, stdout=slave,
-                                stderr=subprocess.PIPE, env=_env(tmp_path, STUB_REPORT=str(report), STUB_MODE=mode))
+        # the user's knobs reach the dashboard; another app's config (-A / TASKDASH_*) does not
+        env = _env(tmp_path, STUB_REPORT=str(report), STUB_MODE=mode, TASKDASH_APP="no_such_module",
+                   TASKDASH_GLOBAL_KEYPREFIX="other:")
+        proc = subprocess.Popen([sys.executable, "-m", "taskdash", "--read-only", "demo"], cwd=stub, stdin=slave,
+                                stdout=slave, stderr=subprocess.PIPE, env=env)
         try:
             deadline = time.monotonic() + 60
             while not report.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -424,6 +428,7 @@ def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: 
         os.close(master)
         os.close(slave)
     assert got["ping"] and got["tty"]
+    assert got["read_only"] is True and got["prefix"] == "" and got["app"] is None
     assert got["broker"].startswith("redis://127.0.0.1:")
     assert set(got["queues"]) == {"celery", "priority", "slow", "risky", "emails"}
     expected_rc = {"quit": 0, "crash": 1, "hang": 128 + signal.SIGTERM, "stuck": 128 + signal.SIGTERM}[mode]
