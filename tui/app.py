@@ -143,7 +143,7 @@ class TaskDashApp(App[int]):
     def __init__(self, collector: Collector, *, actions: Any = None,
                  actions_factory: Callable[[], Any] | None = None, interval: float | None = None,
                  clock: Callable[[], float] = time.time, show_welcome: bool = True,
-                 max_backoff: float | None = None) -> None:
+                 max_backoff: float | None = None, load_details: bool = True) -> None:
         """Create the app.
 
         Args:
@@ -154,6 +154,7 @@ class TaskDashApp(App[int]):
             clock: Wall clock for the "last refresh" age (tests pin it for stable screenshots).
             show_welcome: Show the friendly first screen when the broker is unreachable at start.
             max_backoff: Longest wait between retries while the broker is down.
+            load_details: Read headers / stored results from Redis when a detail screen opens.
         """
         super().__init__()
         self.collector = collector
@@ -163,6 +164,7 @@ class TaskDashApp(App[int]):
         self.interval = self.settings.interval if interval is None else interval
         self.clock = clock
         self.show_welcome = show_welcome
+        self.load_details = load_details
         self.max_backoff = max_backoff if max_backoff is not None else max(self.interval,
                                                                              min(30.0, 10 * self.interval))
         self.read_only = self.settings.read_only
@@ -415,7 +417,6 @@ class TaskDashApp(App[int]):
             self.load_quarantine()
         if not self.dash.query_one("#prompt", Input).has_focus:
             panel.table.focus()
-        self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("next_view", "prev_view"):
@@ -549,8 +550,16 @@ class TaskDashApp(App[int]):
         self.push_screen(DetailScreen(title, sections, loader=self.detail_loader(kind, item)))
 
     def detail_loader(self, kind: str, item: Any) -> Callable[[], Sequence[details.Section]] | None:
-        """Optional slow part of a detail screen (runs in a thread). Hook for richer sources."""
-        return None
+        """The slow part of a detail screen (headers, stored result), run in a thread by the screen."""
+        if not self.load_details or kind not in ("unacked", "poison"):
+            return None
+        tag = getattr(item, "delivery_tag", None)
+        task_id = getattr(item, "task_id", None)
+        if not tag and not task_id:
+            return None
+        from tui.loaders import detail_sections
+
+        return partial(detail_sections, self.settings, tag, task_id)
 
     # ---- actions -------------------------------------------------------------------------------
     @property

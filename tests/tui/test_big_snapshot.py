@@ -25,9 +25,10 @@ async def test_slow_big_refresh_keeps_the_ui_responsive() -> None:
         started = time.monotonic()
         await pilot.press("tab")
         await pilot.pause()
-        assert app.current_view == "workers"  # the key was handled while the refresh is in flight
-        assert time.monotonic() - started < 1.0
+        # The key was handled while collect() is still blocked (it only returns when released below).
+        assert app.current_view == "workers"
         assert collector.in_flight.is_set()
+        assert time.monotonic() - started < 5.0  # generous: CI machines are shared
         app.action_refresh()  # polls never stack: a second refresh is not started meanwhile
         assert collector.calls == 2
         await pilot.press("shift+tab")

@@ -216,4 +216,5 @@ def make_app(snapshots: Sequence[Snapshot | Callable[[], Snapshot]] | None = Non
                               settings=settings)
     kw.setdefault("interval", 0)
     kw.setdefault("clock", lambda: T0 + 0.4)
+    kw.setdefault("load_details", False)
     return TaskDashApp(collector, actions=actions if actions is not None else FakeActions(), **kw)

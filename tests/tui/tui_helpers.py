@@ -21,12 +21,13 @@ async def settle(pilot: Pilot[object]) -> None:
         await pilot.pause()
 
 
-async def wait_until(pilot: Pilot[object], predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+async def wait_until(pilot: Pilot[object], predicate: Callable[[], bool], timeout: float = 10.0,
+                     explain: Callable[[], str] | None = None) -> None:
     """Poll ``predicate`` (letting the app run) until true, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {timeout}s" + (f": {explain()}" if explain else ""))
         await pilot.pause(0.05)
         await asyncio.sleep(0)
 
