@@ -230,8 +230,10 @@ def test_headless_demo_reports_backlog_failures_poison_and_orphans(demo_run: Dem
     assert any("ValueError" in (f.get("traceback") or "") for f in snap["tasks"]["recent_failures"])
     poison = [p for p in snap["poison"] if p["task"] == "demo_tasks.tasks.poison"]
     assert poison and poison[0]["deliveries"] >= 3 and poison[0]["queue"] == "risky", snap["poison"]
-    orphans = [e for e in snap["unacked"] if e["state"] == "orphaned"]
-    assert len(orphans) >= 3 and {e["queue"] for e in orphans} == {"slow"}, snap["unacked"]
+    orphans = [e for e in snap["unacked"] if e["state"] == "orphaned" and e["queue"] == "slow"]
+    assert len(orphans) >= 3 and all(e["task"] == "demo_tasks.tasks.slow" for e in orphans), snap["unacked"]
+    slow_worker = next(w for w in snap["workers"] if w["hostname"] == "slow@taskdash-demo")
+    assert slow_worker["online"] is False
 
 
 def test_headless_demo_leaves_no_process_or_file(demo_run: DemoRun) -> None:
@@ -242,6 +244,7 @@ def test_headless_demo_leaves_no_process_or_file(demo_run: DemoRun) -> None:
     assert len(pids) >= 8, pids  # 3 worker main processes, their 5 pool processes, load, watchdog
     assert _wait_gone(pids, 5) == set()
     assert _in_groups(demo_run.pgids) == set()
+    assert _procs_of(demo_run.tmpdir) == set()
     assert _demo_dirs(demo_run.tmpdir) == []
 
 
