@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from tui_fakes import (
     QUEUES,
@@ -117,6 +118,9 @@ async def test_colon_jumps_to_views_and_tab_cycles() -> None:
         await pilot.press("shift+tab")
         await pilot.pause()
         assert app.current_view == "quarantine"
+        await pilot.click("#--content-tab-workers")  # the mouse works too
+        await pilot.pause()
+        assert app.current_view == "workers"
 
 
 async def test_enter_opens_the_detail_screen() -> None:
@@ -331,10 +335,17 @@ async def test_palette_purge_goes_through_the_confirm_dialog() -> None:
         assert [c[1] for c in actions.calls if c[0] == "purge"] == [("emails",)]
 
 
-async def test_sort_cycles_and_the_layout_follows_the_terminal_size() -> None:
+async def test_sort_bands_no_color_and_the_layout_follows_the_terminal_size(monkeypatch: Any) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
+        assert app.no_color
+        await pilot.press("b")  # ready messages per priority band, on demand
+        await pilot.pause()
+        assert "120 (p0:100 p3:20)" in screen_text(app)
+        await pilot.press("b")
+        await pilot.pause()
         await pilot.press("s")
         await pilot.pause()
         assert app.panel().table.shown_keys == ["celery", "emails", "risky", "slow"]  # by name
