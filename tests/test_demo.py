@@ -499,3 +499,42 @@ def test_fresh_venv_install_the_readme_way_runs_the_demo(tmp_path: Path) -> None
         assert res.returncode == 0, res.stderr
         assert any(p["task"] == "demo_tasks.tasks.poison" for p in out["poison"])
         assert any(e["state"] == "orphaned" for e in out["unacked"])
+
+
+def test_readable_summary_of_the_final_snapshot() -> None:
+    from collectors.models import (
+        PoisonSuspect,
+        QueueInfo,
+        Snapshot,
+        SourceStatus,
+        TaskFailure,
+        TaskStats,
+        UnackedEntry,
+        WorkerInfo,
+    )
+    from taskdash.cmd_demo import summary_text
+
+    def entry(tag: str, state: Any) -> UnackedEntry:
+        return UnackedEntry(delivery_tag=tag, task_id=tag, task="demo_tasks.tasks.slow", queue="slow", priority=0,
+                            reserved_at=1.0, age_s=5.0, redelivered=False, state=state, holder=None, stale=False,
+                            time_to_redelivery_s=3595.0, argsrepr="(12.5,)")
+
+    snap = Snapshot(
+        taken_at=1.0, broker=SourceStatus("redis://127.0.0.1:1/0", True), backend=SourceStatus("redis://127.0.0.1:1/0", True),
+        queues=(QueueInfo("emails", 42, consumers=0), QueueInfo("celery", 0, unacked=2, consumers=1)),
+        unacked=(entry("a", "orphaned"), entry("b", "orphaned"), entry("c", "active")), unacked_total=3,
+        workers=(WorkerInfo("slow@taskdash-demo", False), WorkerInfo("default@taskdash-demo", True)),
+        tasks=TaskStats(states=(("FAILURE", 2), ("SUCCESS", 9)), recent_failures=(
+            TaskFailure("f1", "demo_tasks.tasks.fail", "ValueError: card declined", "Traceback ...", None),)),
+        poison=(PoisonSuspect("p1", "demo_tasks.tasks.poison", "risky", 7, 1.0, 9.0, "delivered 7 times"),),
+    )
+    text = summary_text(snap, {"elapsed_s": 45.2, "broker": "redis://127.0.0.1:1/0",
+                               "killed": {"hostname": "slow@taskdash-demo", "at_s": 20.1}})
+    lines = text.splitlines()
+    assert any(ln.startswith("emails") and "42" in ln and "nobody consumes it" in ln for ln in lines)
+    assert not any(ln.startswith("celery") and "nobody" in ln for ln in lines)
+    assert "unacked: 3 (active 1, orphaned 2)" in lines
+    assert "slow@taskdash-demo (offline)" in text and "FAILURE 2, SUCCESS 9" in text
+    assert "ValueError: card declined" in text
+    assert "poison suspects: 1" in lines and any("7 deliveries" in ln for ln in lines)
+    assert "killed: slow@taskdash-demo with SIGKILL at 20.1s" in lines
