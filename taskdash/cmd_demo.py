@@ -210,7 +210,11 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
                 log("opening the dashboard (q quits and stops everything)")
                 from tui import run_tui
 
-                rc = int(run_tui(settings) or 0)
+                demo.log_to_file()  # the scripted kill must not write over the dashboard
+                try:
+                    rc = int(run_tui(settings) or 0)
+                finally:
+                    demo.log = log
         finally:
             demo.stop()
             if demo.survivors:

@@ -258,7 +258,8 @@ class Demo:
         self.server_mode = server
         self.kill_after = kill_after
         self.rate = rate
-        self._log = log or (lambda _msg: None)
+        self.log: Callable[[str], None] = log or (lambda _msg: None)
+        """Progress sink; replace it while a dashboard owns the terminal (see ``log_to_file``)."""
         self.workdir: Path | None = None
         self.server: RedisServer | None = None
         self.server_choice: ServerChoice | None = None
@@ -379,7 +380,7 @@ class Demo:
             self.server_pid = self.server.proc.pid
             self._track(self.server_pid)
             label = "embedded valkey-server" if self.server_choice.kind == "embedded" else self.server_choice.binary
-            self._log(f"started {label} {self.server_choice.version} on {self.server.url}")
+            self.log(f"started {label} {self.server_choice.version} on {self.server.url}")
         url = self.broker_url
         # children keep their temp files (billiard's pymp-* dirs, ...) inside the workdir, so they go with it
         child_tmp = self.workdir / "tmp"
@@ -398,7 +399,7 @@ class Demo:
             self._track(w.proc.pid)
             self.workers[spec.name] = w
         self._wait_workers(timeout)
-        self._log("started workers " + ", ".join(
+        self.log("started workers " + ", ".join(
             f"{w.hostname} [{','.join(s.queues)}] pid {w.pid}" for s, w in zip(WORKERS, self.workers.values(), strict=True)
         ) + " (nobody consumes 'emails')")
         load_log = open(self.workdir / "load.log", "ab")  # noqa: SIM115 - owned by the child
@@ -412,7 +413,7 @@ class Demo:
         finally:
             load_log.close()
         self._track(self.load.pid)
-        self._log(f"started load generator pid {self.load.pid}")
+        self.log(f"started load generator pid {self.load.pid}")
         self.ready_at = time.monotonic()
         self._write_state()
         if self.kill_after is not None:
@@ -444,7 +445,7 @@ class Demo:
             client.close()
         except Exception as exc:  # noqa: BLE001 - any connection problem is one user-facing line
             raise DemoError(f"cannot reach broker {mask_url(url)}: {type(exc).__name__}: {exc}") from exc
-        self._log(f"using the existing broker {mask_url(url)} (left running afterwards)")
+        self.log(f"using the existing broker {mask_url(url)} (left running afterwards)")
 
     def _track(self, pid: int) -> None:
         """Remember a new process group (the child is its leader) for stop() and the watchdog."""
@@ -509,7 +510,7 @@ class Demo:
             w.kill9()
             self.killed = {"hostname": w.hostname, "pid": w.pid, "at_s": round(self.elapsed, 1),
                            "unacked_left": held}
-        self._log(f"killed worker {w.hostname} (SIGKILL, pid {w.pid}) at {self.elapsed:.0f}s: "
+        self.log(f"killed worker {w.hostname} (SIGKILL, pid {w.pid}) at {self.elapsed:.0f}s: "
                   f"{held if held is not None else 'its'} unacked '{VICTIM}' messages are now orphaned")
         self._write_state()
 
@@ -581,6 +582,18 @@ class Demo:
                 self.watchdog.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.watchdog.wait(2)
+
+    def log_to_file(self) -> None:
+        """Send further progress lines to ``demo.log`` in the temp dir (the terminal belongs to the TUI)."""
+        if self.workdir is None:
+            return
+        path = self.workdir / "demo.log"
+
+        def _write(msg: str) -> None:
+            with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+
+        self.log = _write
 
     def read_log_facts(self) -> dict[str, int]:
         """Ground truth from the worker logs: poison deliveries and pool processes lost to SIGKILL."""

@@ -412,8 +412,9 @@ def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: 
         # the user's knobs reach the dashboard; another app's config (-A / TASKDASH_*) does not
         env = _env(tmp_path, STUB_REPORT=str(report), STUB_MODE=mode, TASKDASH_APP="no_such_module",
                    TASKDASH_GLOBAL_KEYPREFIX="other:")
-        proc = subprocess.Popen([sys.executable, "-m", "taskdash", "--read-only", "demo"], cwd=stub, stdin=slave,
-                                stdout=slave, stderr=subprocess.PIPE, env=env)
+        args = ["--kill-after", "0"] if mode == "hang" else []
+        proc = subprocess.Popen([sys.executable, "-m", "taskdash", "--read-only", "demo", *args], cwd=stub,
+                                stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=env)
         try:
             deadline = time.monotonic() + 60
             while not report.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -421,6 +422,10 @@ def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: 
             got = json.loads(report.read_text())
             st = got["state"]
             pids = set(st["pids"]) | _in_groups(set(st["pgids"]))
+            if mode == "hang":  # the scripted kill happens while the dashboard runs: not on its terminal
+                while not (_state(tmp_path) or {}).get("killed") and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert (_state(tmp_path) or {}).get("killed"), "the slow worker was not killed"
             if mode in ("hang", "stuck"):
                 proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
@@ -442,6 +447,7 @@ def test_dashboard_gets_the_demo_and_every_exit_cleans_up(tmp_path: Path, mode: 
     assert exit_s < 12, exit_s
     if mode == "crash":
         assert b"the dashboard crashed" in err and b"Traceback" not in err
+    assert b"opening the dashboard" in err and b"killed worker" not in err
     port = int(got["broker"].rsplit(":", 1)[1].split("/")[0])
     assert not _port_open(port)
     assert len(st["pgids"]) == 5 and len(pids) >= 6
