@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -154,6 +155,12 @@ class Collector:
                 inspected_at=wv.inspected_at if wv is not None else None,
                 grace_s=max(2.0 * s.interval, 2.0),
             )
+            if wv is not None and any(w.online and not w.responding for w in wv.workers):
+                # A live worker that did not answer inspect may hold any of these messages: calling
+                # them orphaned would invite a requeue that runs them twice.
+                bv = replace(bv, unacked=tuple(
+                    replace(e, state="unknown") if e.state == "orphaned" else e for e in bv.unacked
+                ))
             self._last_broker_view = bv
         except Exception as exc:  # noqa: BLE001
             broker_ok, broker_err = False, describe_error(exc, s)
@@ -163,6 +170,10 @@ class Collector:
         tasks = TaskStats()
         try:
             self._results.step()
+            if not self._results.ok and self._results.last_error:
+                backend_ok = False
+                backend_err = mask_text(str(self._results.last_error), s.broker_url, s.backend_url)
+                errors.append(SourceError("results", backend_err))
         except Exception as exc:  # noqa: BLE001
             backend_ok, backend_err = False, describe_error(exc, s)
             errors.append(SourceError("results", backend_err))
@@ -205,6 +216,10 @@ class Collector:
             visibility_timeout=s.visibility_timeout,
             inspect_ok=wv.inspect_ok if wv else False,
         )
+
+    def forget_poison(self, task_id: str) -> None:
+        """Drop a task's delivery history (after it was quarantined or revoked)."""
+        self._poison.forget(task_id)
 
     def debug_state(self) -> dict[str, Any]:
         """Internal counters for diagnostics (not part of the JSON contract)."""
