@@ -91,7 +91,9 @@ def handle_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_COMMAND_MODULES = ("cmd_snapshot", "cmd_actions", "cmd_demo", "cmd_extra")
+_COMMAND_MODULES = (
+    "cmd_snapshot", "cmd_actions", "cmd_demo", "cmd_extra", "cmd_control", "cmd_metrics", "cmd_lint", "cmd_serve",
+)
 
 
 class LazyGroup(click.Group):
