@@ -232,6 +232,25 @@ def group_members(pgids: set[int]) -> dict[int, int]:
     return out
 
 
+def processes_marked(marker: str, exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
+    """Live pids whose command line or environment contains ``marker`` (Linux /proc; elsewhere empty)."""
+    needle = marker.encode()
+    out: list[int] = []
+    if not os.path.isdir("/proc"):
+        return out
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        blob = b""
+        for name in ("cmdline", "environ"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/{name}", "rb") as f:
+                    blob += f.read()
+        if needle in blob and pid_alive(int(entry)):
+            out.append(int(entry))
+    return sorted(out)
+
+
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -276,6 +295,7 @@ class Demo:
         self.log_facts: dict[str, int] = {}
         """Counts read from the worker logs (kept after the temp dir is gone): see ``read_log_facts``."""
         self._pgids: list[int] = []
+        self._all_pgids: list[int] = []
         self._lock = threading.RLock()
         self._stop_evt = threading.Event()
         self._stopping = False
@@ -322,8 +342,8 @@ class Demo:
 
     @property
     def pgids(self) -> list[int]:
-        """Process groups the demo started (each child is a group leader)."""
-        return list(self._pgids)
+        """Every process group the demo started (each child is a group leader), the killed worker's too."""
+        return list(self._all_pgids)
 
     def settings(self, base: Settings | None = None) -> Settings:
         """Settings for the dashboard / collector on the demo.
@@ -450,11 +470,20 @@ class Demo:
     def _track(self, pid: int) -> None:
         """Remember a new process group (the child is its leader) for stop() and the watchdog."""
         self._pgids.append(pid)
+        self._all_pgids.append(pid)
         self.seen_pids[pid] = pid
         if self.workdir is not None:
             with open(self.workdir / "pgids", "a", encoding="ascii") as f:
                 f.write(f"{pid}\n")
         self._checkpoint()
+
+    def _untrack(self, pgid: int | None) -> None:
+        """Forget a process group that is gone for good (its id may be recycled: never signal it again)."""
+        if pgid in self._pgids:
+            self._pgids.remove(pgid)
+            if self.workdir is not None:
+                with contextlib.suppress(OSError):
+                    (self.workdir / "pgids").write_text("".join(f"{pg}\n" for pg in self._pgids))
 
     def _write_state(self) -> None:
         """``state.json`` in the temp dir: what runs where (read by tests and by humans)."""
@@ -508,6 +537,7 @@ class Demo:
             w = self.workers[VICTIM]
             self._remember_members()
             w.kill9()
+            self._untrack(w.pid)
             self.killed = {"hostname": w.hostname, "pid": w.pid, "at_s": round(self.elapsed, 1),
                            "unacked_left": held}
         self.log(f"killed worker {w.hostname} (SIGKILL, pid {w.pid}) at {self.elapsed:.0f}s: "
@@ -562,13 +592,17 @@ class Demo:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.stop()
-        # 4. whatever is left in our groups (pool processes that outlived their worker)
-        for pg in self._pgids:
-            _killpg(pg, signal.SIGKILL)
+        # 4. anything of ours still alive (pool processes that outlived their worker). Found by the temp
+        #    dir path in their command line or environment, never by a process-group id alone: the
+        #    group of a leader that is already reaped may belong to someone else by now.
         deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            self.survivors = sorted(pid for pid in self.seen_pids if pid_alive(pid))
-            if not self.survivors:
+        while True:
+            left = self._ours_alive()
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            self.survivors = left
+            if not left or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         self.read_log_facts()
@@ -582,6 +616,15 @@ class Demo:
                 self.watchdog.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.watchdog.wait(2)
+
+    def _ours_alive(self) -> list[int]:
+        """Live processes this demo started (and their children), the watchdog excepted."""
+        exclude = {os.getpid()} | ({self.watchdog.pid} if self.watchdog else set())
+        if self.workdir is not None and os.path.isdir("/proc"):
+            return processes_marked(str(self.workdir), exclude)
+        procs: list[subprocess.Popen[Any]] = [w.proc for w in self.workers.values() if w.proc is not None]
+        procs += [p for p in (self.load, self.server.proc if self.server else None) if p is not None]
+        return sorted(p.pid for p in procs if p.poll() is None)
 
     def log_to_file(self) -> None:
         """Send further progress lines to ``demo.log`` in the temp dir (the terminal belongs to the TUI)."""
