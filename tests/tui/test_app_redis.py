@@ -39,7 +39,7 @@ async def test_panels_show_the_truth_and_orphans_are_requeued(
             emails = queues.items["emails"]
             assert emails.messages == r.llen("emails") == 5
             assert emails.no_consumer
-            assert "emails ⚠ no consumer" in screen_text(app)
+            await wait_until(pilot, lambda: "emails ⚠ no consumer" in screen_text(app), 10)
 
             # Unacked: every entry of the real hash, held by the real worker (2 active + 1 prefetched).
             app.show_view("unacked")
@@ -83,14 +83,12 @@ async def test_panels_show_the_truth_and_orphans_are_requeued(
 
             # R: requeue all orphaned, cancel first, then confirm.
             await pilot.press("R")
-            await pilot.pause()
-            assert isinstance(app.screen, ConfirmScreen)
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
             await pilot.press("n")
             await pilot.pause()
             assert r.hlen("unacked") == 3
             await pilot.press("R")
-            await pilot.pause()
-            assert "Requeue the 3 message(s) orphaned" in widget_text(app.screen)
+            await wait_until(pilot, lambda: "Requeue the 3 message(s) orphaned" in widget_text(app.screen), 10)
             await pilot.press("y")
             await wait_until(pilot, lambda: any(t == "Requeue orphaned" for t, _, _ in notifications(app)), 20)
             assert r.hlen("unacked") == 0 and r.llen("slow") == 3
@@ -112,9 +110,8 @@ async def test_purge_through_the_dialog_and_redis_restart_mid_run(
             await wait_until(pilot, lambda: "emails" in queues.rows, 20)
             queues.move_cursor(row=queues.shown_keys.index("emails"))
             await pilot.press("p")
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
-            body = widget_text(app.screen)
-            assert "Delete the 4 ready message(s) of queue emails" in body
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                             and "Delete the 4 ready message(s) of queue emails" in widget_text(app.screen), 10)
             assert not app.screen.query_one("#include_unacked", Checkbox).value
             await pilot.press("y")
             await wait_until(pilot, lambda: any(t == "Purge" for t, _, _ in notifications(app)), 20,

@@ -28,6 +28,7 @@ class ConfirmScreen(ModalScreen[Confirmation | None]):
     The "No" button has the initial focus, so ``enter`` right away is a safe no-op.
     """
 
+    AUTO_FOCUS = "#no"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "confirm", "Yes", id="taskdash.confirm.yes"),
         Binding("n,escape", "cancel", "No", id="taskdash.confirm.no"),
@@ -51,9 +52,6 @@ class ConfirmScreen(ModalScreen[Confirmation | None]):
             with Horizontal(id="confirm-buttons"):
                 yield Button("No", id="no")
                 yield Button(f"{self.confirm_label} (y)", id="yes", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
 
     @on(Button.Pressed, "#yes")
     def action_confirm(self) -> None:

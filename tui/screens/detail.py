@@ -57,8 +57,9 @@ class DetailScreen(ModalScreen[None]):
                     yield Static(render_section(title, content), classes="detail-section")
             yield Label("esc: close", id="detail-hint")
 
+    AUTO_FOCUS = "#detail-body"
+
     def on_mount(self) -> None:
-        self.query_one("#detail-body").focus()
         if self.loader is not None:
             self._load(self.loader)
 

@@ -76,8 +76,7 @@ class HelpScreen(ModalScreen[None]):
                 yield Static(help_text(self.read_only))
             yield Label("esc: close", id="help-hint")
 
-    def on_mount(self) -> None:
-        self.query_one("#help-body").focus()
+    AUTO_FOCUS = "#help-body"
 
     def action_close(self) -> None:
         """Close the help."""
