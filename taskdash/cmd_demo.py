@@ -26,7 +26,7 @@ def _explicit_broker(ctx: click.Context, sub_broker: str | None) -> str | None:
     return None
 
 
-def _base_settings(ctx: click.Context, common: dict[str, Any], broker: str) -> Any:
+def _base_settings(ctx: click.Context, broker: str) -> Any:
     """The user's knobs (--interval, --read-only, --audit-log, TASKDASH_* env) for the demo's dashboard.
 
     No Celery app is loaded (``-A`` / ``TASKDASH_APP`` describe another system, not the demo).
@@ -186,7 +186,7 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
                 demo.start()
             except DemoError as exc:
                 fail(str(exc), EXIT_UNREACHABLE)
-            settings = demo.settings(_base_settings(ctx, common, demo.broker_url))
+            settings = demo.settings(_base_settings(ctx, demo.broker_url))
             if headless:
                 secs = 60.0 if duration is None else duration
                 log(f"running headless for {secs:.0f}s")
@@ -219,7 +219,7 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
             demo.stop()
             if demo.survivors:
                 click.echo(f"taskdash demo: processes still alive after cleanup: {demo.survivors}", err=True)
-            elif demo.workdir is not None:
+            elif demo.ready_at is not None:
                 log(f"stopped {len(demo.pgids)} process groups and removed {demo.workdir}")
     sys.exit(rc)
 
