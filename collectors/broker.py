@@ -268,8 +268,10 @@ class _Cost:
 
 
 def _text(value: Any) -> str:
+    """Key names and members as str; undecodable bytes survive as surrogates (``surrogateescape``) so
+    the name encodes back to the very same key (the client is made with ``encoding_errors`` to match)."""
     if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
+        return bytes(value).decode("utf-8", "surrogateescape")
     return str(value)
 
 

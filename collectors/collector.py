@@ -162,6 +162,9 @@ class Collector:
                     replace(e, state="unknown") if e.state == "orphaned" else e for e in bv.unacked
                 ))
             self._last_broker_view = bv
+            for problem in bv.errors:  # non-fatal: a wrong-type key, one failed probe, ...
+                source = "unacked" if problem.startswith("unacked") else "queues"
+                errors.append(SourceError(source, mask_text(problem, s.broker_url, s.backend_url)))
         except Exception as exc:  # noqa: BLE001
             broker_ok, broker_err = False, describe_error(exc, s)
             errors.append(SourceError("broker", broker_err))

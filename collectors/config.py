@@ -303,6 +303,9 @@ def redis_client(url: str, settings: Settings | None = None, *, db_default: int 
         "socket_timeout": timeout,
         "socket_connect_timeout": min(timeout, 3.0),
         "health_check_interval": 0,
+        # Key names read back from Redis keep undecodable bytes as surrogates (collectors.broker): encode
+        # them back to the same bytes instead of failing.
+        "encoding_errors": "surrogateescape",
     }
     opts.update(kw)
     first = url.split(";")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -32,20 +33,51 @@ def _age(v: float | None) -> str:
     return f"{v / 3600:.1f}h"
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def safe_text(value: object) -> str:
+    """Data from Redis made safe for a terminal: undecodable bytes (kept as surrogates) and control
+    characters (escape sequences!) are shown as ``\\xNN`` escapes; newlines stay."""
+    text = str(value)
+    if not _UNPRINTABLE.search(text):
+        return text
+
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _UNPRINTABLE.sub(esc, text)
+
+
 def render_tables(snap: Snapshot) -> str:
     """The snapshot as readable plain-text tables (rich, no colour when piped)."""
     from io import StringIO
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    class _Table(Table):
+        """Cells are plain text: a queue named ``[/x]`` is not rich markup, and control bytes are escaped."""
+
+        def add_row(self, *cells: object, **kw: Any) -> None:  # type: ignore[override]
+            super().add_row(*(Text(safe_text(c)) for c in cells), **kw)
 
     buf = StringIO()
     console = Console(file=buf, width=120, no_color=not sys.stdout.isatty(), force_terminal=False)
-    console.print(
+
+    def _print(obj: object) -> None:
+        if isinstance(obj, str):
+            console.print(Text(safe_text(obj)), markup=False, highlight=False)
+        else:
+            console.print(obj)
+
+    _print(
         f"broker {snap.broker.url} {'ok' if snap.broker.ok else 'DOWN: ' + str(snap.broker.error)}   "
         f"backend {snap.backend.url} {'ok' if snap.backend.ok else 'DOWN: ' + str(snap.backend.error)}"
     )
-    t = Table(title="Queues", title_justify="left")
+    t = _Table(title="Queues", title_justify="left")
     for col in ("queue", "ready", "by priority", "unacked", "consumers", "oldest", "flag"):
         t.add_column(col)
     for q in snap.queues:
@@ -53,37 +85,37 @@ def render_tables(snap: Snapshot) -> str:
         t.add_row(q.name, str(q.messages), bands or "-", str(q.unacked),
                   "?" if q.consumers is None else str(q.consumers), _age(q.oldest_age_s),
                   "NO CONSUMER" if q.no_consumer else "")
-    console.print(t)
-    t = Table(title=f"Unacked ({snap.unacked_total} total, {len(snap.unacked)} shown)", title_justify="left")
+    _print(t)
+    t = _Table(title=f"Unacked ({snap.unacked_total} total, {len(snap.unacked)} shown)", title_justify="left")
     for col in ("task", "id", "queue", "age", "redelivery in", "state", "holder", "redelivered"):
         t.add_column(col)
     for e in snap.unacked:
         ttr = "now (stale)" if e.stale else _age(e.time_to_redelivery_s)
         t.add_row(e.task or "?", (e.task_id or e.delivery_tag)[:36], e.queue or "?", _age(e.age_s), ttr, e.state,
                   e.holder or "-", "yes" if e.redelivered else "")
-    console.print(t)
-    t = Table(title="Workers", title_justify="left")
+    _print(t)
+    t = _Table(title="Workers", title_justify="left")
     for col in ("worker", "status", "pool", "conc", "active", "reserved", "scheduled", "processed", "queues", "seen"):
         t.add_column(col)
     for w in snap.workers:
         t.add_row(w.hostname, "online" if w.online else "OFFLINE", w.pool or "-", str(w.concurrency or "-"),
                   str(w.active), str(w.reserved), str(w.scheduled), str(w.processed if w.processed is not None else "-"),
                   ",".join(w.queues), _age(w.last_seen_s) + " ago" if w.last_seen_s is not None else "-")
-    console.print(t)
+    _print(t)
     states = ", ".join(f"{k}={v}" for k, v in snap.tasks.states) or "none"
-    console.print(f"Task states: {states}  (scanned {snap.tasks.scanned}, "
+    _print(f"Task states: {states}  (scanned {snap.tasks.scanned}, "
                   f"{'complete' if snap.tasks.complete else 'scan in progress'})")
     for f in snap.tasks.recent_failures[:10]:
-        console.print(f"  FAILURE {f.task or '?'} {f.task_id}: {f.exception}")
+        _print(f"  FAILURE {f.task or '?'} {f.task_id}: {f.exception}")
     if snap.poison:
-        t = Table(title="Poison suspects", title_justify="left")
+        t = _Table(title="Poison suspects", title_justify="left")
         for col in ("task", "id", "queue", "deliveries", "workers", "reason"):
             t.add_column(col)
         for p in snap.poison:
             t.add_row(p.task or "?", p.task_id, p.queue or "?", str(p.deliveries), ",".join(p.workers), p.reason)
-        console.print(t)
+        _print(t)
     for err in snap.errors:
-        console.print(f"error [{err.source}]: {err.message}")
+        _print(f"error [{err.source}]: {err.message}")
     return buf.getvalue()
 
 
