@@ -1,0 +1,285 @@
+"""Worker remote control (what Flower's worker pages do): pool, autoscale, consumers, limits, shutdown.
+
+Every command goes out as a Celery remote-control broadcast (``app.control.broadcast(...,
+reply=True, destination=[...])``) on a kombu connection opened with ``ack_emulation=False`` (the
+same app/connection approach as :class:`collectors.workers.WorkerMonitor`), so taskdash never runs
+kombu's unacked restore sweep. Replies are accepted as JSON only (never unpickled).
+
+Safety is the same as :mod:`collectors.actions`:
+
+* ``settings.read_only`` raises :class:`~collectors.actions.ReadOnlyError` before anything is sent
+  and writes no audit line;
+* each command that was sent appends exactly one audit line (``worker-<command>``) listing the
+  destination and every worker's reply;
+* failures raise :class:`~collectors.actions.ActionError` (or ``BrokerUnreachableError``) with
+  credentials masked.
+
+A worker that refuses a command answers ``{"error": "..."}`` (e.g. ``pool_restart`` without
+``worker_pool_restarts=True``, or ``autoscale`` on a worker started without ``--autoscale``); the
+result's ``details["replies"]`` keeps each reply and ``details["refused"]`` names the refusers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from collectors.actions import ActionError, ActionResult, BrokerUnreachableError, ReadOnlyError
+from collectors.audit import AuditLog, audit_path, default_actor
+from collectors.config import Settings, mask_text
+from collectors.workers import WorkerMonitor
+
+log = logging.getLogger(__name__)
+
+REPLY_TIMEOUT = 2.0
+"""Seconds to wait for worker replies to one control command."""
+
+COMMANDS: tuple[str, ...] = (
+    "shutdown", "pool_restart", "pool_grow", "pool_shrink", "autoscale", "add_consumer",
+    "cancel_consumer", "rate_limit", "time_limit",
+)
+"""Remote-control commands WorkerControl can send (Celery's names)."""
+
+
+def _reply_text(reply: Any) -> str:
+    """One line for one worker's reply (``ok`` text, ``error`` text or a repr)."""
+    if isinstance(reply, Mapping):
+        if "ok" in reply:
+            return str(reply["ok"])
+        if "error" in reply:
+            return f"refused: {reply['error']}"
+    return repr(reply)
+
+
+def _is_error(reply: Any) -> bool:
+    return isinstance(reply, Mapping) and "error" in reply and "ok" not in reply
+
+
+class WorkerControl:
+    """Sends Celery remote-control commands to workers, guarded (read-only) and audited.
+
+    Args:
+        settings: Connection, read-only flag, audit log path, control exchange.
+        app: Celery app to use; by default ``settings.app`` is loaded or a bare app is made. Its
+            ``broker_transport_options`` get ``ack_emulation=False`` (see WorkerMonitor.app).
+        actor: ``user@host`` for the audit log (default: the current user).
+        timeout: Seconds to wait for replies.
+    """
+
+    def __init__(self, settings: Settings, app: Any | None = None, *, actor: str | None = None,
+                 timeout: float = REPLY_TIMEOUT) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._monitor = WorkerMonitor(settings, app)
+        self.audit = AuditLog(audit_path(settings), actor or default_actor(), settings.broker_url)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    @property
+    def app(self) -> Any:
+        """The Celery app used for control (ack emulation off, JSON-only replies)."""
+        app = self._monitor.app
+        app.control.mailbox.accept = ["json"]
+        return app
+
+    def _mask(self, text: str) -> str:
+        return mask_text(text, self.settings.broker_url, self.settings.backend_url)
+
+    @contextlib.contextmanager
+    def _connection(self, action: str) -> Iterator[Any]:
+        app = self.app
+        conn = app.connection_for_write(
+            self.settings.broker_url, transport_options=self._monitor.transport_options(),
+            connect_timeout=min(self.settings.socket_timeout, 3.0),
+        )
+        try:
+            try:
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, interval_max=0.5)
+            except Exception as exc:  # noqa: BLE001 - kombu/redis raise many types
+                raise BrokerUnreachableError(self._mask(
+                    f"{action}: cannot reach the broker {self.settings.broker_masked}: "
+                    f"{type(exc).__name__}: {exc}")) from exc
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.release()
+
+    def _guard(self, action: str) -> None:
+        if self.settings.read_only:
+            raise ReadOnlyError(f"read-only mode: {action} refused, nothing was sent to the workers "
+                                "(run without --read-only to control workers)")
+
+    def broadcast(self, command: str, arguments: Mapping[str, Any] | None = None,
+                  destination: Sequence[str] | None = None, *, reply: bool = True) -> dict[str, Any]:
+        """Send one control command and collect ``{hostname: reply}`` (read-only: no guard here).
+
+        Args:
+            command: Celery remote-control command name.
+            arguments: Its keyword arguments.
+            destination: Worker hostnames (None or empty: every worker).
+            reply: Wait for replies (``shutdown`` never replies).
+        """
+        dest = list(destination) if destination else None
+        with self._connection(command) as conn:
+            try:
+                raw = self.app.control.broadcast(
+                    command, arguments=dict(arguments or {}), destination=dest, connection=conn,
+                    reply=reply, timeout=self.timeout,
+                )
+            except Exception as exc:  # noqa: BLE001
+                raise BrokerUnreachableError(self._mask(f"{command}: {type(exc).__name__}: {exc}")) from exc
+        replies: dict[str, Any] = {}
+        for item in raw or ():
+            if isinstance(item, Mapping):
+                for host, value in item.items():
+                    replies[str(host)] = value
+        return replies
+
+    def _run(self, action: str, command: str, arguments: Mapping[str, Any], destination: Sequence[str] | None,
+             what: str, *, reply: bool = True) -> ActionResult:
+        """Guard, send, audit, and summarise one write command."""
+        self._guard(action)
+        replies = self.broadcast(command, arguments, destination, reply=reply)
+        dest = list(destination) if destination else []
+        refused = sorted(h for h, v in replies.items() if _is_error(v))
+        ok = sorted(h for h, v in replies.items() if not _is_error(v))
+        silent = sorted(set(dest) - set(replies)) if reply else []
+        try:
+            self.audit.record(f"worker-{action}", dest or "*", len(ok) if reply else len(dest or ["*"]),
+                              command=command, arguments=dict(arguments),
+                              replies={h: _reply_text(v) for h, v in replies.items()},
+                              refused=refused, no_reply=silent)
+        except OSError as exc:
+            raise ActionError(f"{action} sent but the audit log {self.audit.path} could not be written: "
+                              f"{exc}") from exc
+        if not reply:
+            target = ", ".join(dest) if dest else "every worker"
+            message = f"{what}: sent to {target} (workers do not reply to this command)"
+            count = len(dest) or 1
+        else:
+            parts = [f"{h}: {_reply_text(replies[h])}" for h in sorted(replies)]
+            parts += [f"{h}: no reply within {self.timeout:g}s" for h in silent]
+            if not parts:
+                parts = [f"no worker replied within {self.timeout:g}s"]
+            message = f"{what} — " + "; ".join(parts)
+            count = len(ok)
+        return ActionResult(action, count, self._mask(message), {
+            "command": command, "arguments": dict(arguments), "destination": dest,
+            "replies": dict(replies), "refused": refused, "no_reply": silent,
+        })
+
+    # ---- the commands ---------------------------------------------------------------------------
+    def shutdown(self, destination: Sequence[str] | None = None) -> ActionResult:
+        """Warm shutdown: the worker stops consuming, finishes its running tasks and exits."""
+        return self._run("shutdown", "shutdown", {}, destination, "warm shutdown", reply=False)
+
+    def pool_restart(self, destination: Sequence[str] | None = None, *, modules: Sequence[str] | None = None,
+                     reload: bool = False) -> ActionResult:
+        """Restart the pool processes (the worker needs ``worker_pool_restarts=True``, else it refuses)."""
+        args: dict[str, Any] = {"modules": list(modules) if modules else None, "reload": reload}
+        res = self._run("pool-restart", "pool_restart", args, destination, "pool restart")
+        if res.details.get("refused"):
+            hint = " (enable worker_pool_restarts=True on the worker to allow pool restarts)"
+            res = ActionResult(res.action, res.count, res.message + hint, res.details)
+        return res
+
+    def pool_grow(self, n: int = 1, destination: Sequence[str] | None = None) -> ActionResult:
+        """Add ``n`` pool processes (refused by autoscaling workers)."""
+        return self._run("pool-grow", "pool_grow", {"n": int(n)}, destination, f"pool grow by {int(n)}")
+
+    def pool_shrink(self, n: int = 1, destination: Sequence[str] | None = None) -> ActionResult:
+        """Remove ``n`` pool processes (refused by autoscaling workers)."""
+        return self._run("pool-shrink", "pool_shrink", {"n": int(n)}, destination, f"pool shrink by {int(n)}")
+
+    def autoscale(self, max_: int, min_: int, destination: Sequence[str] | None = None) -> ActionResult:
+        """Set the autoscaler range (only workers started with ``--autoscale`` accept it)."""
+        if int(min_) > int(max_):
+            raise ActionError(f"autoscale: min ({min_}) is larger than max ({max_})")
+        return self._run("autoscale", "autoscale", {"max": int(max_), "min": int(min_)}, destination,
+                         f"autoscale max={int(max_)} min={int(min_)}")
+
+    def add_consumer(self, queue: str, destination: Sequence[str] | None = None) -> ActionResult:
+        """Make workers consume from ``queue`` too (exchange and routing key = the queue name)."""
+        if not queue:
+            raise ActionError("add-consumer: no queue given")
+        return self._run("add-consumer", "add_consumer",
+                         {"queue": queue, "exchange": None, "exchange_type": "direct", "routing_key": None,
+                          "options": {}}, destination, f"add consumer {queue}")
+
+    def cancel_consumer(self, queue: str, destination: Sequence[str] | None = None) -> ActionResult:
+        """Stop workers consuming from ``queue``."""
+        if not queue:
+            raise ActionError("cancel-consumer: no queue given")
+        return self._run("cancel-consumer", "cancel_consumer", {"queue": queue}, destination,
+                         f"cancel consumer {queue}")
+
+    def rate_limit(self, task_name: str, rate: str | int | None,
+                   destination: Sequence[str] | None = None) -> ActionResult:
+        """Set a task's rate limit (``"10/m"``, ``"2/s"``, a number per second; ``None``/``0`` = none)."""
+        if not task_name:
+            raise ActionError("rate-limit: no task name given")
+        return self._run("rate-limit", "rate_limit", {"task_name": task_name, "rate_limit": rate}, destination,
+                         f"rate limit {task_name}={rate}")
+
+    def time_limit(self, task_name: str, soft: float | None, hard: float | None,
+                   destination: Sequence[str] | None = None) -> ActionResult:
+        """Set a task's soft and hard time limits in seconds (``None``: no limit)."""
+        if not task_name:
+            raise ActionError("time-limit: no task name given")
+        if soft is not None and hard is not None and soft > hard:
+            raise ActionError(f"time-limit: soft ({soft:g}) is larger than hard ({hard:g})")
+        return self._run("time-limit", "time_limit", {"task_name": task_name, "soft": soft, "hard": hard},
+                         destination, f"time limits {task_name} soft={soft} hard={hard}")
+
+    # ---- reading --------------------------------------------------------------------------------
+    def worker_details(self, hostname: str) -> dict[str, Any]:
+        """Everything the worker detail screen shows, asked from one worker (read-only, never audited).
+
+        Returns a dict with ``hostname``, ``online`` (answered anything), ``stats`` (pool, prefetch,
+        rusage, broker incl. transport_options, totals), ``registered`` (task names), ``active_queues``,
+        ``conf`` (``inspect conf``: the worker's non-default settings), ``revoked`` (ids) and ``errors``
+        (``{method: text}`` for methods that failed or got no reply).
+        """
+        methods: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("stats", {}), ("registered", {"taskinfoitems": None}), ("active_queues", {}),
+            ("conf", {"with_defaults": False}), ("revoked", {}),
+        )
+        out: dict[str, Any] = {"hostname": hostname, "online": False, "stats": {}, "registered": [],
+                               "active_queues": [], "conf": {}, "revoked": [], "errors": {}}
+        for method, args in methods:
+            try:
+                replies = self.broadcast(method, args, [hostname])
+            except ActionError as exc:
+                out["errors"][method] = str(exc)
+                if isinstance(exc, BrokerUnreachableError):
+                    break
+                continue
+            if hostname not in replies:
+                out["errors"][method] = f"no reply within {self.timeout:g}s"
+                continue
+            out["online"] = True
+            value = replies[hostname]
+            if _is_error(value):
+                out["errors"][method] = self._mask(str(value["error"]))
+                continue
+            if method == "registered":
+                out[method] = sorted(str(t) for t in value) if isinstance(value, list) else []
+            elif method == "revoked":
+                out[method] = sorted(str(t) for t in value) if isinstance(value, list) else []
+            elif method == "active_queues":
+                out[method] = [dict(q) for q in value if isinstance(q, Mapping)] if isinstance(value, list) else []
+            elif isinstance(value, Mapping):
+                out[method] = _masked_tree(dict(value), self.settings)
+        return out
+
+
+def _masked_tree(value: Any, settings: Settings) -> Any:
+    """A copy of a JSON tree with every string passed through ``mask_text`` (worker conf has URLs)."""
+    if isinstance(value, Mapping):
+        return {str(k): _masked_tree(v, settings) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked_tree(v, settings) for v in value]
+    if isinstance(value, str):
+        return mask_text(value, settings.broker_url, settings.backend_url)
+    return value
