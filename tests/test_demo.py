@@ -170,7 +170,7 @@ def demo_run(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
         while proc.poll() is None and time.monotonic() - started < DURATION + 90:
             st = _state(tmpdir)
             if st:
-                run.pgids = set(st["pgids"])
+                run.pgids |= set(st["pgids"])
                 run.pids_seen |= set(st["pids"]) | _in_groups(run.pgids)
                 with contextlib.suppress(Exception):
                     run.emails_depth.append(int(r.llen("emails")))
@@ -234,14 +234,19 @@ def test_headless_demo_reports_backlog_failures_poison_and_orphans(demo_run: Dem
     assert len(orphans) >= 3 and all(e["task"] == "demo_tasks.tasks.slow" for e in orphans), snap["unacked"]
     slow_worker = next(w for w in snap["workers"] if w["hostname"] == "slow@taskdash-demo")
     assert slow_worker["online"] is False
+    # the replacement consumes 'slow' again but never claims the orphans
+    assert info["restarted"]["hostname"] == "slow-2@taskdash-demo"
+    assert all(e["holder"] != "slow-2@taskdash-demo" for e in orphans)
+    slow_q = next(q for q in snap["queues"] if q["name"] == "slow")
+    assert slow_q["consumers"] == 1
 
 
 def test_headless_demo_leaves_no_process_or_file(demo_run: DemoRun) -> None:
     info = demo_run.out["demo"]
     assert info["stopped"] and info["survivors"] == []
-    assert len(demo_run.pgids) == 4, "3 workers + the load generator, no server with --broker"
+    assert len(demo_run.pgids) == 5, "3 workers, the killed one's replacement, load generator; no server"
     pids = demo_run.pids_seen | set(info["pids"])
-    assert len(pids) >= 8, pids  # 3 worker main processes, their 5 pool processes, load, watchdog
+    assert len(pids) >= 10, pids  # 4 worker main processes, their pool processes, load, watchdog
     assert _wait_gone(pids, 5) == set()
     assert _in_groups(demo_run.pgids) == set()
     assert _procs_of(demo_run.tmpdir) == set()
