@@ -457,9 +457,11 @@ class Actions:
     def live_task_ids(self) -> set[str] | None:
         """Task ids that live workers report active, reserved or scheduled; None if we could not ask.
 
-        Pings first (one ``inspect_timeout``), then asks exactly the nodes that answered, so the call
-        returns as soon as every node replied. A node that answered the ping but not a later question
-        makes the answer unknown (None): callers then refuse unless forced.
+        Pings first (one ``inspect_timeout``); nodes named in the pidbox bindings that stayed silent get
+        a second, longer directed ping (a slow live worker must not pass for a dead one); then exactly
+        the nodes that answered are asked, so each question returns as soon as they all replied. A node
+        that answered the ping but not a later question makes the answer unknown (None): callers then
+        refuse unless forced.
         """
         try:
             app = self._control_app()
@@ -467,6 +469,10 @@ class Actions:
                 timeout = self.settings.inspect_timeout
                 replies = app.control.ping(timeout=timeout, connection=conn) or []
                 nodes = sorted({node for reply in replies if isinstance(reply, Mapping) for node in reply})
+                silent = sorted(self._pidbox_nodes() - set(nodes))
+                if silent:  # known nodes that did not answer: dead (kill -9 leaves rows) or just slow
+                    again = app.control.ping(destination=silent, timeout=timeout, connection=conn) or []
+                    nodes = sorted(set(nodes) | {n for reply in again if isinstance(reply, Mapping) for n in reply})
                 if not nodes:
                     return set()
                 insp = app.control.inspect(destination=nodes, timeout=max(timeout, 1.0) * 2, connection=conn)
@@ -485,6 +491,17 @@ class Actions:
         except Exception as exc:  # noqa: BLE001 - unknown is a valid answer, callers decide
             log.warning("cannot inspect workers: %s", self._mask(str(exc)))
             return None
+
+    def _pidbox_nodes(self) -> set[str]:
+        """Worker node names bound to the control exchange (live ones, and dead ones kill -9 left)."""
+        ctl = self.settings.control_exchange
+        suffix = f".{ctl}.pidbox"
+        out: set[str] = set()
+        for row in self.client.smembers(self.settings.key(f"_kombu.binding.{ctl}.pidbox")) or ():
+            queue = _s(row).split(self.settings.sep)[-1]
+            if queue.endswith(suffix):
+                out.add(queue[: -len(suffix)])
+        return out
 
     def _read_entries(self, tags: Sequence[str]) -> dict[str, _Entry | None]:
         pipe = self.client.pipeline(transaction=False)

@@ -50,7 +50,7 @@ def test_requeue_orphans_of_killed_worker_run_exactly_once(start_worker, demo_ap
     assert set(orphan_tags) == {o.id for o in orphans}
 
     start_worker(("slow",), concurrency=3)
-    live = demo_app.send_task("demo_tasks.tasks.slow", args=(12.0,), kwargs={"tag": "live"})
+    live = demo_app.send_task("demo_tasks.tasks.slow", args=(40.0,), kwargs={"tag": "live"})
     actions = Actions(settings, r)
     wait_for(lambda: live.id in (actions.live_task_ids() or set()), what="live task reported active")
     live_tag = unacked_task_tags(r)[live.id]
