@@ -285,6 +285,9 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+_NOT_READY = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
 class _NoScript(Exception):
     """Redis does not know one of our scripts any more (restart or SCRIPT FLUSH)."""
 
@@ -384,6 +387,11 @@ class BrokerReader:
             pipe.reset()
         if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
             raise _NoScript()
+        for r in results:
+            # A Redis that is up but cannot answer (a busy script, loading, a master down) fails the whole
+            # read: its per-command errors must not look like wrong-type keys or empty queues.
+            if isinstance(r, redis.exceptions.ResponseError) and str(r).startswith(_NOT_READY):
+                raise r
         return list(results)
 
     def _read(self, cost: _Cost, now: float, worker_queues: Mapping[str, int] | None,

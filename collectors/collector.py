@@ -35,16 +35,20 @@ from collectors.workers import WorkerMonitor, WorkersView
 
 log = logging.getLogger(__name__)
 
+NOT_READY = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+"""Error prefixes of a Redis that is up but cannot answer yet (a refresh reports it, then retries)."""
+
 
 def describe_error(exc: BaseException, settings: Settings) -> str:
     """A one-line, credential-free description of a connection or Redis error."""
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, redis.exceptions.ConnectionError):
+    if isinstance(exc, redis.exceptions.BusyLoadingError) or (
+            isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(NOT_READY)):
+        text = f"Redis is not ready: {text}"
+    elif isinstance(exc, redis.exceptions.ConnectionError):
         text = f"cannot connect: {text}"
     elif isinstance(exc, redis.exceptions.TimeoutError):
         text = f"timed out: {text}"
-    elif isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("LOADING", "BUSY")):
-        text = f"Redis is not ready: {text}"
     return mask_text(text, settings.broker_url, settings.backend_url)
 
 
