@@ -594,6 +594,11 @@ class Demo:
         self._stop_evt.set()
         try:
             self._stop()
+        except Exception as exc:  # noqa: BLE001 - cleanup goes on; the temp dir goes in any case
+            with contextlib.suppress(Exception):
+                self.log(f"cleanup error: {type(exc).__name__}: {exc}")
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
         finally:
             self._stopped = True
             with contextlib.suppress(Exception):
