@@ -413,8 +413,10 @@ class Demo:
         # children keep their temp files (billiard's pymp-* dirs, ...) inside the workdir, so they go with it
         child_tmp = self.workdir / "tmp"
         child_tmp.mkdir()
-        blank_env = {k: "" for k in ("DEMO_GLOBAL_KEYPREFIX", "DEMO_VISIBILITY_TIMEOUT", "DEMO_PRIORITY_STEPS",
-                                     "DEMO_RESULT_KEYPREFIX")}
+        # the demo app's DEMO_* knobs (key prefixes, timeouts, acks_late, ...) are the default ones here
+        blank_env = {k: "" for k in os.environ if k.startswith("DEMO_")}
+        blank_env.update({k: "" for k in ("DEMO_GLOBAL_KEYPREFIX", "DEMO_VISIBILITY_TIMEOUT", "DEMO_PRIORITY_STEPS",
+                                           "DEMO_RESULT_KEYPREFIX")})
         blank_env["TMPDIR"] = str(child_tmp)
         self._worker_env = blank_env
         for spec in WORKERS:
@@ -429,7 +431,7 @@ class Demo:
                 [sys.executable, "-m", "demo_tasks.load", "--broker", url, "--rate", str(self.rate),
                  "--parent-pid", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=load_log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=self._preexec, env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(child_tmp)},
+                preexec_fn=self._preexec, env={**os.environ, **blank_env, "PYTHONUNBUFFERED": "1"},
             )
         finally:
             load_log.close()
