@@ -7,6 +7,14 @@ Environment:
   DEMO_VISIBILITY_TIMEOUT  broker transport option ``visibility_timeout`` (seconds)
   DEMO_PRIORITY_STEPS      comma-separated ``priority_steps`` (e.g. "0,5,9")
   DEMO_RESULT_KEYPREFIX    result backend ``global_keyprefix``
+
+Celery settings (used by ``taskdash lint``'s tests to configure live workers; unset = demo default):
+  DEMO_ACKS_LATE           ``task_acks_late`` (1/0)
+  DEMO_PREFETCH            ``worker_prefetch_multiplier`` (int)
+  DEMO_EVENTS              ``worker_send_task_events`` (1/0)
+  DEMO_RESULT_EXTENDED     ``result_extended`` (1/0; the demo default is 1)
+  DEMO_RESULT_EXPIRES      ``result_expires`` in seconds ("none" = never expire)
+  DEMO_RETRY_ON_WORKER_LOST  ``task_retry_on_worker_lost`` (1/0)
 """
 
 from __future__ import annotations
@@ -30,6 +38,26 @@ def _transport_options() -> dict[str, Any]:
     if os.environ.get("DEMO_PRIORITY_STEPS"):
         opts["priority_steps"] = [int(s) for s in os.environ["DEMO_PRIORITY_STEPS"].split(",")]
     return opts
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ[name].strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_conf() -> dict[str, Any]:
+    """Celery settings from the DEMO_* knobs above (only the ones that are set)."""
+    conf: dict[str, Any] = {}
+    for env, key in (("DEMO_ACKS_LATE", "task_acks_late"), ("DEMO_EVENTS", "worker_send_task_events"),
+                     ("DEMO_RESULT_EXTENDED", "result_extended"),
+                     ("DEMO_RETRY_ON_WORKER_LOST", "task_retry_on_worker_lost")):
+        if os.environ.get(env):
+            conf[key] = _env_flag(env)
+    if os.environ.get("DEMO_PREFETCH"):
+        conf["worker_prefetch_multiplier"] = int(os.environ["DEMO_PREFETCH"])
+    if os.environ.get("DEMO_RESULT_EXPIRES"):
+        raw = os.environ["DEMO_RESULT_EXPIRES"].strip().lower()
+        conf["result_expires"] = None if raw in ("none", "never") else float(raw)
+    return conf
 
 
 def make_app(broker_url: str | None = None, backend_url: str | None = None,
@@ -64,6 +92,7 @@ def make_app(broker_url: str | None = None, backend_url: str | None = None,
         },
         task_default_priority=0,
     )
+    app.conf.update(_env_conf())
     app.conf.update(conf)
     return app
 
