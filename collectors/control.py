@@ -257,6 +257,8 @@ class WorkerControl:
                 continue
             if hostname not in replies:
                 out["errors"][method] = f"no reply within {self.timeout:g}s"
+                if not out["online"]:
+                    break  # a worker that ignored the first question will not answer the others
                 continue
             out["online"] = True
             value = replies[hostname]

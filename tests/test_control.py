@@ -64,13 +64,11 @@ def test_pool_grow_and_shrink_change_the_pool(worker: CeleryWorker, settings: Se
     assert res.count == 1 and res.details["replies"][host] == {"ok": "pool will grow"}
     assert host in res.message and "pool will grow" in res.message
     assert _poll(lambda: _procs(ctl, host), lambda n: n == 3) == 3
-    res = ctl.pool_shrink(1, [host])
+    res = ctl.pool_shrink(2, [host])
     assert res.details["replies"][host] == {"ok": "pool will shrink"}
-    assert _poll(lambda: _procs(ctl, host), lambda n: n == 2) == 2
-    ctl.pool_shrink(1, [host])
     assert _poll(lambda: _procs(ctl, host), lambda n: n == 1) == 1
     audit = read_audit(settings.audit_log or "")
-    assert [e["action"] for e in audit] == ["worker-pool-grow", "worker-pool-shrink", "worker-pool-shrink"]
+    assert [e["action"] for e in audit] == ["worker-pool-grow", "worker-pool-shrink"]
     assert audit[0]["target"] == [host] and audit[0]["arguments"] == {"n": 2}
     assert audit[0]["replies"] == {host: "pool will grow"} and audit[0]["count"] == 1
 
@@ -136,7 +134,7 @@ def test_worker_details(worker: CeleryWorker, settings: Settings) -> None:
     assert d["conf"].get("result_extended") is True
     assert isinstance(d["revoked"], list)
     gone = ctl.worker_details("nobody@nowhere")
-    assert gone["online"] is False and "stats" in gone["errors"]
+    assert gone["online"] is False and list(gone["errors"]) == ["stats"]
 
 
 def test_read_only_refuses_and_sends_nothing(worker: CeleryWorker, settings: Settings) -> None:
