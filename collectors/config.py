@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_BROKER = "redis://localhost:6379/0"
 DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
@@ -56,12 +56,17 @@ def mask_text(text: str, *urls: str | None) -> str:
     for url in urls:
         if not url:
             continue
-        try:
-            parts = urlsplit(url.split(";")[0])
-            if parts.password:
-                out = out.replace(parts.password, "***")
-        except ValueError:
-            pass
+        for part in url.split(";"):
+            try:
+                parts = urlsplit(part.strip())
+                password = parts.password
+            except ValueError:
+                continue
+            if password:
+                # as written in the URL and as redis-py/kombu use it (percent-decoded)
+                for form in {password, unquote(password)}:
+                    if len(form) >= 3:
+                        out = out.replace(form, "***")
         out = out.replace(url, mask_url(url))
     return _CRED_RE.sub(lambda m: mask_url(m.group(0) + "x")[:-1] if ":" in m.group("cred") else m.group(0), out)
 
@@ -270,6 +275,9 @@ def resolve_settings(
     ):
         if env.get(env_name):
             kwargs[key] = conv(env[env_name])
+    if env.get("TASKDASH_MASTER_NAME") and not transport.get("master_name"):
+        # Redis Sentinel without -A: the master name kombu would take from broker_transport_options.
+        kwargs["transport_options"] = {**transport, "master_name": env["TASKDASH_MASTER_NAME"]}
     if env.get("TASKDASH_READ_ONLY", "").lower() in ("1", "true", "yes"):
         kwargs["read_only"] = True
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
@@ -335,7 +343,8 @@ def _sentinel_client(url: str, settings: Settings | None, opts: dict[str, Any]) 
     topts = dict(settings.transport_options) if settings else {}
     master = topts.get("master_name")
     if not master:
-        raise ConfigError("sentinel:// URLs need the 'master_name' transport option (from -A app)")
+        raise ConfigError("sentinel:// URLs need the 'master_name' transport option "
+                          "(from the -A app's broker_transport_options, or TASKDASH_MASTER_NAME)")
     sentinel = Sentinel(hosts, sentinel_kwargs=topts.get("sentinel_kwargs") or {}, **opts)
     return sentinel.master_for(master, db=db, password=password)
 
