@@ -59,4 +59,33 @@ def lint_cmd(ctx: click.Context, as_json: bool, timeout: float | None, long_task
         ctx.exit(EXIT_FOUND)
 
 
-COMMANDS = [lint_cmd]
+@click.command("health")
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the health as one JSON object.")
+@click.pass_context
+@handle_errors
+def health_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
+    """Redis health of the broker: memory vs maxmemory, eviction policy, clients, persistence (exit 3 on a warning)."""
+    import json
+
+    from collectors.config import redis_client
+    from collectors.health import redis_health
+    from tui.screens.health import health_text
+
+    settings = settings_from(ctx, **opts)
+    health = redis_health(redis_client(settings.broker_url, settings))
+    if health.error:
+        from collectors.config import mask_text
+
+        fail(f"broker {settings.broker_masked} unreachable: {mask_text(health.error, settings.broker_url)}",
+             EXIT_UNREACHABLE)
+    if as_json:
+        click.echo(json.dumps(health.to_json(), indent=2))
+    else:
+        click.echo(f"Redis health — {settings.broker_masked}")
+        click.echo(health_text(health).plain.rstrip())
+    if health.warnings:
+        ctx.exit(EXIT_FOUND)
+
+
+COMMANDS = [lint_cmd, health_cmd]
