@@ -189,6 +189,10 @@ class TaskDashApp(App[int]):
         self.apply_ms = 0.0
         """How long the UI thread spent applying the last snapshot (milliseconds)."""
 
+    def say(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None) -> None:
+        """``notify`` without markup: messages carry task ids, URLs and error text with brackets."""
+        self.notify(message, title=title, severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
+
     # ---- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -274,7 +278,7 @@ class TaskDashApp(App[int]):
                 self._schedule_next()
         elif worker.group == "actions" and event.state == WorkerState.SUCCESS:
             title, message, severity = worker.result  # type: ignore[misc]
-            self.notify(message, title=title, severity=severity, timeout=6)
+            self.say(message, title=title, severity=severity, timeout=6)
             self.collector.inspect_soon()
             self.action_refresh()
             if self.current_view == "quarantine" or title.startswith(("Quarantine", "Replay", "Delete")):
@@ -287,7 +291,7 @@ class TaskDashApp(App[int]):
         err = mask_text(message.error, self.settings.broker_url, self.settings.backend_url)
         self.failures += 1
         if self.crash is None:
-            self.notify(err, title="Refresh failed", severity="error")
+            self.say(err, title="Refresh failed", severity="error")
         self.crash = err
         self._update_status()
 
@@ -334,10 +338,10 @@ class TaskDashApp(App[int]):
         """Notify only when something changes state, never on every refresh."""
         ok = snap.broker.ok
         if self._broker_ok is True and not ok:
-            self.notify(f"{snap.broker.url}: {snap.broker.error or 'unreachable'} — retrying with backoff",
+            self.say(f"{snap.broker.url}: {snap.broker.error or 'unreachable'} — retrying with backoff",
                         title="Broker unreachable", severity="error", timeout=8)
         elif self._broker_ok is False and ok:
-            self.notify(f"{snap.broker.url} answers again", title="Broker back", timeout=5)
+            self.say(f"{snap.broker.url} answers again", title="Broker back", timeout=5)
         self._broker_ok = ok
         if not ok:
             return
@@ -350,9 +354,9 @@ class TaskDashApp(App[int]):
             msgs = [f"{e.source}: {e.message}" for e in snap.errors if e.source in new]
             if "backend" in new and not any(e.source == "backend" for e in snap.errors):
                 msgs.append(f"backend: {snap.backend.error or 'unreachable'}")
-            self.notify("\n".join(msgs), title="Source error", severity="warning", timeout=6)
+            self.say("\n".join(msgs), title="Source error", severity="warning", timeout=6)
         if healed:
-            self.notify(", ".join(sorted(healed)) + " recovered", title="Sources recovered", timeout=4)
+            self.say(", ".join(sorted(healed)) + " recovered", title="Sources recovered", timeout=4)
         self._failing = failing
 
     def _update_tabs(self, snap: Snapshot) -> None:
@@ -396,7 +400,7 @@ class TaskDashApp(App[int]):
     def show_view(self, view: str) -> None:
         """Switch to ``view`` and focus its table."""
         if view not in VIEWS:
-            self.notify(f"unknown view {view!r}; views: {', '.join(VIEWS)}", severity="warning")
+            self.say(f"unknown view {view!r}; views: {', '.join(VIEWS)}", severity="warning")
             return
         self.dash.query_one("#views", TabbedContent).active = view
         self._view_shown(view)
@@ -474,7 +478,7 @@ class TaskDashApp(App[int]):
         if mode == "jump":
             view = resolve_view(value)
             if view is None:
-                self.notify(f"no view matches {value!r}; try one of: {', '.join(VIEWS)}", severity="warning")
+                self.say(f"no view matches {value!r}; try one of: {', '.join(VIEWS)}", severity="warning")
             else:
                 self.show_view(view)
 
@@ -505,9 +509,9 @@ class TaskDashApp(App[int]):
                 self._next.stop()
                 self._next = None
                 self._next_due = None
-            self.notify("refresh paused (P resumes)", title="Paused", timeout=3)
+            self.say("refresh paused (P resumes)", title="Paused", timeout=3)
         else:
-            self.notify("refresh resumed", title="Resumed", timeout=2)
+            self.say("refresh resumed", title="Resumed", timeout=2)
             self.start_poll()
         self._update_status()
 
@@ -573,22 +577,22 @@ class TaskDashApp(App[int]):
     def _write_requested(self, message: WriteRequested) -> None:
         kind, items = message.kind, tuple(message.items)
         if self.read_only:
-            self.notify(f"{kind.replace('_', ' ')} is disabled: taskdash runs with --read-only",
+            self.say(f"{kind.replace('_', ' ')} is disabled: taskdash runs with --read-only",
                         title="Read-only", severity="warning", timeout=4)
             return
         if not items:
-            self.notify("nothing selected" if kind != "requeue_orphaned" else "no orphaned message",
+            self.say("nothing selected" if kind != "requeue_orphaned" else "no orphaned message",
                         severity="warning", timeout=3)
             return
         if self.actions is None:
-            self.notify("actions are not available in this build", severity="error")
+            self.say("actions are not available in this build", severity="error")
             return
         if kind == "purge":
             self._purge_preview(items[0])
             return
         builder = getattr(self, f"_confirm_{kind}", None)
         if builder is None:
-            self.notify(f"unknown action {kind}", severity="error")
+            self.say(f"unknown action {kind}", severity="error")
             return
         title, body, label, options, run = builder(items)
         self.push_screen(ConfirmScreen(title, body, confirm_label=label, options=options),

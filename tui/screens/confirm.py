@@ -44,9 +44,9 @@ class ConfirmScreen(ModalScreen[Confirmation | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
-            yield Label(self.title_text, id="confirm-title")
+            yield Label(Text(self.title_text), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
-                yield Static(self.body)
+                yield Static(Text(self.body) if isinstance(self.body, str) else self.body)
             for option_id, label, default in self.options:
                 yield Checkbox(label, default, id=option_id)
             with Horizontal(id="confirm-buttons"):

@@ -51,7 +51,7 @@ class DetailScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-dialog"):
-            yield Label(self.title_text, id="detail-title")
+            yield Label(Text(self.title_text), id="detail-title")
             with VerticalScroll(id="detail-body"):
                 for title, content in self.sections:
                     yield Static(render_section(title, content), classes="detail-section")

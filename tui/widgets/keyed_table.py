@@ -154,9 +154,17 @@ class KeyedTable(DataTable[Any]):
         self.marked &= {source.row_key(it) for it in items} if self.marked else set()
         self.items = dict(keyed)
         with self.app.batch_update():
-            for key in [k for k in self._cells if k not in wanted_keys]:
-                self.remove_row(key)
-                del self._cells[key]
+            stale = [k for k in self._cells if k not in wanted_keys]
+            rebuilt = len(stale) > 32 and 2 * len(stale) > len(self._cells)
+            scroll_y = self.scroll_y
+            if rebuilt:
+                # DataTable.remove_row is O(rows); past a few dozen removals a rebuild is far cheaper.
+                self.clear()
+                self._cells.clear()
+            else:
+                for key in stale:
+                    self.remove_row(key)
+                    del self._cells[key]
             col_keys = [c[1] for c in self.column_spec]
             for key, item in keyed:
                 cells = source.row_cells(item)
@@ -180,8 +188,10 @@ class KeyedTable(DataTable[Any]):
                 index = order.index(selected)
                 if index != self.cursor_row:
                     self.move_cursor(row=index, scroll=False, animate=False)
-            elif order and selected_index >= len(order):
-                self.move_cursor(row=len(order) - 1, scroll=False, animate=False)
+            elif order and (rebuilt or selected_index >= len(order)):
+                self.move_cursor(row=min(selected_index, len(order) - 1), scroll=False, animate=False)
+            if rebuilt:
+                self.scroll_to(y=scroll_y, animate=False, immediate=True)
 
     def _current_order(self) -> list[str]:
         return [row.key.value for row in self.ordered_rows if row.key.value is not None]

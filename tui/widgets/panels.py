@@ -41,7 +41,7 @@ from tui.widgets.keyed_table import KeyedTable
 if TYPE_CHECKING:
     from tui.history import History
 
-MAX_ROWS = 500
+MAX_ROWS = 300
 """Rows rendered per table; the rest are counted and reachable through the filter or sort."""
 
 
@@ -167,7 +167,7 @@ class Panel(Vertical):
             parts.append(f"sort: {label} {'↓' if desc else '↑'}")
         if self.filter_text:
             parts.append(f"filter: {self.filter_text}")
-        self.border_title = " · ".join(parts)
+        self.border_title = Text(" · ".join(parts))  # type: ignore[assignment] - user filter text: no markup
         table = self.table if self.is_mounted else None
         if table is not None and table.marked:
             self.border_subtitle = f"{len(table.marked)} marked"
@@ -186,7 +186,7 @@ class Panel(Vertical):
             text = (f"showing the first {table.row_count:,} of {table.total_rows:,} rows "
                     f"(narrow with / or change the sort with s)")
         text = self.extra_note(text)
-        note.update(text)
+        note.update(Text(text))
         note.display = bool(text)
 
     def extra_note(self, text: str) -> str:
