@@ -43,7 +43,13 @@ def start_worker(redis_url: str, tmp_path: Any) -> Iterator[Callable[..., Celery
 
     def _start(queues: tuple[str, ...] = ("celery",), *, broker_url: str | None = None, wait: bool = True,
                **kw: Any) -> CeleryWorker:
-        w = CeleryWorker(broker_url or redis_url, queues=queues, logfile=tmp_path / f"worker{len(workers)}.log", **kw)
+        # Each worker gets its own TMPDIR under tmp_path so billiard's pymp-* dirs of killed workers
+        # are not left in /tmp.
+        wtmp = tmp_path / f"worker{len(workers)}-tmp"
+        wtmp.mkdir(exist_ok=True)
+        env = {"TMPDIR": str(wtmp), **(kw.pop("env", None) or {})}
+        w = CeleryWorker(broker_url or redis_url, queues=queues, logfile=tmp_path / f"worker{len(workers)}.log",
+                         env=env, **kw)
         workers.append(w)
         return w.start(wait=wait)
 
