@@ -594,7 +594,11 @@ class TaskDashApp(App[int]):
         if builder is None:
             self.say(f"unknown action {kind}", severity="error")
             return
-        title, body, label, options, run = builder(items)
+        built = builder(items)
+        if built is None:
+            self.say("this row has no task id to act on", severity="warning", timeout=4)
+            return
+        title, body, label, options, run = built
         self.push_screen(ConfirmScreen(title, body, confirm_label=label, options=options),
                          partial(self._confirmed, run))
 
@@ -674,6 +678,8 @@ class TaskDashApp(App[int]):
     def _confirm_revoke(self, items: tuple[Any, ...]) -> Any:
         item = items[0]
         task_id = item.task_id
+        if not task_id:
+            return None
         body = (f"Revoke task {_describe_entry(item)}.\nWorkers will discard it if it has not started; "
                 "with terminate, the process running it gets SIGTERM.")
 
@@ -797,9 +803,34 @@ def unreachable_snapshot(settings: Settings, error: str) -> Snapshot:
                     backend=SourceStatus(settings.backend_masked, False, error))
 
 
+def setup_logging() -> Path | None:
+    """Send logs to a file while the TUI owns the terminal (stderr output would corrupt the screen).
+
+    Only when nothing configured logging already; returns the log file (None: logging discarded).
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return None
+    try:
+        from collectors.audit import state_dir
+
+        path = state_dir() / "taskdash.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        path, handler = None, logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    return path
+
+
 def run(settings: Settings) -> int:
     """Build the real collector and actions, run the dashboard, return the exit code."""
     from collectors.collector import Collector as RealCollector
+
+    setup_logging()
 
     def make_actions() -> Any:
         from collectors.actions import Actions
