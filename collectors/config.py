@@ -103,6 +103,8 @@ class Settings:
     poison_threshold: int = 3
     socket_timeout: float = 5.0
     audit_log: str | None = None
+    context: str | None = None
+    """Name of the context (collectors.contexts) these settings came from, if any."""
 
     @property
     def effective_backend_url(self) -> str:
@@ -213,10 +215,21 @@ def resolve_settings(
     backend: str | None = None,
     app: str | None = None,
     env: Mapping[str, str] | None = None,
+    context: str | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Build Settings from flags, environment and an optional Celery app (DESIGN.md section 5)."""
+    """Build Settings from flags, environment and an optional Celery app (DESIGN.md section 5).
+
+    ``context`` (or ``TASKDASH_CONTEXT``, or the config file's ``default``) selects a context of
+    ``~/.config/taskdash/config.toml`` (``$TASKDASH_CONFIG``); see collectors.contexts.
+    """
     env = os.environ if env is None else env
+    from collectors.contexts import apply_context
+
+    broker, backend, app, env, ctx_read_only, context = apply_context(context, env, broker, backend, app)
+    if ctx_read_only:
+        overrides["read_only"] = True
+    overrides.setdefault("context", context)
     app_spec = app or env.get("TASKDASH_APP") or None
     app_obj = load_app(app_spec) if app_spec else None
 

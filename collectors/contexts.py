@@ -1,0 +1,213 @@
+"""Contexts: several brokers/apps in one config file, switched like k9s contexts.
+
+File: ``$TASKDASH_CONFIG``, else ``$XDG_CONFIG_HOME/taskdash/config.toml``, else
+``~/.config/taskdash/config.toml``::
+
+    default = "local"
+
+    [contexts.local]
+    broker = "redis://localhost:6379/0"
+
+    [contexts.prod]
+    broker = "redis://:secret@prod-redis:6379/0"
+    backend = "redis://:secret@prod-redis:6379/1"
+    app = "proj.celery"
+    read_only = true          # a context can only make taskdash safer, never lift --read-only
+
+Optional keys: ``interval``, ``visibility_timeout``, ``global_keyprefix``, ``audit_log``.
+
+Precedence (``resolve_settings(context=...)``): an explicitly chosen context (``--context NAME``,
+``TASKDASH_CONTEXT``, ``:ctx NAME``) acts like command-line flags (only real flags beat it); the
+file's ``default`` context acts like ``TASKDASH_*`` variables (the real environment beats it).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collectors.config import ConfigError, Settings, mask_url
+
+_KEYS = {"broker", "backend", "app", "read_only", "interval", "visibility_timeout", "global_keyprefix",
+         "audit_log", "description"}
+_ENV_NAMES = {"broker": "TASKDASH_BROKER", "backend": "TASKDASH_BACKEND", "app": "TASKDASH_APP",
+              "interval": "TASKDASH_INTERVAL", "visibility_timeout": "TASKDASH_VISIBILITY_TIMEOUT",
+              "global_keyprefix": "TASKDASH_GLOBAL_KEYPREFIX", "audit_log": "TASKDASH_AUDIT_LOG"}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """One named broker/app."""
+
+    name: str
+    broker: str | None = None
+    backend: str | None = None
+    app: str | None = None
+    read_only: bool = False
+    interval: float | None = None
+    visibility_timeout: float | None = None
+    global_keyprefix: str | None = None
+    audit_log: str | None = None
+    description: str | None = None
+
+    def describe(self) -> str:
+        """One line with credentials masked (for lists and notifications)."""
+        parts = [mask_url(self.broker) if self.broker else "(broker from env/defaults)"]
+        if self.app:
+            parts.append(f"-A {self.app}")
+        if self.read_only:
+            parts.append("read-only")
+        if self.description:
+            parts.append(f"— {self.description}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextsFile:
+    """The parsed config file."""
+
+    path: Path | None
+    contexts: Mapping[str, Context]
+    default: str | None = None
+
+    def names(self) -> list[str]:
+        return sorted(self.contexts)
+
+    def get(self, name: str) -> Context:
+        """The context called ``name``; ConfigError naming the known ones otherwise."""
+        try:
+            return self.contexts[name]
+        except KeyError:
+            known = ", ".join(self.names()) or "none"
+            where = self.path or config_path()
+            raise ConfigError(f"unknown context {name!r} (in {where}; known: {known})") from None
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the config file is looked for."""
+    env = os.environ if env is None else env
+    if env.get("TASKDASH_CONFIG"):
+        return Path(env["TASKDASH_CONFIG"]).expanduser()
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "taskdash" / "config.toml"
+
+
+def load_contexts(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ContextsFile:
+    """Parse the config file (an absent file means no contexts); ConfigError on a broken file."""
+    p = Path(path) if path is not None else config_path(env)
+    if not p.exists():
+        return ContextsFile(None, {}, None)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from exc
+    raw = data.get("contexts", {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: [contexts] must be a table of [contexts.NAME] tables")
+    contexts: dict[str, Context] = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{p}: contexts.{name} must be a table")
+        unknown = set(values) - _KEYS
+        if unknown:
+            raise ConfigError(f"{p}: contexts.{name}: unknown key(s) {', '.join(sorted(unknown))} "
+                              f"(allowed: {', '.join(sorted(_KEYS))})")
+        try:
+            contexts[name] = Context(
+                name=name, broker=_opt_str(values.get("broker")), backend=_opt_str(values.get("backend")),
+                app=_opt_str(values.get("app")), read_only=bool(values.get("read_only", False)),
+                interval=_opt_float(values.get("interval")),
+                visibility_timeout=_opt_float(values.get("visibility_timeout")),
+                global_keyprefix=_opt_str(values.get("global_keyprefix")),
+                audit_log=_opt_str(values.get("audit_log")), description=_opt_str(values.get("description")),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{p}: contexts.{name}: {exc}") from exc
+    default = data.get("default")
+    if default is not None and (not isinstance(default, str) or default not in contexts):
+        raise ConfigError(f"{p}: default = {default!r} is not one of the contexts ({', '.join(sorted(contexts))})")
+    return ContextsFile(p, contexts, default)
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {v!r}")
+    return v
+
+
+def _opt_float(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def apply_context(
+    context: str | None, env: Mapping[str, str], broker: str | None, backend: str | None, app: str | None,
+) -> tuple[str | None, str | None, str | None, Mapping[str, str], bool, str | None]:
+    """The hook ``resolve_settings`` calls: fold a context into flags and environment.
+
+    Returns ``(broker, backend, app, env, read_only, context_name)``. An explicit context (argument or
+    ``TASKDASH_CONTEXT``) fills unset flags; the file's default context only fills unset
+    ``TASKDASH_*`` variables. Without a config file (and no explicit context) nothing changes.
+    """
+    name = context or env.get("TASKDASH_CONTEXT") or None
+    explicit = name is not None
+    if not explicit and not config_path(env).exists():
+        return broker, backend, app, env, False, None
+    cfg = load_contexts(env=env)
+    if not explicit:
+        name = cfg.default
+        if name is None:
+            return broker, backend, app, env, False, None
+    if explicit and cfg.path is None:
+        raise ConfigError(f"context {name!r} requested but {config_path(env)} does not exist")
+    assert name is not None
+    ctx = cfg.get(name)
+    layered = dict(env)
+    values = {"broker": ctx.broker, "backend": ctx.backend, "app": ctx.app, "interval": ctx.interval,
+              "visibility_timeout": ctx.visibility_timeout, "global_keyprefix": ctx.global_keyprefix,
+              "audit_log": ctx.audit_log}
+    if explicit:
+        broker = broker or ctx.broker
+        backend = backend or ctx.backend
+        app = app or ctx.app
+        for key in ("broker", "backend", "app"):
+            values.pop(key)
+    for key, value in values.items():
+        if value is not None and (explicit or not env.get(_ENV_NAMES[key])):
+            layered[_ENV_NAMES[key]] = str(value)
+    return broker, backend, app, layered, ctx.read_only, name
+
+
+def switch(name: str, current: Settings, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for context ``name`` (the TUI's ``:ctx NAME``), keeping the session's safety and pace.
+
+    The running session's ``--read-only`` is kept (a switch never lifts it); interval and audit log
+    carry over unless the context sets its own. Raises ConfigError (unknown context, bad file,
+    unloadable app, bad URL) so the caller can show the message and stay on the current context.
+    """
+    from collectors.config import resolve_settings
+
+    env = os.environ if env is None else env
+    clean = {k: v for k, v in env.items() if k not in ("TASKDASH_BROKER", "TASKDASH_BACKEND", "TASKDASH_APP")}
+    ctx = load_contexts(env=env).get(name)
+    return resolve_settings(
+        context=name, env=clean,
+        read_only=True if current.read_only else None,
+        interval=None if ctx.interval is not None else current.interval,
+        audit_log=None if ctx.audit_log is not None else current.audit_log,
+    )
+
+
+def list_contexts(env: Mapping[str, str] | None = None) -> list[tuple[str, str, bool]]:
+    """(name, masked one-line description, is_default) for every context, for ``:ctx`` completion."""
+    cfg = load_contexts(env=env)
+    return [(n, cfg.contexts[n].describe(), n == cfg.default) for n in cfg.names()]
