@@ -326,3 +326,67 @@ def test_hung_worker_shown_unresponsive_collect_never_blocks(redis_url: str, sta
         if stopped:
             os.killpg(w.proc.pid, signal.SIGCONT)
         col.close()
+
+
+# ---- an action in flight ---------------------------------------------------------------------------------
+def test_actions_fail_cleanly_on_busy_or_stalled_redis(servers: Any, tmp_path: Path) -> None:
+    """A write attempted while Redis is busy (-BUSY) or stalled (DEBUG SLEEP): a clear, masked failure,
+    no audit line, nothing changed (not even kombu's unacked mutex left behind)."""
+    from collectors.actions import ActionError, Actions
+    from tests.hostile_data import plant_unacked
+
+    srv = servers("--enable-debug-command", "yes", "--busy-reply-threshold", "100",
+                  "--user", "alice", "on", ">fault-pw-123", "~*", "&*", "+@all")
+    r = srv.client()
+    bind(r, "work")
+    r.rpush("work", *[json.dumps(envelope(f"q{i}", queue="work")) for i in range(3)])
+    tags = [f"u{i}" for i in range(4)]
+    for tag in tags:
+        plant_unacked(r, tag, json.dumps(envelope(f"id-{tag}", tag=tag, queue="work")).encode(), age=900,
+                      queue="work")
+    before = {k: r.dump(k) for k in r.scan_iter()}
+    audit = tmp_path / "audit.jsonl"
+    url = f"redis://alice:fault-pw-123@127.0.0.1:{srv.port}/0"
+    actions = Actions(resolve_settings(broker=url, env={}, socket_timeout=SOCKET_TIMEOUT, audit_log=str(audit)))
+    attempts: dict[str, Callable[[], Any]] = {
+        "requeue": lambda: actions.requeue(tags, force=True),
+        "purge": lambda: actions.purge("work", export_path=str(tmp_path / "purge.jsonl")),
+        "quarantine": lambda: actions.quarantine(tags=tags[:1], reason="fault"),
+    }
+
+    def runaway() -> None:
+        try:
+            srv.client(socket_timeout=30).eval("while true do end", 0)
+        except redis.ResponseError:
+            pass
+
+    def stall() -> None:
+        srv.client(socket_timeout=10).execute_command("DEBUG", "SLEEP", 2)
+
+    for fault, target, expect in ((runaway, "busy", "BUSY"), (stall, "stalled", "")):
+        for name, attempt in attempts.items():
+            t = threading.Thread(target=fault)
+            t.start()
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            try:
+                with pytest.raises(ActionError) as info:
+                    attempt()
+                assert time.monotonic() - t0 < SOCKET_TIMEOUT * 4 + 2, f"{name} blocked on a {target} Redis"
+                msg = str(info.value)
+                assert "fault-pw-123" not in msg and expect in msg, (name, target, msg)
+            finally:
+                if target == "busy":
+                    for _ in range(100):
+                        try:
+                            srv.client(socket_timeout=2).script_kill()
+                            break
+                        except redis.ResponseError:
+                            time.sleep(0.05)
+                t.join(15)
+            after = {k: r.dump(k) for k in r.scan_iter()}
+            assert after == before, f"{name} on a {target} Redis changed something: {set(after) ^ set(before)}"
+            assert not audit.exists(), f"{name} on a {target} Redis wrote an audit line"
+    # and once Redis is fine again the same action works (nothing was left locked)
+    res = actions.requeue(tags, force=True)
+    assert res.count == 4 and r.llen("work") == 7 and r.hlen("unacked") == 0
