@@ -1,0 +1,73 @@
+"""``taskdash metrics``: a Prometheus endpoint fed by the same Collector as the dashboard.
+
+Each scrape costs at most one refresh (``Collector.collect()``); scrapes arriving within ``--cache``
+seconds of the last refresh get the same snapshot. Binds to 127.0.0.1 unless ``--host`` says
+otherwise. Runs until Ctrl-C / SIGTERM (exit 0); exit 2 when the broker cannot be reached at start,
+1 when the port cannot be bound.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+
+from taskdash.cli import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    common_options,
+    fail,
+    handle_errors,
+    settings_from,
+)
+
+_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log")
+
+
+@click.command("metrics")
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=9808, show_default=True,
+              help="TCP port (0: any free port, printed at start).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Bind address; 0.0.0.0 exposes the endpoint to the network.")
+@click.option("--cache", "cache_s", type=float, default=None,
+              help="Seconds a snapshot is reused between scrapes (default: the refresh interval).")
+@common_options
+@click.pass_context
+@handle_errors
+def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None, **opts: Any) -> None:
+    """Serve Prometheus metrics (queues per priority, oldest age, unacked, orphans, poison, workers, tasks)."""
+    from collectors.collector import Collector
+    from collectors.metrics import MetricsServer
+
+    settings = settings_from(ctx, **{k: opts.get(k) for k in _COMMON})
+    collector = Collector(settings)
+    problem = collector.ping_broker()
+    if problem:
+        collector.close()
+        fail(f"cannot reach the broker {settings.broker_masked}: {problem}", EXIT_UNREACHABLE)
+    try:
+        server = MetricsServer(collector.collect, host=host, port=port,
+                               cache_s=cache_s if cache_s is not None else settings.interval)
+    except OSError as exc:
+        collector.close()
+        fail(f"cannot listen on {host}:{port}: {exc}", EXIT_REFUSED)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    click.echo(f"taskdash metrics on {server.url} (broker {settings.broker_masked})", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        collector.close()
+    sys.exit(EXIT_OK)
+
+
+COMMANDS = [metrics_cmd]
