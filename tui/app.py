@@ -96,13 +96,15 @@ class TaskDashCommands(Provider):
                 yield Hit(score, matcher.highlight(title), cb, help=help_text)
 
 
-def default_export_path(queue: str, now: float) -> Path:
-    """Where a purge export goes: taskdash's state dir (like the CLI), one file per purge."""
-    from collectors.audit import state_dir
+def default_export_path(queue: str, now: float, export_dir: Path | None = None) -> Path:
+    """Where a purge export goes: ``export_dir`` or taskdash's state dir (like the CLI), one file per purge."""
+    if export_dir is None:
+        from collectors.audit import state_dir
 
+        export_dir = state_dir() / "exports"
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in queue)
-    return state_dir() / "exports" / f"purge-{safe}-{stamp}.jsonl"
+    return export_dir / f"purge-{safe}-{stamp}.jsonl"
 
 
 def _listing(lines: Sequence[str]) -> str:
@@ -143,7 +145,8 @@ class TaskDashApp(App[int]):
     def __init__(self, collector: Collector, *, actions: Any = None,
                  actions_factory: Callable[[], Any] | None = None, interval: float | None = None,
                  clock: Callable[[], float] = time.time, show_welcome: bool = True,
-                 max_backoff: float | None = None, load_details: bool = True) -> None:
+                 max_backoff: float | None = None, load_details: bool = True,
+                 export_dir: Path | None = None) -> None:
         """Create the app.
 
         Args:
@@ -155,6 +158,7 @@ class TaskDashApp(App[int]):
             show_welcome: Show the friendly first screen when the broker is unreachable at start.
             max_backoff: Longest wait between retries while the broker is down.
             load_details: Read headers / stored results from Redis when a detail screen opens.
+            export_dir: Directory for purge exports (default: taskdash's state dir).
         """
         super().__init__()
         self.collector = collector
@@ -165,6 +169,7 @@ class TaskDashApp(App[int]):
         self.clock = clock
         self.show_welcome = show_welcome
         self.load_details = load_details
+        self.export_dir = export_dir
         self.max_backoff = max_backoff if max_backoff is not None else max(self.interval,
                                                                              min(30.0, 10 * self.interval))
         self.read_only = self.settings.read_only
@@ -735,7 +740,7 @@ class TaskDashApp(App[int]):
         self.call_from_thread(self._confirm_purge, name, preview)
 
     def _confirm_purge(self, name: str, preview: Any) -> None:
-        export = default_export_path(name, self.clock())
+        export = default_export_path(name, self.clock(), self.export_dir)
         by_pri = getattr(preview, "by_priority", ()) or ()
         by_pri_items = list(by_pri.items()) if isinstance(by_pri, dict) else list(by_pri)
         total = getattr(preview, "total", 0)
@@ -749,7 +754,6 @@ class TaskDashApp(App[int]):
         options = [("include_unacked", f"also purge the {orphaned:,} orphaned unacked message(s)", False)]
 
         def run(c: Confirmation) -> tuple[str, str, str]:
-            export.parent.mkdir(parents=True, exist_ok=True)
             result = self.actions.purge(name, include_unacked=c.options.get("include_unacked", False),
                                         export_path=str(export))
             return self._result("Purge", result)

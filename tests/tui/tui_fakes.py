@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from collectors.actions import ActionResult, PurgePreview, QuarantinedMessage
@@ -217,4 +218,5 @@ def make_app(snapshots: Sequence[Snapshot | Callable[[], Snapshot]] | None = Non
     kw.setdefault("interval", 0)
     kw.setdefault("clock", lambda: T0 + 0.4)
     kw.setdefault("load_details", False)
+    kw.setdefault("export_dir", Path("/tmp/taskdash-tui-exports"))  # fixed: shown in screenshots, never written
     return TaskDashApp(collector, actions=actions if actions is not None else FakeActions(), **kw)
