@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from collectors.broker import BrokerReader, BrokerView
-from collectors.config import Settings, mask_text, redis_client
+from collectors.config import ConfigError, Settings, mask_text, mask_url, redis_client
 from collectors.models import (
     RefreshCost,
     Snapshot,
@@ -52,6 +52,30 @@ def describe_error(exc: BaseException, settings: Settings) -> str:
     return mask_text(text, settings.broker_url, settings.backend_url)
 
 
+class _NoResults:
+    """Stands in for ResultsMonitor when the result backend is not a Redis taskdash can read."""
+
+    ok = False
+
+    def __init__(self, reason: str) -> None:
+        self.last_error = reason
+
+    def start(self) -> None:
+        """Nothing to watch."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def step(self) -> int:
+        return 0
+
+    def stats(self) -> TaskStats:
+        return TaskStats()
+
+    def worker_lost(self) -> list[tuple[str, str | None, str | None, float]]:
+        return []
+
+
 class Collector:
     """Owns every connection and source; ``collect()`` returns a fresh frozen Snapshot.
 
@@ -63,13 +87,20 @@ class Collector:
         self._background = background
         self._lock = threading.Lock()
         self._broker_client = redis_client(settings.broker_url, settings)
+        self._results: ResultsMonitor | _NoResults
+        self._backend_client = self._broker_client
         if settings.backend_url and settings.backend_url != settings.broker_url:
-            self._backend_client = redis_client(settings.backend_url, settings)
+            try:
+                self._backend_client = redis_client(settings.backend_url, settings)
+                self._results = ResultsMonitor(settings, self._backend_client)
+            except ConfigError:
+                # rpc://, db+postgresql://, django-db...: the broker is still worth showing.
+                self._results = _NoResults(
+                    f"result backend {mask_url(settings.backend_url)!r} is not Redis: task states unavailable")
         else:
-            self._backend_client = self._broker_client
+            self._results = ResultsMonitor(settings, self._backend_client)
         self._reader = BrokerReader(settings, self._broker_client)
         self._workers = WorkerMonitor(settings)
-        self._results = ResultsMonitor(settings, self._backend_client)
         self._poison = PoisonTracker(settings.poison_threshold)
         self._started = False
         self._last_broker_view: BrokerView | None = None

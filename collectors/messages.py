@@ -111,6 +111,27 @@ def _optional_module(name: str) -> Any | None:
         return None
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(value: object) -> str:
+    """Data from Redis (queue names, task names, reprs) made safe to print on a terminal.
+
+    Undecodable bytes (kept as surrogates by the broker reader) and control characters (an ESC in a
+    queue name would be a terminal escape sequence) become ``\\xNN`` escapes; newlines stay. Rich/Textual
+    markup is NOT escaped here: render the result as ``rich.text.Text``, never as markup.
+    """
+    text = str(value)
+    if not _UNPRINTABLE.search(text):
+        return text
+
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _UNPRINTABLE.sub(esc, text)
+
+
 # ---- body decoding ---------------------------------------------------------------------------------
 def _decompress(data: bytes, compression: str) -> tuple[bytes | None, str | None]:
     """Bounded decompression of ``data`` by kombu compression content type."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from typing import Any
 
 import click
 
+from collectors.messages import printable
 from collectors.models import Snapshot
 from taskdash.cli import (
     EXIT_FOUND,
@@ -33,21 +33,8 @@ def _age(v: float | None) -> str:
     return f"{v / 3600:.1f}h"
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def safe_text(value: object) -> str:
-    """Data from Redis made safe for a terminal: undecodable bytes (kept as surrogates) and control
-    characters (escape sequences!) are shown as ``\\xNN`` escapes; newlines stay."""
-    text = str(value)
-    if not _UNPRINTABLE.search(text):
-        return text
-
-    def esc(m: re.Match[str]) -> str:
-        c = ord(m.group(0))
-        return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
-
-    return _UNPRINTABLE.sub(esc, text)
+safe_text = printable
+"""Data from Redis made safe for a terminal (see :func:`collectors.messages.printable`)."""
 
 
 def render_tables(snap: Snapshot) -> str:

@@ -270,6 +270,19 @@ def test_backend_on_another_redis_each_down_while_the_other_is_up(servers: Any) 
     assert out["broker"]["ok"] is True and out["backend"]["ok"] is False and out["backend"]["error"]
 
 
+def test_non_redis_result_backend_still_shows_the_broker(servers: Any) -> None:
+    """rpc:// or a database backend (common in -A apps): the broker is shown, the backend says why not."""
+    srv = servers()
+    seed(srv.client(), "work", 2)
+    for backend in ("rpc://", "db+postgresql://scott:tiger-pw@db.example/celery"):
+        res = run_cli("snapshot", "--json", "--broker", srv.url, "--backend", backend)
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        assert out["broker"]["ok"] and {q["name"]: q["messages"] for q in out["queues"]}["work"] == 2
+        assert out["backend"]["ok"] is False and "not Redis" in out["backend"]["error"]
+        assert "tiger-pw" not in res.stdout + res.stderr
+
+
 # ---- workers that hang or vanish ------------------------------------------------------------------------
 def test_hung_worker_shown_unresponsive_collect_never_blocks(redis_url: str, start_worker: Any) -> None:
     """SIGSTOP a worker (heartbeats and inspect replies stop): shown offline, every refresh stays fast."""

@@ -249,3 +249,12 @@ def test_pickle_messages_never_executed_end_to_end(redis_url: str, r: redis.Redi
     # sanity: the payload really is armed, so the assertions above can fail
     pickle.loads(base64.b64decode(env["body"]))
     assert marker.exists()
+
+
+def test_printable_escapes_what_a_terminal_would_obey() -> None:
+    from collectors.messages import printable
+
+    assert printable("plain ünï☃ [b]x[/b]") == "plain ünï☃ [b]x[/b]"
+    assert printable("a\x1b[2Jb\x07c\td\ne") == "a\\x1b[2Jb\\x07c\\x09d\ne"
+    assert printable(b"q\xff\xfe".decode("utf-8", "surrogateescape")) == "q\\xff\\xfe"
+    assert printable("\x9b31m") == "\\x9b31m"  # 8-bit CSI
