@@ -289,6 +289,20 @@ def test_sentinel_snapshot_and_failover_mid_session(sentinel_setup: dict[str, An
     snap = json.loads(res.stdout)
     assert snap["broker"]["ok"] and {q["name"]: q["messages"] for q in snap["queues"]}["work"] == 3
     assert snap["tasks"]["states"] == {"SUCCESS": 1} and snap["inspect_ok"] is True, snap["errors"]
+    # the master name from the -A app's broker_transport_options (how kombu itself is configured)
+    appdir = Path(master.workdir).parent / "app"
+    appdir.mkdir()
+    (appdir / "sentapp.py").write_text(
+        "from celery import Celery\n"
+        f"app = Celery('sentapp', broker={url!r}, backend={url!r})\n"
+        "app.conf.broker_transport_options = {'master_name': 'mymaster'}\n"
+        "app.conf.result_backend_transport_options = {'master_name': 'mymaster'}\n")
+    res = run_cli("snapshot", "--json", "-A", "sentapp",
+                  env={"PYTHONPATH": f"{appdir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                       "TASKDASH_MASTER_NAME": "", "CELERY_BROKER_URL": "", "CELERY_RESULT_BACKEND": ""})
+    assert res.returncode == 0, res.stderr
+    snap = json.loads(res.stdout)
+    assert {q["name"]: q["messages"] for q in snap["queues"]}["work"] == 3 and snap["backend"]["ok"]
     # without a master name: a clear message, not a traceback
     res = run_cli("snapshot", "--json", "--broker", url, env={"TASKDASH_MASTER_NAME": ""})
     assert res.returncode != 0 and "master_name" in res.stderr and "Traceback" not in res.stderr
