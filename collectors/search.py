@@ -15,7 +15,8 @@ Where it looks (each hit says its ``source``):
 
 * ``result`` — ``celery-task-meta-*`` values in the result backend. Name, args, kwargs, worker and
   queue are only stored with ``result_extended=True``. :func:`search_results` SCANs in bounded
-  batches and GETs each batch in one pipeline, stopping at ``limit`` hits or ``scan_budget`` keys.
+  batches and GETs each batch in one pipeline, stopping at ``limit`` hits or once SCAN walked
+  ``scan_budget`` keys. A query with a whole task id (``id:<uuid>``) reads that one key instead.
   Pickled values are never unpickled (they match only on id); compressed JSON is decompressed.
 * ``unacked`` — the unacked entries of a Snapshot (or a BrokerView) window;
 * ``queued`` — a bounded window (:data:`QUEUE_WINDOW` messages at each end of every priority list) of
@@ -25,6 +26,7 @@ Where it looks (each hit says its ``source``):
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ SCAN_BATCH = 1000
 QUEUE_WINDOW = 200
 """Messages read at each end of each priority list when searching queued messages."""
 _TEXT_LIMIT = 2000
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class SearchError(ValueError):
@@ -308,19 +311,31 @@ def search_results(client: Any, settings: Settings, query: Query | str, limit: i
         settings: for the result key prefix.
         query: a parsed Query or query text.
         limit: stop after this many hits.
-        scan_budget: stop after this many keys were looked at (SCAN may return a few more per batch).
+        scan_budget: stop once SCAN has walked about this many keys of the keyspace (``calls * batch``;
+            matching or not), so a big db with few results is bounded too.
         batch: COUNT hint of each SCAN call and size of each GET pipeline.
     """
     q = parse_query(query) if isinstance(query, str) else query
     t0 = time.perf_counter()
+    whole_id = next((t.value for t in q.terms if t.field == "id" and not t.negate and _UUID.fullmatch(t.value)),
+                    None)
+    if whole_id is not None:
+        parsed = parse_value(client.get(settings.result_key(whole_id)))
+        if parsed is not None:  # else: maybe an upper-case id, fall back to the scan
+            meta = parsed.meta if parsed.state not in (PICKLED, UNKNOWN) else None
+            hit = hit_from_meta(whole_id, meta, parsed.state)
+            found = (hit,) if q.matches(hit) and limit > 0 else ()
+            return SearchOutcome(q.text, found, 1, False, True, round((time.perf_counter() - t0) * 1000, 3))
     prefix = settings.result_key("")
     hits: list[SearchHit] = []
     scanned = 0
     cursor: int = 0
     complete = False
     full = False
+    calls = 0
     while not full:
         cursor, keys = client.scan(cursor=cursor, match=settings.result_pattern, count=batch)
+        calls += 1
         if keys:
             pipe = client.pipeline(transaction=False)
             for key in keys:
@@ -345,8 +360,8 @@ def search_results(client: Any, settings: Settings, query: Query | str, limit: i
         if int(cursor) == 0:
             complete = True
             break
-        if scanned >= scan_budget:
-            break
+        if calls * batch >= scan_budget:
+            break  # bounded by keyspace work, not by how many keys happened to match
     return SearchOutcome(q.text, tuple(hits), scanned, not complete, complete,
                          round((time.perf_counter() - t0) * 1000, 3))
 

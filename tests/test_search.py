@@ -132,7 +132,13 @@ def test_limit_and_budget_bound_the_scan(backend: list[dict[str, Any]], r: Any, 
     out = search_results(r, settings, "", limit=25, scan_budget=100_000, batch=100)
     assert len(out.hits) == 25 and out.truncated and not out.complete and out.scanned < 1000
     out = search_results(r, settings, "no-such-thing-anywhere", limit=25, scan_budget=500, batch=100)
-    assert out.hits == () and out.truncated and 500 <= out.scanned < 1500
+    assert out.hits == () and out.truncated and 0 < out.scanned < 1000
+    # a whole task id reads one key instead of scanning
+    target = backend[2999]
+    out = search_results(r, settings, f"id:{target['task_id']}", limit=5)
+    assert [h.task_id for h in out.hits] == [target["task_id"]] and out.scanned == 1 and out.complete
+    out = search_results(r, settings, f"id:{target['task_id']} -state:{target['status']}", limit=5)
+    assert out.hits == ()
 
 
 def test_search_all_sources_with_a_real_worker(start_worker, demo_app: Any, r: Any, redis_url: str) -> None:
