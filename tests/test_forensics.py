@@ -1,0 +1,108 @@
+"""Crash forensics fed by a real Collector watching a real poison loop (and a frozen worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from collectors.collector import Collector
+from collectors.config import resolve_settings
+from collectors.forensics import Forensics, TimelineEvent, format_timeline
+from collectors.models import (
+    PoisonSuspect,
+    Snapshot,
+    SourceStatus,
+    TaskFailure,
+    TaskStats,
+    WorkerInfo,
+)
+
+
+def _feed_until(collector: Collector, fx: Forensics, pred: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = collector.collect()
+        fx.observe(snap, collector._workers.view(snap.taken_at))  # noqa: SLF001 - the refresh's WorkersView
+        if pred():
+            return
+        time.sleep(0.25)
+
+
+def test_poison_loop_timeline_names_the_killer(redis_url: str, start_worker: Any, demo_app: Any) -> None:
+    worker = start_worker(("risky",), concurrency=2)
+    settings = resolve_settings(broker=redis_url, env={}, inspect_interval=0.5, inspect_timeout=0.4,
+                                poison_threshold=2)
+    fx = Forensics()
+    with Collector(settings) as collector:
+        _feed_until(collector, fx, lambda: bool(fx.timeline(worker.hostname)), 10)
+        first = fx.timeline(worker.hostname)
+        assert first and first[0].kind == "online"
+        res = demo_app.send_task("demo_tasks.tasks.poison", args=("bad input",))
+
+        def killed() -> bool:
+            return any(e.kind == "process-died" and e.task_id == res.id and e.culprit == "active"
+                       for e in fx.timeline(worker.hostname))
+
+        _feed_until(collector, fx, killed, 25)
+        events = fx.timeline(worker.hostname)
+        assert killed(), format_timeline(events)
+        died = [e for e in events if e.kind == "process-died" and e.task_id == res.id]
+        assert died[0].task == "demo_tasks.tasks.poison" and died[0].pid
+        assert any(e.kind == "process-started" for e in events)  # billiard replaced the process
+        casualties = fx.took_down(res.id)
+        assert casualties and casualties[0].hostname == worker.hostname and casualties[0].pid == died[0].pid
+        assert fx.victims(res.id) == [worker.hostname]
+        assert fx.killers()[0][0] == res.id
+
+        # freeze the worker's main process: heartbeats stop (gap, then offline), resume after SIGCONT
+        assert worker.pid
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            _feed_until(collector, fx, lambda: any(e.kind == "offline" for e in fx.timeline(worker.hostname)), 12)
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        _feed_until(collector, fx, lambda: fx.timeline(worker.hostname)[-1].kind in ("online", "heartbeat-back")
+                    or any(e.kind == "heartbeat-back" for e in fx.timeline(worker.hostname)), 12)
+        kinds = [e.kind for e in fx.timeline(worker.hostname)]
+        assert "heartbeat-gap" in kinds and "offline" in kinds, kinds
+        assert kinds.index("heartbeat-gap") < kinds.index("offline")
+        assert kinds.count("online") >= 2 or "heartbeat-back" in kinds, kinds
+        demo_app.control.revoke(res.id)
+
+
+OK = SourceStatus("redis://x", True)
+
+
+def _snap(ts: float, pids: tuple[int, ...], failures: tuple[TaskFailure, ...] = (),
+          poison: tuple[PoisonSuspect, ...] = (), online: bool = True, pid: int = 100) -> Snapshot:
+    w = WorkerInfo("w1@h", online, pid=pid, pool_pids=pids, last_seen_s=0.5)
+    return Snapshot(taken_at=ts, broker=OK, backend=OK, workers=(w,), poison=poison,
+                    tasks=TaskStats(recent_failures=failures))
+
+
+def test_worker_lost_results_and_poison_attribution() -> None:
+    fx = Forensics()
+    t = 1_800_000_000.0
+    fx.observe(_snap(t, (1, 2)))
+    lost = TaskFailure("t-9", "app.oom", "WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL)')",
+                       None, "2027-01-15T08:00:01+00:00", worker="w1@h")
+    new = fx.observe(_snap(t + 2, (2, 3), failures=(lost,)))
+    kinds = [e.kind for e in new]
+    assert "worker-lost" in kinds and "process-died" in kinds and "process-started" in kinds
+    died = [e for e in new if e.kind == "process-died"]
+    assert died[0].pid == 1 and died[0].task_id == "t-9" and died[0].culprit == "worker-lost"
+    # the same failure seen again is not a new event
+    assert not [e for e in fx.observe(_snap(t + 3, (2, 3), failures=(lost,))) if e.kind == "worker-lost"]
+    # a death with no active task and no recent WorkerLostError is linked to the poison suspect on that worker
+    sus = PoisonSuspect("t-7", "app.poison", "risky", 4, t, t + 9, "x", ("w1@h",))
+    died = [e for e in fx.observe(_snap(t + 10, (3, 4), poison=(sus,))) if e.kind == "process-died"]
+    assert died and died[0].task_id == "t-7" and died[0].culprit == "poison"
+    assert fx.victims("t-7") == ["w1@h"]
+    # restart and offline transitions
+    evs: list[TimelineEvent] = fx.observe(_snap(t + 20, (7,), pid=200))
+    assert "restarted" in [e.kind for e in evs]
+    assert "offline" in [e.kind for e in fx.observe(_snap(t + 30, (7,), online=False, pid=200))]
+    assert format_timeline(fx.timeline("w1@h"), now=t + 30)[0].split() == ["-30.0s", "w1@h", "online", "online", "(pid", "100)"]
