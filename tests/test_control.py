@@ -7,6 +7,7 @@ FLUSHALL of other modules' fixtures does not matter while it runs); shutdown get
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -207,3 +208,36 @@ def test_unreachable_broker_is_masked(tmp_path: Path) -> None:
         ctl.pool_grow(1, ["x@y"])
     assert "s3cret" not in str(info.value)
     assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_autoscale_and_pool_restart_on_a_worker_that_allows_them(redis_server: RedisServer, settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "restartable_app.py").write_text(
+        "from demo_tasks.celery_app import app\napp.conf.worker_pool_restarts = True\n")
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)}
+    w = CeleryWorker(redis_server.url_db(DB), app="restartable_app", queues=("celery",), concurrency=1,
+                     hostname=f"auto{free_port()}@taskdash", logfile=tmp_path / "auto.log", env=env,
+                     extra_args=["--autoscale", "2,1"])
+    w.start(wait=True)
+    try:
+        ctl = WorkerControl(settings)
+        host = w.hostname
+
+        def stats() -> dict[str, Any]:
+            return ctl.broadcast("stats", {}, [host]).get(host) or {}
+
+        pids = stats()["pool"]["processes"]
+        res = ctl.autoscale(3, 2, [host])
+        assert res.count == 1 and res.details["replies"][host] == {"ok": "autoscale now max=3 min=2"}
+        auto = stats()["autoscaler"]
+        assert (auto["max"], auto["min"]) == (3, 2)
+        res = ctl.pool_grow(1, [host])  # an autoscaling worker refuses a manual grow
+        assert res.count == 0 and "autoscale" in res.message
+        res = ctl.pool_restart([host])
+        assert res.count == 1 and res.details["replies"][host] == {"ok": "reload started"}
+        new = _poll(lambda: stats()["pool"]["processes"], lambda p: bool(p) and not set(p) & set(pids), timeout=15)
+        assert new and not set(new) & set(pids), (pids, new)
+        assert [e["action"] for e in read_audit(settings.audit_log or "")] == [
+            "worker-autoscale", "worker-pool-grow", "worker-pool-restart"]
+    finally:
+        w.stop(timeout=5)
