@@ -51,6 +51,10 @@ def help_text(read_only: bool) -> Text:
         for key, what in keys:
             t.append(f"  {key:<16}", style="bold")
             t.append(f"{what}{'  [disabled: read-only]' if read_only else ''}\n")
+    t.append("\nQueues: In/s and Out/s are estimates (Out = the consuming workers' processed rate split over "
+             "their queues; In = Out + the change of depth). Trend = depth over the last refreshes.\n")
+    t.append("Unacked: ORPHANED = no live worker claims it; ⚠ age = older than visibility_timeout (the next "
+             "restore sweep requeues it).\n")
     t.append("\nEvery write asks first (default No), names exactly what changes, and is written to the "
              "audit log.\n")
     if read_only:
