@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from collectors.actions import ActionError, ActionResult, BrokerUnreachableError, ReadOnlyError
@@ -285,3 +286,111 @@ def _masked_tree(value: Any, settings: Settings) -> Any:
     if isinstance(value, str):
         return mask_text(value, settings.broker_url, settings.backend_url)
     return value
+
+
+# ---- one-line commands (for a TUI prompt) -------------------------------------------------------------
+CONTROL_HELP = """\
+Worker control (sent to the selected worker(s); confirmation first, refused in --read-only):
+
+  grow N                     add N pool processes            shrink N        remove N
+  autoscale MAX MIN          set the autoscaler range        restart         restart the pool
+  add-consumer QUEUE         start consuming QUEUE           cancel-consumer QUEUE
+  rate-limit TASK RATE       10/m, 2/s, 100/h; 0 or none removes it
+  time-limit TASK SOFT HARD  seconds; none removes one       shutdown        warm shutdown
+"""
+"""Syntax of :func:`parse_command`, for the TUI's prompt and help."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlCommand:
+    """A parsed one-line worker command: which WorkerControl method, its arguments, a description."""
+
+    method: str
+    args: tuple[Any, ...]
+    description: str
+
+    def run(self, control: WorkerControl, destination: Sequence[str] | None) -> ActionResult:
+        """Send it with ``control`` to ``destination`` (guarded and audited like every write)."""
+        return getattr(control, self.method)(*self.args, destination=destination)
+
+
+_ALIASES = {
+    "grow": "pool_grow", "pool-grow": "pool_grow", "shrink": "pool_shrink", "pool-shrink": "pool_shrink",
+    "restart": "pool_restart", "pool-restart": "pool_restart", "autoscale": "autoscale",
+    "add-consumer": "add_consumer", "add": "add_consumer", "cancel-consumer": "cancel_consumer",
+    "cancel": "cancel_consumer", "rate-limit": "rate_limit", "rate": "rate_limit", "time-limit": "time_limit",
+    "time": "time_limit", "shutdown": "shutdown",
+}
+
+
+_USAGE = {
+    "pool_grow": "grow [N]", "pool_shrink": "shrink [N]", "pool_restart": "restart", "shutdown": "shutdown",
+    "autoscale": "autoscale MAX MIN", "add_consumer": "add-consumer QUEUE", "cancel_consumer": "cancel-consumer QUEUE",
+    "rate_limit": "rate-limit TASK RATE", "time_limit": "time-limit TASK SOFT HARD",
+}
+
+
+def _seconds(text: str) -> float | None:
+    if text.lower() in ("none", "0", "-"):
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ActionError(f"{text!r} is not a number of seconds (or 'none')") from exc
+    if value < 0:
+        raise ActionError(f"{text!r}: a time limit cannot be negative")
+    return value
+
+
+def _count(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ActionError(f"{what}: {text!r} is not a whole number") from exc
+    if value < 0:
+        raise ActionError(f"{what}: {text!r} cannot be negative")
+    return value
+
+
+def parse_command(text: str) -> ControlCommand:
+    """Parse one line of :data:`CONTROL_HELP` syntax (``grow 2``, ``rate-limit app.add 10/m``, ...).
+
+    Raises:
+        ActionError: unknown command or wrong arguments (the message says what is expected).
+    """
+    words = text.split()
+    if not words:
+        raise ActionError("no command given")
+    name, rest = words[0].lower().replace("_", "-"), words[1:]
+    method = _ALIASES.get(name)
+    if method is None:
+        raise ActionError(f"unknown worker command {words[0]!r}")
+    expect = {"pool_grow": (0, 1), "pool_shrink": (0, 1), "pool_restart": (0, 0), "shutdown": (0, 0),
+              "autoscale": (2, 2), "add_consumer": (1, 1), "cancel_consumer": (1, 1), "rate_limit": (2, 2),
+              "time_limit": (3, 3)}[method]
+    if not expect[0] <= len(rest) <= expect[1]:
+        raise ActionError(f"{name}: wrong arguments (usage: {_USAGE[method]})")
+    if method in ("pool_grow", "pool_shrink"):
+        n = _count(rest[0], name) if rest else 1
+        if n < 1:
+            raise ActionError(f"{name}: N must be at least 1")
+        return ControlCommand(method, (n,), f"{'grow' if method == 'pool_grow' else 'shrink'} the pool by {n}")
+    if method == "autoscale":
+        mx, mn = _count(rest[0], name), _count(rest[1], name)
+        if mn > mx:
+            raise ActionError(f"autoscale: MIN ({mn}) is larger than MAX ({mx})")
+        return ControlCommand(method, (mx, mn), f"autoscale max={mx} min={mn}")
+    if method in ("add_consumer", "cancel_consumer"):
+        verb = "start" if method == "add_consumer" else "stop"
+        return ControlCommand(method, (rest[0],), f"{verb} consuming from {rest[0]}")
+    if method == "rate_limit":
+        rate = None if rest[1].lower() in ("0", "none") else rest[1]
+        return ControlCommand(method, (rest[0], rate), f"rate limit of {rest[0]} = {rate or 'none'}")
+    if method == "time_limit":
+        soft, hard = _seconds(rest[1]), _seconds(rest[2])
+        if soft is not None and hard is not None and soft > hard:
+            raise ActionError(f"time-limit: SOFT ({soft:g}) is larger than HARD ({hard:g})")
+        return ControlCommand(method, (rest[0], soft, hard), f"time limits of {rest[0]}: soft={soft} hard={hard}")
+    if method == "pool_restart":
+        return ControlCommand(method, (), "restart the pool processes")
+    return ControlCommand(method, (), "warm shutdown (finish running tasks, then exit)")

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from collectors.actions import ActionError, BrokerUnreachableError, ReadOnlyError
 from collectors.audit import read_audit
 from collectors.config import Settings
-from collectors.control import WorkerControl
+from collectors.control import CONTROL_HELP, ControlCommand, WorkerControl, parse_command
 from taskdash.cli import cli
 from taskdash.procs import CeleryWorker, RedisServer, free_port
 
@@ -92,7 +92,7 @@ def test_consumer_add_and_cancel_change_active_queues(worker: CeleryWorker, sett
 def test_rate_and_time_limits_are_applied(worker: CeleryWorker, settings: Settings) -> None:
     ctl = WorkerControl(settings)
     host = worker.hostname
-    res = ctl.rate_limit("demo_tasks.tasks.add", "7/m", [host])
+    res = parse_command("rate-limit demo_tasks.tasks.add 7/m").run(ctl, [host])
     assert res.details["replies"][host] == {"ok": "new rate limit set successfully"}
     res = ctl.time_limit("demo_tasks.tasks.add", 11, 22, [host])
     assert res.details["replies"][host] == {"ok": "time limits set successfully"}
@@ -241,3 +241,24 @@ def test_autoscale_and_pool_restart_on_a_worker_that_allows_them(redis_server: R
             "worker-autoscale", "worker-pool-grow", "worker-pool-restart"]
     finally:
         w.stop(timeout=5)
+
+
+def test_parse_command() -> None:
+    assert parse_command("grow").args == (1,) and parse_command("pool-grow 3").method == "pool_grow"
+    assert parse_command("shrink 2") == ControlCommand("pool_shrink", (2,), "shrink the pool by 2")
+    assert parse_command("autoscale 8 2").args == (8, 2)
+    assert parse_command("add-consumer emails").args == ("emails",)
+    assert parse_command("cancel emails").method == "cancel_consumer"
+    assert parse_command("rate-limit app.add 10/m").args == ("app.add", "10/m")
+    assert parse_command("rate-limit app.add none").args == ("app.add", None)
+    assert parse_command("time-limit app.add 10 none").args == ("app.add", 10.0, None)
+    assert parse_command("restart").method == "pool_restart" and parse_command("SHUTDOWN").method == "shutdown"
+    for bad, msg in (("", "no command"), ("explode", "unknown"), ("autoscale 1", "usage: autoscale MAX MIN"),
+                     ("autoscale 1 4", "MIN"), ("grow x", "whole number"), ("grow 0", "at least 1"),
+                     ("time-limit t 20 10", "SOFT"), ("time-limit t -1 10", "negative"),
+                     ("shutdown now", "usage: shutdown")):
+        with pytest.raises(ActionError, match=msg):
+            parse_command(bad)
+    for line in ("grow N", "autoscale MAX MIN", "add-consumer QUEUE", "rate-limit TASK RATE",
+                 "time-limit TASK SOFT HARD", "shutdown", "restart"):
+        assert line in CONTROL_HELP
