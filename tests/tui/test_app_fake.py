@@ -357,3 +357,31 @@ async def test_sort_bands_no_color_and_the_layout_follows_the_terminal_size(monk
         await pilot.resize_terminal(200, 60)
         await pilot.pause()
         assert len(screen_text(app).splitlines()) == 60
+
+
+async def test_retry_and_revoke_with_terminate() -> None:
+    actions = FakeActions()
+    app = make_app(actions=actions)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        app.show_view("tasks")
+        await settle(pilot)
+        table = app.panel().table
+        table.move_cursor(row=table.shown_keys.index("f1f1f1f1-0000-4000-8000-000000000006"))
+        await pilot.press("r")
+        await pilot.pause()
+        assert "Send task demo_tasks.tasks.fail" in widget_text(app.screen)
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("retry", ("f1f1f1f1-0000-4000-8000-000000000006",), {}) in actions.calls
+
+        app.show_view("unacked")
+        await settle(pilot)
+        await pilot.press("x")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("shift+tab", "space")  # from "No" back to the terminate checkbox, tick it
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("revoke", ("0a0a0a0a-0000-4000-8000-000000000002",), {"terminate": True}) in actions.calls
+        assert ("Revoke", "revoked 0a0a0a0a-0000-4000-8000-000000000002", "information") in notifications(app)
