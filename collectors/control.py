@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -277,10 +278,15 @@ class WorkerControl:
         return out
 
 
+_SECRET_KEY = re.compile(r"PASS|SECRET|TOKEN|API_?KEY|SIGNATURE|CREDENTIAL|PRIVATE", re.IGNORECASE)
+"""Setting names whose values are never shown (like Celery's own HIDDEN_SETTINGS, minus plain KEY)."""
+
+
 def _masked_tree(value: Any, settings: Settings) -> Any:
-    """A copy of a JSON tree with every string passed through ``mask_text`` (worker conf has URLs)."""
+    """A copy of a JSON tree with credentials hidden: URL passwords masked, secret-named settings replaced."""
     if isinstance(value, Mapping):
-        return {str(k): _masked_tree(v, settings) for k, v in value.items()}
+        return {str(k): ("********" if _SECRET_KEY.search(str(k)) and v not in (None, "", False)
+                         else _masked_tree(v, settings)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_masked_tree(v, settings) for v in value]
     if isinstance(value, str):

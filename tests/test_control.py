@@ -262,3 +262,16 @@ def test_parse_command() -> None:
     for line in ("grow N", "autoscale MAX MIN", "add-consumer QUEUE", "rate-limit TASK RATE",
                  "time-limit TASK SOFT HARD", "shutdown", "restart"):
         assert line in CONTROL_HELP
+
+
+def test_details_never_show_credentials() -> None:
+    from collectors.control import _masked_tree
+
+    s = Settings(broker_url="redis://:hunter22@h:6379/0")
+    tree = {"broker_url": "redis://:hunter22@h:6379/0", "other": "redis://u:zzsecretzz@x/1",
+            "broker_transport_options": {"password": "pw-123", "global_keyprefix": "app:"},
+            "security_key": None, "aws_secret_access_key": "AKIA-very", "list": ["redis://:hunter22@h/1"]}
+    text = json.dumps(_masked_tree(tree, s))
+    for secret in ("hunter22", "zzsecretzz", "pw-123", "AKIA-very"):
+        assert secret not in text
+    assert '"global_keyprefix": "app:"' in text and '"security_key": null' in text
