@@ -274,9 +274,14 @@ def test_non_redis_result_backend_still_shows_the_broker(servers: Any) -> None:
     """rpc:// or a database backend (common in -A apps): the broker is shown, the backend says why not."""
     srv = servers()
     seed(srv.client(), "work", 2)
+    from click.testing import CliRunner
+
+    from taskdash.cli import cli
+
     for backend in ("rpc://", "db+postgresql://scott:tiger-pw@db.example/celery"):
-        res = run_cli("snapshot", "--json", "--broker", srv.url, "--backend", backend)
-        assert res.returncode == 0, res.stderr
+        res = CliRunner().invoke(cli, ["snapshot", "--json", "--broker", srv.url, "--backend", backend],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
         out = json.loads(res.stdout)
         assert out["broker"]["ok"] and {q["name"]: q["messages"] for q in out["queues"]}["work"] == 2
         assert out["backend"]["ok"] is False and "not Redis" in out["backend"]["error"]
