@@ -8,6 +8,7 @@ thread worker, notifies the result and refreshes at once.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -192,6 +193,8 @@ class TaskDashApp(App[int]):
         self._prompt_mode = "filter"
         self._refreshes = 0
         self.apply_ms = 0.0
+        self._control: Any = None
+        self._control_lock = threading.Lock()
         """How long the UI thread spent applying the last snapshot (milliseconds)."""
 
     def say(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None) -> None:
@@ -545,6 +548,13 @@ class TaskDashApp(App[int]):
             title = f"Unacked message {item.task or '?'} [{item.task_id or item.delivery_tag}]"
             sections = details.unacked_sections(item, snap)
         elif kind == "worker":
+            if self.load_details:
+                # Live: the worker describes itself (stats, pool, queues, registered, conf), in a thread.
+                from tui.screens.worker_detail import WorkerDetailScreen
+
+                hostname = item.hostname
+                self.push_screen(WorkerDetailScreen(hostname, loader=partial(self._worker_details, hostname)))
+                return
             title = f"Worker {item.hostname}"
             sections = details.worker_sections(item, snap)
         elif kind == "failure":
@@ -569,6 +579,16 @@ class TaskDashApp(App[int]):
         from tui.loaders import detail_sections
 
         return partial(detail_sections, self.settings, tag, task_id)
+
+    def _worker_details(self, hostname: str) -> dict[str, Any]:
+        """Ask one worker for its details (runs in the detail screen's thread worker)."""
+        with self._control_lock:
+            if self._control is None:
+                from collectors.control import WorkerControl
+
+                self._control = WorkerControl(self.settings)
+            control = self._control
+        return control.worker_details(hostname)
 
     # ---- actions -------------------------------------------------------------------------------
     @property

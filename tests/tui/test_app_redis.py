@@ -16,6 +16,7 @@ from taskdash.procs import CeleryWorker, RedisServer
 from tui.app import TaskDashApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
+from tui.screens.worker_detail import WorkerDetailScreen
 
 
 def make_real_app(url: str, **kw: Any) -> TaskDashApp:
@@ -73,6 +74,12 @@ async def test_panels_show_the_truth_and_orphans_are_requeued(
             await wait_until(pilot, lambda: worker.hostname in app.panel().table.rows, 10)
             w = app.panel().table.items[worker.hostname]
             assert w.online and w.concurrency == 2 and w.active == 2
+            await pilot.press("enter")  # the worker describes itself (inspect stats/conf/...) in a thread
+            await wait_until(pilot, lambda: isinstance(app.screen, WorkerDetailScreen) and app.screen.loads == 1, 20)
+            assert "replied" in screen_text(app)
+            assert "demo_tasks.tasks.slow" in widget_text(app.screen, ".wd-section")
+            await pilot.press("escape")
+            await pilot.pause()
 
             # SIGKILL the worker: its three messages stay in unacked and become orphans.
             worker.kill9()
