@@ -287,7 +287,8 @@ def search_cmd(ctx: click.Context, query: tuple[str, ...], limit: int, scan_budg
         import redis
 
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            fail(mask_text(f"cannot reach Redis: {exc}", settings.broker_url, settings.backend_url),
+            fail(mask_text(f"cannot reach Redis ({settings.broker_masked}): {exc}", settings.broker_url,
+                           settings.backend_url),
                  EXIT_UNREACHABLE)
         raise
     if as_json:
