@@ -106,3 +106,25 @@ def test_worker_lost_results_and_poison_attribution() -> None:
     assert "restarted" in [e.kind for e in evs]
     assert "offline" in [e.kind for e in fx.observe(_snap(t + 30, (7,), online=False, pid=200))]
     assert format_timeline(fx.timeline("w1@h"), now=t + 30)[0].split() == ["-30.0s", "w1@h", "online", "online", "(pid", "100)"]
+
+
+async def test_timeline_screen_renders() -> None:
+    from textual.app import App
+    from textual.widgets import Static
+
+    from tui.screens.health import TimelineScreen
+
+    fx = Forensics()
+    t = time.time() - 10
+    fx.observe(_snap(t, (1, 2)))
+    sus = PoisonSuspect("t-7", "app.poison", "risky", 4, t, t + 9, "x", ("w1@h",))
+    fx.observe(_snap(t + 9, (2, 3), poison=(sus,)))
+    app: App[None] = App()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await app.push_screen(TimelineScreen(fx, "w1@h", interval=0))
+        await pilot.pause()
+        text = str(app.screen.query_one("#timeline-body", Static).render())
+        assert "Tasks that took pool processes down" in text and "app.poison [t-7]" in text
+        assert "process-died" in text and "pool process 1 died while running app.poison" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TimelineScreen)

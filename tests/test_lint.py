@@ -160,3 +160,35 @@ def test_value_parsers() -> None:
     assert seconds(None) is None and seconds(0) == 0
     parsed = parse_registered(["t.a [acks_late=True max_retries=None]", "t.b"])
     assert parsed == {"t.a": {"acks_late": "True", "max_retries": "None"}, "t.b": {}}
+
+
+async def test_lint_screen_shows_findings(reports: Reports) -> None:
+    from textual.app import App
+    from textual.widgets import Static
+
+    from tui.screens.lint import LintScreen
+
+    calls: list[int] = []
+
+    def loader() -> LintReport:
+        calls.append(1)
+        return reports.bad
+
+    app: App[None] = App()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.push_screen(LintScreen(loader))
+        body = app.screen.query_one("#lint-body", Static)
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, LintScreen) and app.screen.report is not None:
+                break
+        text = str(body.render())
+        assert "visibility_timeout differs" in text and "fix:" in text and reports.bad_host in text
+        await pilot.press("r")
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if len(calls) == 2 and app.screen.report is not None:  # type: ignore[attr-defined]
+                break
+        assert len(calls) == 2
+        await pilot.press("escape")
+        assert not isinstance(app.screen, LintScreen)

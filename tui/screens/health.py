@@ -1,7 +1,10 @@
-"""Redis health: a compact panel (for the dashboard) and a modal screen that keeps it fresh.
+"""Redis health and crash forensics: panels and modal screens (no collector logic here).
 
 ``HealthPanel.show_health(h)`` renders a ``collectors.health.RedisHealth``; ``HealthScreen(loader)``
 calls ``loader()`` (blocking: one INFO) in a thread worker on open and every ``interval`` seconds.
+``TimelineScreen(forensics)`` shows a ``collectors.forensics.Forensics`` timeline (in memory, read on
+the UI thread every second): every worker's events, or one worker's, and the tasks that killed
+pool processes.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from collectors.forensics import Forensics, TimelineEvent
 from collectors.health import RedisHealth, human_bytes
 
 
@@ -115,6 +119,78 @@ class HealthScreen(ModalScreen[None]):
     def _load(self) -> None:
         health = self.loader()
         self.app.call_from_thread(self.query_one(HealthPanel).show_health, health)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+_KIND_STYLE = {"process-died": "bold red", "worker-lost": "red", "offline": "yellow", "heartbeat-gap": "yellow",
+               "restarted": "magenta", "online": "green", "heartbeat-back": "green", "process-started": "dim"}
+
+
+def timeline_text(forensics: Forensics, hostname: str | None = None, now: float | None = None,
+                  limit: int = 300) -> Text:
+    """Killers first, then the newest ``limit`` events (of one worker or all), newest last."""
+    import time
+
+    now = time.time() if now is None else now
+    t = Text()
+    killers = forensics.killers()
+    if killers:
+        t.append("Tasks that took pool processes down\n", style="bold underline")
+        for task_id, name, n, victims in killers[:20]:
+            t.append(f"  {name or '?'} [{task_id}]", style="bold red")
+            t.append(f"  {n} process{'es' if n != 1 else ''} on {', '.join(victims)}\n")
+        t.append("\n")
+    events: list[TimelineEvent] = (list(forensics.timeline(hostname)) if hostname
+                                   else forensics.events())[-limit:]
+    t.append(f"Timeline — {hostname or 'all workers'}\n", style="bold underline")
+    if not events:
+        t.append("  nothing happened yet\n", style="dim")
+    for e in events:
+        t.append(f"  {e.ts - now:+8.1f}s  ", style="dim")
+        t.append(f"{e.hostname:<24} ")
+        t.append(f"{e.kind:<15} ", style=_KIND_STYLE.get(e.kind, ""))
+        t.append(f"{e.detail}\n")
+    return t
+
+
+class TimelineScreen(ModalScreen[None]):
+    """Crash forensics: the live timeline of one worker (or all) and the killers."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Close", id="taskdash.timeline.close"),
+        Binding("a", "all_workers", "All workers", id="taskdash.timeline.all"),
+    ]
+    DEFAULT_CSS = """
+    TimelineScreen { align: center middle; }
+    TimelineScreen > Vertical { width: 95%; height: 90%; background: $surface; border: round $primary; }
+    TimelineScreen #timeline-body { padding: 0 1; }
+    """
+
+    def __init__(self, forensics: Forensics, hostname: str | None = None, interval: float = 1.0) -> None:
+        super().__init__()
+        self.forensics = forensics
+        self.hostname = hostname
+        self.interval = interval
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            with VerticalScroll():
+                yield Static(timeline_text(self.forensics, self.hostname), id="timeline-body")
+            yield Label(" a all workers · esc close", classes="hint")
+
+    def on_mount(self) -> None:
+        if self.interval > 0:
+            self.set_interval(self.interval, self.refresh_timeline)
+
+    def refresh_timeline(self) -> None:
+        """Re-render from the Forensics object (cheap, in memory)."""
+        self.query_one("#timeline-body", Static).update(timeline_text(self.forensics, self.hostname))
+
+    def action_all_workers(self) -> None:
+        self.hostname = None
+        self.refresh_timeline()
 
     def action_close(self) -> None:
         self.dismiss(None)
