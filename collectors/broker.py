@@ -285,6 +285,75 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+MAX_ROUTING_KEY = 1024
+"""Longer routing keys are never matched against topic bindings (AMQP caps them at 255 bytes)."""
+
+
+def _topic_pattern(binding_key: str) -> str:
+    """The regex kombu's topic exchange stores for ``binding_key`` (kombu ``TopicExchange.key_to_pattern``)."""
+    from kombu.utils.text import escape_regex
+
+    wildcards = {"*": r"[^\.]+", "#": r".*?"}
+    body = r"\.".join(wildcards.get(w, w) for w in escape_regex(binding_key, ".#*").split("."))
+    return f"^{body}$"
+
+
+def topic_match(binding_key: str, pattern: str, routing_key: str) -> bool:
+    r"""Does kombu's topic exchange route ``routing_key`` through the binding ``(binding_key, pattern)``?
+
+    Never runs the stored regex: a binding row is data anyone with write access to the broker can
+    plant, and a pattern like ``(a+)+$`` would freeze every refresh (catastrophic backtracking). Only
+    rows whose pattern is exactly what kombu generates from their binding key are honoured, and they
+    are matched in linear time by walking the words (``*`` = one non-empty word without dots,
+    ``#`` = any text, as kombu's ``[^\.]+`` and ``.*?``). Binding keys with ``*``/``#`` inside a word
+    (a raw regex quantifier in kombu's pattern) are not matched.
+    """
+    if len(routing_key) > MAX_ROUTING_KEY or pattern != _topic_pattern(binding_key):
+        return False
+    tokens: list[str | None] = []  # literal text, or None for a wildcard word
+    kinds: list[str] = []
+    for i, word in enumerate(binding_key.split(".")):
+        if i:
+            tokens.append(".")
+            kinds.append("lit")
+        if word in ("*", "#"):
+            tokens.append(None)
+            kinds.append(word)
+        elif "*" in word or "#" in word:
+            return False
+        else:
+            tokens.append(word)
+            kinds.append("lit")
+    n = len(routing_key)
+    reach = [False] * (n + 1)  # positions of routing_key reachable after the tokens so far
+    reach[0] = True
+    for tok, kind in zip(tokens, kinds, strict=True):
+        nxt = [False] * (n + 1)
+        if kind == "lit":
+            assert tok is not None
+            size = len(tok)
+            for p in range(n + 1):
+                if reach[p] and routing_key.startswith(tok, p):
+                    nxt[p + size] = True
+        elif kind == "#":
+            seen = False
+            for p in range(n + 1):
+                seen = seen or reach[p]
+                nxt[p] = seen
+        else:  # '*': one or more characters other than '.'
+            run = False  # some reachable start p' < q with no dot in routing_key[p':q]
+            for q in range(1, n + 1):
+                if routing_key[q - 1] == ".":
+                    run = False
+                else:
+                    run = run or reach[q - 1]
+                nxt[q] = run
+        reach = nxt
+        if not any(reach):
+            return False
+    return reach[n]
+
+
 _NOT_READY = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -363,13 +432,9 @@ class BrokerReader:
             rows = table.rows | table.partial
             matches = sorted(q for rk, pattern, q in rows if (rk == routing_key and not pattern))
             if not matches:
-                for _rk, pattern, q in sorted(rows):
-                    if pattern:
-                        try:
-                            if re.match(pattern, routing_key):
-                                matches.append(q)
-                        except re.error:
-                            continue
+                for rk, pattern, q in sorted(rows):
+                    if pattern and topic_match(rk, pattern, routing_key):
+                        matches.append(q)
             if matches:
                 return matches[0]
         return None
