@@ -338,3 +338,12 @@ def test_sentinel_snapshot_and_failover_mid_session(sentinel_setup: dict[str, An
             assert time.monotonic() < deadline, (snap.broker, snap.errors)
             time.sleep(0.5)
         assert snap.backend.ok
+        # the kombu connection used for inspect follows the failover too
+        deadline = time.monotonic() + 10
+        while True:
+            col.inspect_soon()
+            snap = col.collect()
+            if snap.inspect_ok:
+                break
+            assert time.monotonic() < deadline, [e.message for e in snap.errors]
+            time.sleep(0.3)
