@@ -191,6 +191,7 @@ class TaskDashApp(App[int]):
         self._welcome: WelcomeScreen | None = None
         self._welcome_done = False
         self._prompt_mode = "filter"
+        self._control_targets: tuple[Any, ...] = ()
         self._refreshes = 0
         self.apply_ms = 0.0
         self._control: Any = None
@@ -473,6 +474,18 @@ class TaskDashApp(App[int]):
         """Open the ``:`` prompt to jump to a view."""
         self._open_prompt("jump", "", ": view — " + " ".join(VIEWS))
 
+    def open_control_prompt(self, workers: tuple[Any, ...]) -> None:
+        """Ask for a one-line worker command (grow 2, rate-limit TASK 10/m, ...) for ``workers``."""
+        if self.read_only:
+            self.say("worker control is disabled: taskdash runs with --read-only", title="Read-only",
+                     severity="warning", timeout=4)
+            return
+        self._control_targets = tuple(workers)
+        names = ", ".join(w.hostname for w in workers[:3]) + (" …" if len(workers) > 3 else "")
+        self._open_prompt("control", "", f"command for {names}: grow N · shrink N · autoscale MAX MIN · "
+                          "restart · add-consumer Q · cancel-consumer Q · rate-limit TASK 10/m · "
+                          "time-limit TASK SOFT HARD · shutdown")
+
     @on(Input.Changed, "#prompt")
     def _prompt_changed(self, event: Input.Changed) -> None:
         if self._prompt_mode == "filter" and event.input.display:
@@ -483,12 +496,27 @@ class TaskDashApp(App[int]):
         value = event.value.strip()
         mode = self._prompt_mode
         self._close_prompt()
-        if mode == "jump":
+        if mode == "control":
+            self._control_submitted(value)
+        elif mode == "jump":
             view = resolve_view(value)
             if view is None:
                 self.say(f"no view matches {value!r}; try one of: {', '.join(VIEWS)}", severity="warning")
             else:
                 self.show_view(view)
+
+    def _control_submitted(self, text: str) -> None:
+        if not text:
+            return
+        from collectors.actions import ActionError
+        from collectors.control import parse_command
+
+        try:
+            command = parse_command(text)
+        except ActionError as exc:
+            self.say(str(exc), title="Worker command", severity="error", timeout=6)
+            return
+        self.post_message(WriteRequested("control", self._control_targets, command=command))
 
     def action_escape(self) -> None:
         """Close the prompt / clear the filter / clear marks."""
@@ -580,15 +608,18 @@ class TaskDashApp(App[int]):
 
         return partial(detail_sections, self.settings, tag, task_id)
 
-    def _worker_details(self, hostname: str) -> dict[str, Any]:
-        """Ask one worker for its details (runs in the detail screen's thread worker)."""
+    def worker_control(self) -> Any:
+        """The ``WorkerControl`` (built on first use, from any thread)."""
         with self._control_lock:
             if self._control is None:
                 from collectors.control import WorkerControl
 
                 self._control = WorkerControl(self.settings)
-            control = self._control
-        return control.worker_details(hostname)
+            return self._control
+
+    def _worker_details(self, hostname: str) -> dict[str, Any]:
+        """Ask one worker for its details (runs in the detail screen's thread worker)."""
+        return self.worker_control().worker_details(hostname)
 
     # ---- actions -------------------------------------------------------------------------------
     @property
@@ -609,7 +640,7 @@ class TaskDashApp(App[int]):
             self.say("nothing selected" if kind != "requeue_orphaned" else "no orphaned message",
                         severity="warning", timeout=3)
             return
-        if self.actions is None:
+        if self.actions is None and kind != "control":
             self.say("actions are not available in this build", severity="error")
             return
         if kind == "purge":
@@ -619,7 +650,7 @@ class TaskDashApp(App[int]):
         if builder is None:
             self.say(f"unknown action {kind}", severity="error")
             return
-        built = builder(items)
+        built = builder(items, message.command) if kind == "control" else builder(items)
         if built is None:
             self.say("this row has no task id to act on", severity="warning", timeout=4)
             return
@@ -714,6 +745,15 @@ class TaskDashApp(App[int]):
 
         return ("Revoke?", body, "Revoke", [("terminate", "terminate (SIGTERM the running process)", False)],
                 run)
+
+    def _confirm_control(self, items: tuple[Any, ...], command: Any) -> Any:
+        hosts = [w.hostname for w in items]
+        body = (f"Send to {len(hosts)} worker(s): {command.description}\n" + _listing(hosts))
+
+        def run(c: Confirmation) -> tuple[str, str, str]:
+            return self._result("Worker control", command.run(self.worker_control(), hosts))
+
+        return ("Worker command?", body, "Send", [], run)
 
     def _confirm_retry(self, items: tuple[Any, ...]) -> Any:
         item = items[0]

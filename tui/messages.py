@@ -48,6 +48,8 @@ class WriteRequested(Message):
 
     kind: str
     items: tuple[Any, ...] = ()
+    command: Any = None
+    """For "control": the parsed ``collectors.control.ControlCommand``."""
 
 
 @dataclass

@@ -16,6 +16,7 @@ from tui_fakes import (
 )
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
+from collectors.actions import ActionResult
 from collectors.models import QueueInfo
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
@@ -385,3 +386,35 @@ async def test_retry_and_revoke_with_terminate() -> None:
         await settle(pilot)
         assert ("revoke", ("0a0a0a0a-0000-4000-8000-000000000002",), {"terminate": True}) in actions.calls
         assert ("Revoke", "revoked 0a0a0a0a-0000-4000-8000-000000000002", "information") in notifications(app)
+
+
+class FakeControl:
+    """Stands in for collectors.control.WorkerControl (records the commands)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...], object]] = []
+
+    def pool_grow(self, n: int, *, destination: object = None) -> ActionResult:
+        self.calls.append(("pool_grow", (n,), destination))
+        return ActionResult("pool_grow", 1, f"pool grown by {n}", {})
+
+
+async def test_worker_command_prompt_confirms_then_sends() -> None:
+    app = make_app()
+    control = FakeControl()
+    app._control = control
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.show_view("workers")
+        await settle(pilot)
+        await pilot.press("c", *"fly away", "enter")
+        await pilot.pause()
+        assert any("unknown worker command" in m for _, m, _ in notifications(app))
+        await pilot.press("c", *"grow 2", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "grow the pool by 2" in widget_text(app.screen) and "w1@host" in widget_text(app.screen)
+        await pilot.press("y")
+        await settle(pilot)
+        assert control.calls == [("pool_grow", (2,), ["w1@host"])]
+        assert ("Worker control", "pool grown by 2", "information") in notifications(app)

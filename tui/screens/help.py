@@ -33,6 +33,10 @@ VIEW_KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                  ("R", "requeue every orphaned message"),
                  ("Q", "quarantine the marked / selected messages"),
                  ("x", "revoke the task (asks whether to terminate)"))),
+    ("Workers", (("enter", "the worker's own report: stats, pool, queues, registered tasks, conf"),
+                 ("c", "send a command to the marked / selected workers: grow N, shrink N, autoscale MAX MIN, "
+                       "restart, add-consumer Q, cancel-consumer Q, rate-limit TASK RATE, "
+                       "time-limit TASK SOFT HARD, shutdown"))),
     ("Tasks", (("r", "retry the failed task from its stored args"),)),
     ("Poison", (("Q", "quarantine the suspects (stops the loop)"), ("x", "revoke the task"))),
     ("Quarantine", (("r", "replay onto the original queue"), ("d", "delete for good"))),

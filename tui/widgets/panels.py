@@ -432,6 +432,17 @@ class WorkersPanel(Panel):
     )
     SORTS = (("name", "host", False), ("status", "status", False), ("active", "active", True),
              ("processed", "processed", True))
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "control", "Control", id="taskdash.control"),
+    ]
+
+    def action_control(self) -> None:
+        """Open the worker-command prompt for the marked workers (or the one under the cursor)."""
+        targets = self.targets()
+        if not targets:
+            self.app.notify("no worker selected", severity="warning", timeout=3)
+            return
+        self.app.open_control_prompt(targets)  # type: ignore[attr-defined]
 
     def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
         return snapshot.workers
