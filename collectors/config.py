@@ -106,6 +106,16 @@ class Settings:
     context: str | None = None
     """Name of the context (collectors.contexts) these settings came from, if any."""
 
+    def __repr__(self) -> str:
+        """Like the dataclass repr, with every URL masked (a Settings may end up in a log or traceback)."""
+        fields = ", ".join(
+            f"{name}={mask_url(value)!r}" if name in ("broker_url", "backend_url") and value else
+            f"{name}={mask_text(repr(value), self.broker_url, self.backend_url)}"
+            for name in self.__dataclass_fields__
+            for value in (getattr(self, name),)
+        )
+        return f"Settings({fields})"
+
     @property
     def effective_backend_url(self) -> str:
         return self.backend_url or self.broker_url

@@ -86,6 +86,7 @@ def test_credentials_masked_in_json_tables_logs_errors_and_audit(acl_server: Red
         time.sleep(1.0)  # let the background threads fail and log a few times
         snap = col.collect()
     assert snap.broker.ok and not snap.backend.ok
+    assert_no_secret(repr(settings), str(settings))  # a Settings in a log line or a traceback
     assert snap.broker.url == f"redis://alice:***@127.0.0.1:{acl_server.port}/0"
     assert snap.backend.url.startswith("redis://bob:***@")
     blob = json.dumps(snap.to_json())
