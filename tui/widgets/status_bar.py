@@ -85,12 +85,12 @@ def status_text(s: StatusState, colors: dict[str, str], secrets: tuple[str | Non
     problem = Text(no_wrap=True, overflow="ellipsis")
     if snap is not None and not snap.broker.ok:
         problem.append("✖ broker unreachable", style=f"bold {bad_c}")
-        if snap.broker.error:
-            problem.append(f": {snap.broker.error}")
         if s.retry_in is not None:
-            problem.append(f" — retrying in {max(0.0, s.retry_in):.0f}s (attempt {s.failures})", style=warn_c)
+            problem.append(f" · retrying in {max(0.0, s.retry_in):.0f}s (attempt {s.failures})", style=warn_c)
         if s.last_ok_at is not None:
-            problem.append("; showing the last good data", style="dim")
+            problem.append(" · showing the last good data", style="dim")
+        if snap.broker.error:
+            problem.append(f" · {snap.broker.error}")
     elif s.crash:
         problem.append("✖ refresh failed: ", style=f"bold {bad_c}")
         problem.append(s.crash)
