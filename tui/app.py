@@ -194,9 +194,9 @@ class TaskDashApp(App[int]):
         self._control_targets: tuple[Any, ...] = ()
         self._refreshes = 0
         self.apply_ms = 0.0
+        """How long the UI thread spent applying the last snapshot (milliseconds)."""
         self._control: Any = None
         self._control_lock = threading.Lock()
-        """How long the UI thread spent applying the last snapshot (milliseconds)."""
 
     def say(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None) -> None:
         """``notify`` without markup: messages carry task ids, URLs and error text with brackets."""
@@ -292,6 +292,10 @@ class TaskDashApp(App[int]):
             self.action_refresh()
             if self.current_view == "quarantine" or title.startswith(("Quarantine", "Replay", "Delete")):
                 self.load_quarantine()
+        elif worker.group in ("actions", "preview", "quarantine") and event.state == WorkerState.ERROR:
+            err = mask_text(f"{type(worker.error).__name__}: {worker.error}", self.settings.broker_url,
+                            self.settings.backend_url)
+            self.say(err, title="Action failed", severity="error", timeout=8)
 
     @on(CollectFailed)
     def _collect_failed(self, message: CollectFailed) -> None:
