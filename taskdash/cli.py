@@ -71,6 +71,25 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _known_urls() -> list[str]:
+    """Every broker/backend URL given to this invocation (flags at any level, environment), so an
+    error message can be masked even where it quotes a password without its URL."""
+    import os
+
+    urls: list[str] = []
+    c = click.get_current_context(silent=True)
+    while c is not None:
+        for key in ("broker", "backend"):
+            v = c.params.get(key)
+            if isinstance(v, str) and v:
+                urls.append(v)
+        c = c.parent
+    for name in ("TASKDASH_BROKER", "TASKDASH_BACKEND", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        if os.environ.get(name):
+            urls.append(os.environ[name])
+    return urls
+
+
 def handle_errors(f: F) -> F:
     """Turn unexpected exceptions into one masked line on stderr instead of a traceback."""
 
@@ -86,7 +105,7 @@ def handle_errors(f: F) -> F:
             from collectors.config import mask_text
 
             logging.getLogger("taskdash").debug("unhandled error", exc_info=True)
-            fail(mask_text(f"{type(exc).__name__}: {exc}"), EXIT_REFUSED)
+            fail(mask_text(f"{type(exc).__name__}: {exc}", *_known_urls()), EXIT_REFUSED)
 
     return wrapper  # type: ignore[return-value]
 

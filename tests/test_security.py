@@ -348,3 +348,21 @@ def test_sentinel_snapshot_and_failover_mid_session(sentinel_setup: dict[str, An
                 break
             assert time.monotonic() < deadline, [e.message for e in snap.errors]
             time.sleep(0.3)
+
+
+def test_unhandled_errors_are_masked_even_without_their_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's last line of defence masks a password quoted alone (e.g. an AUTH error echo)."""
+    import click
+
+    from taskdash.cli import common_options, handle_errors
+
+    @click.command()
+    @common_options
+    @handle_errors
+    def boom(**opts: Any) -> None:
+        raise RuntimeError(f"server said: AUTH {SECRET} rejected; env one: AUTH env-{SECRET}-x")
+
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", f"redis://:env-{SECRET}-x@h/1")
+    res = CliRunner().invoke(boom, ["--broker", f"redis://alice:{SECRET}@127.0.0.1:1/0"])
+    assert res.exit_code == 1 and "RuntimeError" in res.stderr and "***" in res.stderr
+    assert_no_secret(res.output)
