@@ -418,3 +418,35 @@ async def test_worker_command_prompt_confirms_then_sends() -> None:
         await settle(pilot)
         assert control.calls == [("pool_grow", (2,), ["w1@host"])]
         assert ("Worker control", "pool grown by 2", "information") in notifications(app)
+
+
+async def test_poison_quarantine_then_replay_and_delete() -> None:
+    actions = FakeActions()
+    app = make_app(actions=actions)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.show_view("poison")
+        await settle(pilot)
+        await pilot.press("Q")
+        await pilot.pause()
+        assert "p0150n00-0000-4000-8000-000000000005" in widget_text(app.screen)
+        await pilot.press("y")
+        await settle(pilot)
+        q = [c for c in actions.calls if c[0] == "quarantine"][0][2]
+        assert q["task_ids"] == ["p0150n00-0000-4000-8000-000000000005"] and q["tags"] == []
+        assert q["deliveries"] == 4 and q["reason"].startswith("poison suspect")
+
+        app.show_view("quarantine")
+        await settle(pilot)
+        await pilot.press("r")
+        await pilot.pause()
+        assert "back on their original queue" in widget_text(app.screen)
+        await pilot.press("y")
+        await settle(pilot)
+        await pilot.press("d")
+        await pilot.pause()
+        assert "for good" in widget_text(app.screen)
+        await pilot.press("escape")  # cancelled: nothing deleted
+        await settle(pilot)
+        assert ("replay", (["q-1"],), {}) in actions.calls
+        assert not [c for c in actions.calls if c[0] == "delete_quarantined"]
