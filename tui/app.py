@@ -209,7 +209,7 @@ class TaskDashApp(App[int]):
             for panel_cls in PANELS:
                 with TabPane(TAB_LABELS[panel_cls.VIEW], id=panel_cls.VIEW):
                     yield panel_cls()
-        yield Input(id="prompt", compact=True, suggester=SuggestFromList(list(VIEWS), case_sensitive=False))
+        yield Input(id="prompt", compact=True)
         yield Footer(id="footer")
 
     def on_mount(self) -> None:
@@ -459,6 +459,7 @@ class TaskDashApp(App[int]):
     def _open_prompt(self, mode: str, value: str, placeholder: str) -> None:
         prompt = self.dash.query_one("#prompt", Input)
         self._prompt_mode = mode
+        prompt.suggester = SuggestFromList(list(VIEWS), case_sensitive=False) if mode == "jump" else None
         prompt.placeholder = placeholder
         prompt.value = value
         prompt.display = True
