@@ -89,8 +89,10 @@ def served(redis_url: str, demo_app: Any, tmp_path: Path) -> Iterator[tuple[str,
     env = dict(os.environ, TASKDASH_CONFIG=str(tmp_path / "none.toml"))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
+            # -A: queue names also come from the app (a publisher in this process may have declared
+            # `emails` in an earlier test, and kombu's process-wide declare cache outlives FLUSHALL)
             [sys.executable, "-m", "taskdash", "serve", "--port", str(port), "--broker", redis_url,
-             "--interval", "0.5"],
+             "-A", "demo_tasks", "--interval", "0.5"],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}/", 30)
