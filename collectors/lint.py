@@ -4,11 +4,11 @@
 emulation off, so the read can never trigger kombu's restore sweep): ``stats`` (pool size, prefetch
 count, each worker's broker transport options), ``conf`` (the worker's Celery settings),
 ``registered`` (per-task ``acks_late``/``reject_on_worker_lost``/``retry_on_worker_lost``/
-``max_retries``), ``active`` (observed runtimes) and ``scheduled`` (ETA/countdown messages held in
-memory); meanwhile it PSUBSCRIBEs the event channels to read each worker's heartbeat ``timestamp``
-(the worker's wall clock) and compares it with Redis ``TIME``. ``lint()`` is pure: it turns those
-inputs (plus the ``-A`` app's settings when given) into ``Finding`` rows, each with a one-line
-reason and the fix. Rules (REDIS_LAYOUT sections 3 and 8):
+``max_retries``), ``active`` (observed runtimes), ``scheduled`` (ETA/countdown messages held in
+memory) and ``active_queues``; meanwhile it PSUBSCRIBEs the event channels to read each worker's
+heartbeat ``timestamp`` (the worker's wall clock) and compares it with Redis ``TIME``. ``lint()`` is
+pure: it turns those inputs (plus the ``-A`` app's settings when given) into ``Finding`` rows, each
+with a one-line reason and the fix. Rules (REDIS_LAYOUT sections 3 and 8):
 
 - ``eta-beyond-visibility``: an ETA/countdown message is held unacked longer than visibility_timeout
   -> any consumer's restore sweep hands it out again (duplicate run).
@@ -70,6 +70,7 @@ LINT_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("registered", {"taskinfoitems": list(TASK_INFO_ITEMS)}),
     ("active", {"safe": True}),
     ("scheduled", {}),
+    ("active_queues", {}),
 )
 """Remote-control commands of the lint window."""
 
@@ -116,6 +117,10 @@ class LintInputs:
     """task name -> longest runtime seen so far (seconds)."""
     worker_runtimes: dict[str, float] = field(default_factory=dict)
     """hostname -> longest runtime of a task it is running."""
+    queue_runtimes: dict[str, float] = field(default_factory=dict)
+    """queue -> longest runtime of a task delivered from it."""
+    workers_queues: dict[str, list[str]] = field(default_factory=dict)
+    """hostname -> queues it consumes (``inspect active_queues``)."""
     scheduled: list[Scheduled] = field(default_factory=list)
     worker_clocks: dict[str, float] = field(default_factory=dict)
     """hostname -> worker clock minus Redis clock (seconds), from heartbeat timestamps."""
@@ -358,6 +363,10 @@ def _fill(inputs: LintInputs, replies: Mapping[str, Mapping[str, Any]], hb: Mapp
             inputs.workers_conf[host] = dict(conf)
     for host, items in (replies.get("registered") or {}).items():
         inputs.workers_tasks[host] = parse_registered(items)
+    for host, items in (replies.get("active_queues") or {}).items():
+        if isinstance(items, list):
+            inputs.workers_queues[host] = [q["name"] for q in items
+                                           if isinstance(q, Mapping) and isinstance(q.get("name"), str)]
     for host, (ts, received) in hb.items():
         inputs.worker_clocks[host] = ts - (received + offset)
     inputs.task_events_from = set(events_from)
@@ -376,6 +385,10 @@ def _fill(inputs: LintInputs, replies: Mapping[str, Mapping[str, Any]], hb: Mapp
             name = info.get("name") if isinstance(info.get("name"), str) else "?"
             inputs.observed_runtimes[name] = max(inputs.observed_runtimes.get(name, 0.0), runtime)
             inputs.worker_runtimes[host] = max(inputs.worker_runtimes.get(host, 0.0), runtime)
+            di = info.get("delivery_info") if isinstance(info.get("delivery_info"), Mapping) else {}
+            queue = di.get("routing_key")
+            if isinstance(queue, str):
+                inputs.queue_runtimes[queue] = max(inputs.queue_runtimes.get(queue, 0.0), runtime)
     for host, items in (replies.get("scheduled") or {}).items():
         if not isinstance(items, list):
             continue
@@ -503,6 +516,8 @@ def lint(
     *,
     workers_tasks: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
     worker_runtimes: Mapping[str, float] | None = None,
+    queue_runtimes: Mapping[str, float] | None = None,
+    workers_queues: Mapping[str, Iterable[str]] | None = None,
     scheduled: Iterable[Scheduled] = (),
     worker_clocks: Mapping[str, float] | None = None,
     task_events_from: Iterable[str] = (),
@@ -520,6 +535,9 @@ def lint(
         redis_time: Redis ``TIME`` in epoch seconds ("now" for ETAs; local time when None).
         workers_tasks: hostname -> task name -> options (``inspect registered`` with TASK_INFO_ITEMS).
         worker_runtimes: hostname -> longest runtime of a task it runs.
+        queue_runtimes: queue -> longest runtime of a task delivered from it.
+        workers_queues: hostname -> queues it consumes (a worker is exposed to the long tasks of
+            its queues; without it, to every long task it has registered).
         scheduled: ETA/countdown messages workers hold.
         worker_clocks: hostname -> worker clock minus Redis clock (seconds).
         task_events_from: workers seen sending task events.
@@ -626,9 +644,13 @@ def lint(
             multiplier = prefetch // concurrency
         host_tasks = tasks_by_host.get(host, {})
         longest = per_worker_rt.get(host, 0.0)
-        for task, rt in runtimes.items():
-            if not host_tasks or task in host_tasks:
-                longest = max(longest, rt)
+        host_queues = list((workers_queues or {}).get(host, ()))
+        if host_queues:
+            longest = max([longest, *((queue_runtimes or {}).get(q, 0.0) for q in host_queues)])
+        else:
+            for task, rt in runtimes.items():
+                if not host_tasks or task in host_tasks:
+                    longest = max(longest, rt)
         if isinstance(multiplier, int) and multiplier > 1 and longest >= long_task_s:
             n = prefetch if isinstance(prefetch, int) else multiplier
             c = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
@@ -724,6 +746,7 @@ def run_lint(settings: Settings, app: Any | None = None, monitor: WorkerMonitor 
     findings = lint(
         settings, app, inputs.workers_stats, inputs.workers_conf, inputs.observed_runtimes,
         inputs.redis_time, workers_tasks=inputs.workers_tasks, worker_runtimes=inputs.worker_runtimes,
+        queue_runtimes=inputs.queue_runtimes, workers_queues=inputs.workers_queues,
         scheduled=inputs.scheduled, worker_clocks=inputs.worker_clocks,
         task_events_from=inputs.task_events_from, long_task_s=long_task_s,
         max_clock_skew_s=max_clock_skew_s,

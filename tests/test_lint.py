@@ -192,3 +192,12 @@ async def test_lint_screen_shows_findings(reports: Reports) -> None:
         assert len(calls) == 2
         await pilot.press("escape")
         assert not isinstance(app.screen, LintScreen)
+
+
+def test_prefetch_rule_only_for_workers_consuming_the_long_tasks_queue() -> None:
+    settings = resolve_settings(broker="redis://127.0.0.1:1/0", env={})
+    stats = {h: {"prefetch_count": 4, "pool": {"max-concurrency": 1}} for h in ("w1@a", "w2@b")}
+    conf = {h: {"worker_prefetch_multiplier": 4, "worker_send_task_events": True} for h in stats}
+    found = lint(settings, None, stats, conf, {"app.report": 300.0}, workers_queues={"w1@a": ["slow"], "w2@b": ["fast"]},
+                 queue_runtimes={"slow": 300.0})
+    assert [f.subject for f in found if f.rule == "prefetch-long-tasks"] == ["w1@a"]
