@@ -707,6 +707,10 @@ class TaskDashApp(App[int]):
         tags = [e.delivery_tag for e in items]
         body = (f"Requeue the {len(tags)} message(s) orphaned at the last refresh (no live worker holds "
                 "them) back onto their queues:\n" + _listing([_describe_entry(e) for e in items]))
+        snap = self.snapshot
+        if snap is not None and snap.unacked_total > len(snap.unacked):
+            body += (f"\n\nOnly the {len(snap.unacked):,} oldest of {snap.unacked_total:,} unacked entries were "
+                     "read in this refresh; `taskdash requeue --orphaned` handles every one.")
 
         def run(c: Confirmation) -> tuple[str, str, str]:
             return self._result("Requeue orphaned", self.actions.requeue(tags, force=False))
