@@ -76,7 +76,7 @@ class _WorkerState:
     pid: int | None = None
     pool_pids: frozenset[int] = frozenset()
     pid_tasks: dict[int, tuple[TaskRef, float]] = field(default_factory=dict)
-    """pool pid -> (the active task last seen on it, when)."""
+    """pool pid -> (the task active on it at the previous refresh, when)."""
     in_gap: bool = False
     events: deque[TimelineEvent] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
 
@@ -164,7 +164,8 @@ class Forensics:
                 seen = f", last seen {w.last_seen_s:.0f}s ago" if w.last_seen_s is not None else ""
                 emit("offline", f"offline{seen}", pid=st.pid)
             st.online = w.online
-        if w.pid and st.pid and w.pid != st.pid:
+        restarted = bool(w.pid and st.pid and w.pid != st.pid)
+        if restarted:
             emit("restarted", f"main process changed {st.pid} -> {w.pid} (worker restarted)", pid=w.pid)
         if w.pid:
             st.pid = w.pid
@@ -175,24 +176,25 @@ class Forensics:
             elif w.last_seen_s <= self.gap_s and st.in_gap:
                 st.in_gap = False
                 emit("heartbeat-back", "heartbeats resumed", pid=w.pid)
-        # which task runs on which pool process (remembered until the process is gone)
-        for ref in active:
-            if ref.worker_pid:
-                st.pid_tasks[ref.worker_pid] = (ref, now)
+        # Which task runs on which pool process: the tasks active now (a task still reported active
+        # on a pid that left the pool is the one that died with it) and, failing that, the task that
+        # was active on that pid at the previous refresh.
+        current = {ref.worker_pid: (ref, now) for ref in active if ref.worker_pid}
         pids = frozenset(w.pool_pids)
-        if pids and st.pool_pids and w.online:
+        if pids and st.pool_pids and w.online and not restarted:
             for pid in sorted(st.pool_pids - pids):
-                out.append(self._died(st, w.hostname, pid, now))
+                out.append(self._died(st, w.hostname, pid, now, current.get(pid) or st.pid_tasks.get(pid)))
             for pid in sorted(pids - st.pool_pids):
                 emit("process-started", f"pool process {pid} started", pid=pid)
         if pids:
             st.pool_pids = pids
-            st.pid_tasks = {p: v for p, v in st.pid_tasks.items() if p in pids}
+        if w.online and (active or pids):
+            st.pid_tasks = {p: v for p, v in current.items() if not pids or p in pids}
         return out
 
-    def _died(self, st: _WorkerState, host: str, pid: int, now: float) -> TimelineEvent:
+    def _died(self, st: _WorkerState, host: str, pid: int, now: float,
+              seen: tuple[TaskRef, float] | None) -> TimelineEvent:
         task_id = task = culprit = None
-        seen = st.pid_tasks.pop(pid, None)
         if seen is not None:
             ref, _at = seen
             task_id, task, culprit = ref.task_id, ref.name, "active"

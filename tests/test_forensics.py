@@ -128,3 +128,30 @@ async def test_timeline_screen_renders() -> None:
         assert "process-died" in text and "pool process 1 died while running app.poison" in text
         await pilot.press("escape")
         assert not isinstance(app.screen, TimelineScreen)
+
+
+def test_finished_task_is_not_blamed_and_restart_is_not_churn() -> None:
+    from collectors.models import TaskRef
+    from collectors.workers import WorkersView
+
+    def view(snap: Snapshot, active: tuple[TaskRef, ...]) -> WorkersView:
+        return WorkersView(snap.workers, {}, None, True, snap.taken_at, None, active)
+
+    fx = Forensics()
+    t = time.time()
+    ref = TaskRef("t-ok", "app.fine", "active", "w1@h", worker_pid=3)
+    s0 = _snap(t, (3, 4))
+    fx.observe(s0, view(s0, (ref,)))
+    s1 = _snap(t + 5, (3, 4))
+    fx.observe(s1, view(s1, ()))  # t-ok finished
+    s2 = _snap(t + 10, (4, 5))  # pid 3 recycled (max-tasks-per-child), nothing running on it
+    died = [e for e in fx.observe(s2, view(s2, ())) if e.kind == "process-died"]
+    assert died and died[0].task_id is None and "no task seen" in died[0].detail
+    # still reported active on a pid that left the pool: that task died with it
+    killer = TaskRef("t-bad", "app.segfault", "active", "w1@h", worker_pid=5)
+    s3 = _snap(t + 15, (4, 6))
+    died = [e for e in fx.observe(s3, view(s3, (killer,))) if e.kind == "process-died"]
+    assert died[0].task_id == "t-bad" and died[0].culprit == "active"
+    s4 = _snap(t + 20, (8, 9), pid=101)  # a new main process: a restart, not pool churn
+    kinds = [e.kind for e in fx.observe(s4, view(s4, ()))]
+    assert "restarted" in kinds and "process-died" not in kinds
