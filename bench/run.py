@@ -358,6 +358,105 @@ def child_broker(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_WHATIF_UNACKED_SCAN = r"""
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out = {}
+local kv = r[2]
+for i = 1, #kv, 2 do
+  local v = kv[i + 1]
+  local e = #v - 1
+  local s = e - 1
+  while s > 0 and string.byte(v, s) ~= 34 do s = s - 1 end
+  out[#out + 1] = kv[i] .. '\t' .. string.sub(v, s + 1, e - 1)
+end
+return {r[1], table.concat(out, '\n')}
+"""
+"""One HSCAN step of the unacked hash -> ``tag<TAB>queue`` lines (the value ends with ``"<queue>"]``)."""
+
+
+WHATIF_HSCAN_COUNT = 100
+"""Ledger entries classified per refresh by the what-if (a 100,000-entry ledger takes 1,000 refreshes)."""
+
+
+def child_broker_whatif(params: dict[str, Any]) -> dict[str, Any]:
+    """What-if for broker.py (NOT taskdash code): the same information per refresh, read the cheap way.
+
+    One plain pipeline: ``LLEN`` of the band keys that exist, ``LINDEX -1`` only for queues whose length
+    changed at the previous refresh plus a round-robin slice of 50, ``SMEMBERS`` of 64 binding tables
+    (round robin), ``HLEN``/``ZCARD``/``ZRANGE unacked_index 0 499 WITHSCORES`` and ``HGET`` only of
+    window tags not seen before, plus one Lua step ``HSCAN unacked COUNT 100`` that returns
+    ``tag<TAB>queue`` lines as ONE bulk string. Steady state = every queue/table known.
+    """
+    meter = Meter(params["broker"])
+    client = redis.Redis.from_url(params["broker"])
+    scan_sha = client.script_load(_WHATIF_UNACKED_SCAN)
+    keys_by_queue: dict[str, list[str]] = {}
+    for key in params["keys"]:
+        q = key.split("\x06\x16", 1)[0]
+        keys_by_queue.setdefault(q, []).append(key)
+    queues = sorted(keys_by_queue)
+    tables = [f"_kombu.binding.{q}" for q in queues]
+    lengths: dict[str, int] = {}
+    changed: set[str] = set(queues)  # first refresh: every head
+    known_tags: set[bytes] = set()
+    rr_q = rr_t = 0
+    cursor = 0
+    tag_queue: dict[bytes, str] = {}
+    rows = []
+    top = ["llen", "lindex", "smembers", "hlen", "zcard", "zrange", "hget", "evalsha", "eval"]
+    meter.threshold(SCRIPT_LOG_US)
+    for i in range(int(params["refreshes"]) + 2):
+        cs0 = meter.commandstats()
+        netcount.COUNTER.reset()
+        t0 = time.perf_counter()
+        heads = sorted(changed | set(queues[rr_q:rr_q + 50]))
+        rr_q = (rr_q + 50) % max(1, len(queues))
+        tbl = tables[rr_t:rr_t + 64]
+        rr_t = (rr_t + 64) % max(1, len(tables))
+        pipe = client.pipeline(transaction=False)
+        order: list[str] = []
+        for q in queues:
+            for k in keys_by_queue[q]:
+                pipe.llen(k)
+                order.append(q)
+        for q in heads:
+            pipe.lindex(keys_by_queue[q][-1], -1)
+        for t in tbl:
+            pipe.smembers(t)
+        pipe.hlen("unacked")
+        pipe.zcard("unacked_index")
+        pipe.zrange("unacked_index", 0, 499, withscores=True)
+        pipe.evalsha(scan_sha, 1, "unacked", cursor, WHATIF_HSCAN_COUNT)
+        res = pipe.execute()
+        new_len: dict[str, int] = {}
+        for q, n in zip(order, res, strict=False):
+            new_len[q] = new_len.get(q, 0) + int(n)
+        changed = {q for q, n in new_len.items() if lengths.get(q) != n}
+        lengths = new_len
+        window = res[-2]
+        cur, blob = res[-1]
+        cursor = int(cur)
+        for line in (blob or b"").split(b"\n"):
+            if line:
+                tag, _, q = line.partition(b"\t")
+                tag_queue[tag] = q.decode()
+        new_tags = [t for t, _score in window if t not in known_tags]
+        if new_tags:  # second round trip only when the window has entries not decoded yet
+            for tag, value in zip(new_tags, client.hmget("unacked", new_tags), strict=True):
+                if value is not None:
+                    known_tags.add(tag)
+        wall = time.perf_counter() - t0
+        net = netcount.COUNTER.snapshot()
+        cs1 = meter.commandstats()
+        calls, usec = cs_delta(cs0, cs1, top)
+        if i >= 2:  # steady state
+            by = {n: list(cs_delta(cs0, cs1, [n])) for n in top}
+            rows.append({"wall_ms": wall * 1000, **net, "server_usec": usec, "server_calls": calls,
+                         "heads": len(heads), "by_cmd": {k: v for k, v in by.items() if v[0]}})
+    meter.threshold(0)
+    return {"rows": rows, "messages_seen": sum(lengths.values()), "rss_mb": vm_hwm_mb()}
+
+
 def child_flower_queues(params: dict[str, Any]) -> dict[str, Any]:
     """Flower 2.2.0 ``RedisBase.queues(names)``: one MULTI pipeline of LLEN over every priority key."""
     sep, steps = "\x06\x16", (0, 3, 6, 9)
@@ -674,7 +773,7 @@ def child_latency(params: dict[str, Any]) -> dict[str, Any]:
 
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "broker": child_broker, "flower_queues": child_flower_queues, "inspect_taskdash": child_inspect_taskdash,
+    "broker": child_broker, "broker_whatif": child_broker_whatif, "flower_queues": child_flower_queues, "inspect_taskdash": child_inspect_taskdash,
     "inspect_flower": child_inspect_flower, "celery_cli": child_celery_cli, "collector": child_collector,
     "results_scan": child_results_scan, "latency": child_latency, "scan_proposal": child_scan_proposal,
 }
@@ -768,6 +867,8 @@ def phase_scale(rs: Any, meter: Meter, scale: Scale, preset: Preset) -> dict[str
     log(f"{scale.label}: taskdash broker refresh")
     out["taskdash"] = run_child("broker", {"broker": rs.url, "backend": backend, "held": held,
                                            "queues": scale.queues, "refreshes": preset.refreshes})
+    log(f"{scale.label}: what-if broker read (proposed fixes)")
+    out["whatif"] = run_child("broker_whatif", {"broker": rs.url, "keys": sc.keys, "refreshes": preset.refreshes})
     log(f"{scale.label}: flower queue lengths")
     out["flower"] = run_child("flower_queues", {"broker": rs.url, "names": sc.queues,
                                                 "refreshes": preset.refreshes})
@@ -1045,6 +1146,16 @@ def render(res: dict[str, Any]) -> str:
                  f"| {s['wall_ms']['median']:.1f} ms ({s['wall_ms']['p95']:.1f}) "
                  f"| {_kb(s['sent']['median'] + s['received']['median'])} "
                  f"| {td['messages_seen']:,} | {td['rss_mb']:.0f} MB |")
+        wi = sc.get("whatif")
+        if wi:
+            w = summarize_rows(wi["rows"], "wall_ms", "server_usec", "round_trips", "sent", "received",
+                               "server_calls")
+            L.append(f"| {lab} | *what-if: fixes 1–4 (prototype)* | {w['round_trips']['median']:.0f} "
+                     f"| {w['server_calls']['median']:.0f} "
+                     f"| {w['server_usec']['median'] / 1000:.2f} ms ({w['server_usec']['p95'] / 1000:.2f}) | — "
+                     f"| {w['wall_ms']['median']:.1f} ms ({w['wall_ms']['p95']:.1f}) "
+                     f"| {_kb(w['sent']['median'] + w['received']['median'])} | {wi['messages_seen']:,} "
+                     f"| {wi['rss_mb']:.0f} MB |")
         fl = sc["flower"]
         f = summarize_rows(fl["rows"], "wall_ms", "server_usec", "round_trips", "sent", "received", "server_calls")
         L.append(f"| {lab} | Flower 2.2 queues | {f['round_trips']['median']:.0f} | {f['server_calls']['median']:.0f} "
@@ -1234,11 +1345,14 @@ def render(res: dict[str, Any]) -> str:
             L.append(f"| {label} taskdash | {x['sent_per_s']:.0f} | {x['done_per_s']:.0f} | {x['backlog_end']} "
                      f"| {x['redis_cpu_share'] * 100:.1f} % | {extra} |")
         L.append("")
-        L.append("The load generator runs in the benchmark process on the same 2 cores as the workers, Redis and "
-                 "taskdash; the lower sent rate with taskdash is the producer getting less CPU (taskdash's "
-                 "client CPU for a 1 s refresh), not Redis: the Redis CPU share does not grow. Round trips/s "
-                 "with taskdash are mostly the results live feed (one EXISTS pipeline per batch of published "
-                 "results it did not know yet).\n")
+        wo, wi = s3.get("without"), s3.get("with")
+        if wo and wi:
+            L.append(f"The load generator runs in the benchmark process on the same 2 cores as the workers, Redis "
+                     f"and taskdash, so taskdash's client CPU (one collect() per second) competes with the "
+                     f"producer: sent {wo['sent_per_s']:.0f}/s without and {wi['sent_per_s']:.0f}/s with taskdash. "
+                     f"Redis CPU share (all clients): {wo['redis_cpu_share'] * 100:.1f} % without, "
+                     f"{wi['redis_cpu_share'] * 100:.1f} % with. Round trips/s with taskdash are mostly the "
+                     "results live feed (one EXISTS pipeline per batch of published results it did not know yet).\n")
     L.append(FIXES)
     L.append("## Setup\n")
     for sc in res["scales"]:
@@ -1270,38 +1384,44 @@ def render(res: dict[str, Any]) -> str:
 
 FIXES = """## Why the misses, and the fixes proposed to the owners
 
-Measured causes (per-script table above, profile of `BrokerReader.read` at 1,000 queues / 100,000 unacked):
+Measured causes (per-script table above; commandstats of the commands each script runs; a profile of
+`BrokerReader.read` at 1,000 queues / 100,000 unacked):
 
 1. **`EVALSHA queue` (queue probe) — the largest share.** Every refresh runs `LLEN` of all 4 band keys of
    every queue (4,000 at S1) and `LINDEX key -1` + a Lua `gmatch` over the last KiB of every non-empty queue
-   head, all through `redis.pcall`. The commands themselves are cheap (see "commands run inside its scripts");
-   the rest is Lua overhead — several µs per `redis.call` plus building and returning a nested table of 1,000
-   items. Flower's plain pipeline of the same 4,000 `LLEN` costs a fraction of that. Proposed fix
-   (`collectors/broker.py`): depths from a plain pipelined `LLEN` of the band keys known to exist (the
-   incremental keyspace SCAN already visits them; band 0 always), and `LINDEX -1` only for queues whose
-   length changed since the last refresh plus a small round-robin slice (e.g. 50 queues) of the unchanged
-   ones, so head probes are O(changed queues) instead of O(queues).
+   head, all through `redis.pcall`, and returns a nested table of 1,000 items. The commands themselves are
+   cheap (see "commands run inside its scripts"); the rest is Lua overhead (several µs per `redis.call`,
+   table building, reply conversion). Flower's plain pipeline of the same 4,000 `LLEN` costs a fraction of
+   it. Proposed fix (`collectors/broker.py`): depths from a plain pipelined `LLEN` of the band keys that
+   exist (the incremental keyspace SCAN already visits them; band 0 always), and `LINDEX -1` only for queues
+   whose length changed at the previous refresh plus a round-robin slice (50) of the unchanged ones, so head
+   probes are O(changed queues) instead of O(queues).
 2. **`EVALSHA tables`.** `SSCAN` of every known binding table on every refresh (1,000 at S1) although rows
-   change only when a queue is declared. Fix: read a table when it is first found and then only when the
-   keyspace SCAN step returns its key again (once per discovery pass), which bounds the work by the SCAN
-   step instead of the number of tables.
+   change only when a queue is declared. Fix: read new tables at once, and re-read known ones round-robin
+   (64 per refresh, `SMEMBERS` in the same pipeline) or when the keyspace SCAN step returns them again.
 3. **`EVALSHA scan` (per-queue unacked counts of a big ledger).** `HSCAN unacked COUNT 2000` returning the
-   last 256 bytes of every value: ~500 KiB per refresh on the wire and most of the client's reply parsing.
-   Fix: extract the routing key inside the script (`string.match(tail, ',%s*"([^"]*)"%]$')`) and return
-   `tag<TAB>queue` lines as ONE bulk string (as `results.py` now does for states), and/or run this step only
-   every Nth refresh / under a time budget.
+   last 256 bytes of every value: ~500 KiB per refresh on the wire and much of the client's reply parsing.
+   Measured on 100,000 entries: a plain `HSCAN … COUNT 500` costs 1.1 ms of Redis time, the same step inside
+   Lua 4.7 ms (copying ~900-byte values into Lua strings), so this feature cannot be cheap per entry.
+   Fix: classify at most ~100 entries per refresh (Lua step returning `tag<TAB>queue` lines as ONE bulk
+   string, ≈0.8 ms, ≈5 KiB), accepting that per-queue unacked counts of a 100,000-entry ledger converge over
+   ~1,000 refreshes (the total, HLEN, stays exact), or compute them on demand.
 4. **`EVALSHA window`.** 500 `HEXISTS` plus 1,000 ARGV (the known tag/score pairs) on every refresh. The
-   `HEXISTS` is redundant with the `ZRANGE … WITHSCORES` result in the common case (kombu writes the hash
-   and the index in one MULTI); diff (tag, score) client-side and `HGET` only new pairs.
+   `HEXISTS` is redundant with the `ZRANGE … WITHSCORES` result in the common case (kombu writes the hash and
+   the index in one MULTI): diff (tag, score) client-side and `HMGET` only new tags (a second round trip only
+   when there are any).
 5. **Client time.** Pure-Python RESP parsing of ~20,000 reply elements per refresh and packing EVALSHA calls
-   with ~5,000 arguments. Fixes 1–4 remove most of both; returning one bulk string per script removes the rest.
+   with ~5,000 arguments. Fixes 1–4 remove most of both; the remaining floor is redis-py packing/parsing
+   ~1,700 pipelined `LLEN` (≈20 µs each in pure Python). Below that: one lean Lua call returning all
+   lengths as one string (more Redis time, less client time) or the optional `hiredis` parser.
+   The *what-if* row in the broker table is a prototype of fixes 1–4 (`child_broker_whatif` in
+   `bench/run.py`, not taskdash code) measured on the same data.
 6. **S2 in the Collector.** `ResultsMonitor.step()` runs once per `collect()`, so 1,000,000 results need
    ~500 refreshes. Fix (`collectors/results.py`): run the SCAN steps on the monitor's own background thread,
-   paced by a Redis-time budget (after each step sleep ≈ 12 × the step's round-trip time for ≤ 8 %), and
-   read the status with a plain pipeline of `GETRANGE key 0 47` (the status is the first JSON field) instead
-   of the Lua script: the what-if row of the S2 table shows its Redis CPU per key is much lower (a Lua
-   `redis.call` costs more than the GETRANGE it wraps), which is what makes "≤ 60 s and < 10 % of a core"
-   reachable.
+   paced by a Redis-time budget (after each step sleep ≈ 12 × the step's time for ≤ 8 %), and read the status
+   with a plain pipeline of `GETRANGE key 0 47` (the status is the first JSON field) instead of the Lua
+   script: the what-if row of the S2 table shows its Redis CPU per key is much lower (a Lua `redis.call`
+   costs more than the GETRANGE it wraps), which is what makes "≤ 60 s and < 10 % of a core" reachable.
 """
 """Analysis of the misses (written from the measurements of this benchmark; see the tables above it)."""
 
