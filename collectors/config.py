@@ -105,6 +105,10 @@ class Settings:
     audit_log: str | None = None
     context: str | None = None
     """Name of the context (collectors.contexts) these settings came from, if any."""
+    broker_use_ssl: Mapping[str, Any] = field(default_factory=dict)
+    """The -A app's ``broker_use_ssl`` (ssl_cert_reqs, ssl_ca_certs, ...) for ``rediss://`` brokers."""
+    backend_use_ssl: Mapping[str, Any] = field(default_factory=dict)
+    """The -A app's ``redis_backend_use_ssl`` for a ``rediss://`` result backend."""
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with every URL masked (a Settings may end up in a log or traceback)."""
@@ -258,6 +262,10 @@ def resolve_settings(
         app_queues = app_queue_names(app_obj)
         control_exchange = conf.get("control_exchange") or "celery"
         event_exchange = conf.get("event_exchange") or "celeryev"
+        for conf_key, setting in (("broker_use_ssl", "broker_use_ssl"), ("redis_backend_use_ssl", "backend_use_ssl")):
+            ssl_conf = conf.get(conf_key)
+            if isinstance(ssl_conf, Mapping) and ssl_conf:
+                overrides.setdefault(setting, dict(ssl_conf))
 
     broker_url = (
         broker or env.get("TASKDASH_BROKER") or env.get("CELERY_BROKER_URL") or app_broker or DEFAULT_BROKER
@@ -338,9 +346,14 @@ def redis_client(url: str, settings: Settings | None = None, *, db_default: int 
         # them back to the same bytes instead of failing.
         "encoding_errors": "surrogateescape",
     }
-    opts.update(kw)
     first = url.split(";")[0]
     scheme = first.split("://", 1)[0].lower()
+    if settings is not None and scheme == "rediss":
+        # The app's TLS options (URL query parameters still win, as in redis-py and kombu).
+        role = settings.broker_use_ssl if url == settings.broker_url else (
+            settings.backend_use_ssl or settings.broker_use_ssl)
+        opts.update({k: v for k, v in role.items() if k.startswith("ssl_")})
+    opts.update(kw)
     if scheme in ("sentinel", "sentinels"):
         return _sentinel_client(url, settings, opts)
     if scheme == "redis+socket":

@@ -366,3 +366,29 @@ def test_unhandled_errors_are_masked_even_without_their_url(monkeypatch: pytest.
     res = CliRunner().invoke(boom, ["--broker", f"redis://alice:{SECRET}@127.0.0.1:1/0"])
     assert res.exit_code == 1 and "RuntimeError" in res.stderr and "***" in res.stderr
     assert_no_secret(res.output)
+
+
+def test_rediss_tls_options_from_the_app_broker_use_ssl(tls_server: dict[str, Any], tmp_path: Path) -> None:
+    """TLS configured the Celery way (``broker_use_ssl`` / ``redis_backend_use_ssl`` in the -A app, a bare
+    rediss:// URL): broker reads, results and inspect all verify against the app's CA."""
+    r = tls_server["client"]
+    r.flushall()
+    bind(r, "celery")
+    r.rpush("celery", json.dumps(envelope("app-tls")))
+    r.set("celery-task-meta-a", json.dumps({"status": "FAILURE", "task_id": "a", "result": {"exc_type": "E"}}))
+    bare = f"rediss://alice:{SECRET}@127.0.0.1:{tls_server['port']}/0"
+    ca = tls_server["dir"] / "ca.pem"
+    (tmp_path / "tlsapp.py").write_text(
+        "import ssl\nfrom celery import Celery\n"
+        f"app = Celery('tlsapp', broker={bare!r}, backend={bare!r})\n"
+        f"opts = {{'ssl_cert_reqs': ssl.CERT_REQUIRED, 'ssl_ca_certs': {str(ca)!r}}}\n"
+        "app.conf.broker_use_ssl = opts\napp.conf.redis_backend_use_ssl = opts\n")
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "CELERY_BROKER_URL": "", "CELERY_RESULT_BACKEND": ""}
+    res = run_cli("snapshot", "--json", "-A", "tlsapp", env=env)
+    assert res.returncode == 0, res.stderr
+    snap = json.loads(res.stdout)
+    assert snap["broker"]["ok"] and snap["backend"]["ok"] and snap["inspect_ok"] is True, snap["errors"]
+    assert {q["name"]: q["messages"] for q in snap["queues"]}["celery"] == 1
+    assert snap["tasks"]["states"] == {"FAILURE": 1}
+    assert_no_secret(res.stdout, res.stderr)
