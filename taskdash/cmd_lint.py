@@ -1,4 +1,5 @@
-"""``taskdash lint``: check the Celery/kombu configuration behind duplicates and poison loops."""
+"""Diagnostics: ``taskdash lint`` (config behind duplicates and poison loops), ``taskdash health``
+(the broker's Redis), ``taskdash forensics`` (crash timeline per worker) and ``taskdash contexts``."""
 
 from __future__ import annotations
 
@@ -88,4 +89,66 @@ def health_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         ctx.exit(EXIT_FOUND)
 
 
-COMMANDS = [lint_cmd, health_cmd]
+@click.command("forensics")
+@common_options
+@click.option("--observe", type=float, default=30.0, show_default=True, help="Seconds to watch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as one JSON document.")
+@click.pass_context
+@handle_errors
+def forensics_cmd(ctx: click.Context, observe: float, as_json: bool, **opts: Any) -> None:
+    """Watch the workers for a while and print what happened to them: offline/online, heartbeat gaps,
+    pool processes that died and the task that was running on each (exit 3 if a process died)."""
+    import json
+    import time
+
+    from collectors.collector import Collector
+    from collectors.forensics import Forensics, format_timeline
+
+    settings = settings_from(ctx, **opts)
+    # finer than the dashboard's 5 s: a poison task is on its process for a few seconds only
+    settings = settings.with_(inspect_interval=min(settings.inspect_interval, 1.0))
+    fx = Forensics()
+    deadline = time.monotonic() + max(0.0, observe)
+    with Collector(settings) as collector:
+        while True:
+            snap = collector.collect()
+            if not snap.broker.ok:
+                fail(f"broker {settings.broker_masked} unreachable: {snap.broker.error}", EXIT_UNREACHABLE)
+            fx.observe(snap, collector._workers.view(snap.taken_at))  # noqa: SLF001 - same refresh's view
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(settings.interval, max(0.0, deadline - time.monotonic())))
+    events = fx.events()
+    deaths = [e for e in events if e.kind == "process-died"]
+    if as_json:
+        click.echo(json.dumps({"events": [e.to_json() for e in events],
+                               "killers": [{"task_id": t, "task": n, "processes": k, "workers": w}
+                                           for t, n, k, w in fx.killers()]}, indent=2))
+    else:
+        for task_id, name, n, victims in fx.killers():
+            click.echo(f"KILLER  {name or '?'} [{task_id}] took down {n} pool process"
+                       f"{'es' if n != 1 else ''} on {', '.join(victims)}")
+        for line in format_timeline(events):
+            click.echo(line)
+        click.echo(f"{len(events)} events, {len(deaths)} pool process deaths in {observe:g}s")
+    if deaths:
+        ctx.exit(EXIT_FOUND)
+
+
+@click.command("contexts")
+def contexts_cmd() -> None:
+    """List the contexts of ~/.config/taskdash/config.toml ($TASKDASH_CONFIG); * marks the default."""
+    from collectors.config import ConfigError
+    from collectors.contexts import config_path, list_contexts
+
+    try:
+        rows = list_contexts()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_UNREACHABLE)
+    if not rows:
+        click.echo(f"no contexts ({config_path()} has none); see README 'Contexts'")
+    for name, desc, default in rows:
+        click.echo(f"{'*' if default else ' '} {name:<16} {desc}")
+
+
+COMMANDS = [lint_cmd, health_cmd, forensics_cmd, contexts_cmd]

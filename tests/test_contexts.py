@@ -111,3 +111,12 @@ def test_cli_context_via_env_reaches_a_real_broker(redis_server, r, tmp_path: Pa
     assert '"maxmemory_policy"' in res.output
     res = CliRunner().invoke(cli, ["health"], env={"TASKDASH_CONFIG": str(path), "TASKDASH_CONTEXT": "nope"})
     assert res.exit_code != 0 and "unknown context 'nope'" in res.output
+
+
+def test_cli_contexts_lists_masked(cfg: dict[str, str]) -> None:
+    from taskdash.cli import cli
+
+    res = CliRunner().invoke(cli, ["contexts"], env=cfg)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[1].startswith("* local") and "prod" in lines[2] and "s3cret" not in res.output

@@ -155,3 +155,23 @@ def test_finished_task_is_not_blamed_and_restart_is_not_churn() -> None:
     s4 = _snap(t + 20, (8, 9), pid=101)  # a new main process: a restart, not pool churn
     kinds = [e.kind for e in fx.observe(s4, view(s4, ()))]
     assert "restarted" in kinds and "process-died" not in kinds
+
+
+def test_cli_forensics_names_the_killer(redis_url: str, start_worker: Any, demo_app: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from taskdash.cli import cli
+
+    worker = start_worker(("risky",), concurrency=1)
+    res = demo_app.send_task("demo_tasks.tasks.poison", args=("bad input",))
+    try:
+        out = CliRunner().invoke(cli, ["forensics", "--broker", redis_url, "--observe", "14", "--json",
+                                       "--interval", "0.5"], env={"TASKDASH_CONFIG": "/nonexistent"})
+    finally:
+        demo_app.control.revoke(res.id)
+    assert out.exit_code == 3, out.output
+    doc = json.loads(out.output)
+    assert doc["killers"][0]["task_id"] == res.id and doc["killers"][0]["workers"] == [worker.hostname]
+    assert any(e["kind"] == "process-died" and e["task_id"] == res.id for e in doc["events"])
