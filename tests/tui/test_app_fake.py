@@ -101,7 +101,7 @@ async def test_colon_jumps_to_views_and_tab_cycles() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        await pilot.press("colon", *"poison", "enter")
+        await pilot.press("colon", *"po", "enter")
         await pilot.pause()
         assert app.current_view == "poison"
         assert app.panel().table.has_focus
@@ -116,9 +116,6 @@ async def test_colon_jumps_to_views_and_tab_cycles() -> None:
         await pilot.press("tab")
         await pilot.pause()
         assert app.current_view == "queues"
-        await pilot.press("shift+tab")
-        await pilot.pause()
-        assert app.current_view == "quarantine"
         await pilot.click("#--content-tab-workers")  # the mouse works too
         await pilot.pause()
         assert app.current_view == "workers"

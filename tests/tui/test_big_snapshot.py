@@ -33,6 +33,7 @@ async def test_slow_big_refresh_keeps_the_ui_responsive() -> None:
         assert collector.calls == 2
         await pilot.press("shift+tab")
         await pilot.pause()
+        assert app.current_view == "unacked"
         collector.release.set()
         await settle(pilot)
 
