@@ -217,7 +217,18 @@ class TaskDashApp(App[int]):
         self.focus_table()
         self._update_status()
         self.set_interval(1.0, self._update_status, name="status-age")
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.start_poll()
+
+    def _theme_changed(self, theme: Any) -> None:
+        """Cell colours come from the theme: redraw every table with the new one."""
+        for panel in self.dash.query(Panel):
+            panel.table.invalidate()
+            if panel.is_displayed_view():
+                panel.resync()
+            else:
+                panel._synced = None
+        self._update_status()
 
     @property
     def dash(self) -> Screen[Any]:

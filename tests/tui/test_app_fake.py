@@ -42,6 +42,10 @@ async def test_panels_show_the_snapshot() -> None:
         assert unacked.shown_keys[:2] == ["tag-o1", "tag-o2"]  # oldest first: the orphans stand out
         text = screen_text(app)
         assert text.count("ORPHANED") == 2 and "⚠ 1h06m" in text
+        dark_style = str(unacked.get_cell("tag-o1", "state").style)
+        app.theme = "nord"  # cell colours follow the theme
+        await settle(pilot)
+        assert str(unacked.get_cell("tag-o1", "state").style) != dark_style
 
         app.show_view("workers")
         await settle(pilot)

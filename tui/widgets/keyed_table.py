@@ -10,6 +10,8 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 MARK_COLUMN = "mark"
+_STALE: tuple[object, ...] = (object(),)
+"""Cached cells that never equal real ones: forces a redraw."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,9 @@ class KeyedTable(DataTable[Any]):
                 old = self._cells.get(key)
                 if old is None:
                     self.add_row(mark, *cells, key=key)
+                elif old == _STALE:
+                    for col, new in zip(col_keys, cells, strict=True):
+                        self.update_cell(key, col, new, update_width=True)
                 else:
                     if self.get_cell(key, MARK_COLUMN) != mark:
                         self.update_cell(key, MARK_COLUMN, mark)
@@ -192,6 +197,10 @@ class KeyedTable(DataTable[Any]):
                 self.move_cursor(row=min(selected_index, len(order) - 1), scroll=False, animate=False)
             if rebuilt:
                 self.scroll_to(y=scroll_y, animate=False, immediate=True)
+
+    def invalidate(self) -> None:
+        """Redraw every cell on the next ``sync`` (e.g. after a theme change recoloured the styles)."""
+        self._cells = dict.fromkeys(self._cells, _STALE)
 
     def _current_order(self) -> list[str]:
         return [row.key.value for row in self.ordered_rows if row.key.value is not None]
