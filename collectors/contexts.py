@@ -18,7 +18,8 @@ Optional keys: ``interval``, ``visibility_timeout``, ``global_keyprefix``, ``aud
 
 Precedence (``resolve_settings(context=...)``): an explicitly chosen context (``--context NAME``,
 ``TASKDASH_CONTEXT``, ``:ctx NAME``) acts like command-line flags (only real flags beat it); the
-file's ``default`` context acts like ``TASKDASH_*`` variables (the real environment beats it).
+file's ``default`` context acts like ``TASKDASH_*`` variables (the real environment beats it) and is
+skipped entirely when a broker is given by ``--broker`` or ``TASKDASH_BROKER``.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def apply_context(
 
     Returns ``(broker, backend, app, env, read_only, context_name)``. An explicit context (argument or
     ``TASKDASH_CONTEXT``) fills unset flags; the file's default context only fills unset
-    ``TASKDASH_*`` variables. Without a config file (and no explicit context) nothing changes.
+    ``TASKDASH_*`` variables, and only when no broker was given (flag or ``TASKDASH_BROKER``).
+    Without a config file (and no explicit context) nothing changes.
     """
     name = context or env.get("TASKDASH_CONTEXT") or None
     explicit = name is not None
@@ -165,7 +167,9 @@ def apply_context(
     cfg = load_contexts(env=env)
     if not explicit:
         name = cfg.default
-        if name is None:
+        if name is None or broker or env.get("TASKDASH_BROKER"):
+            # A broker chosen by flag/env is another system: none of the default context applies
+            # (its app, key prefix or visibility timeout would describe the wrong broker).
             return broker, backend, app, env, False, None
     if explicit and cfg.path is None:
         raise ConfigError(f"context {name!r} requested but {config_path(env)} does not exist")

@@ -41,10 +41,14 @@ def cfg(tmp_path: Path) -> dict[str, str]:
 def test_default_context_applies_like_env(cfg: dict[str, str]) -> None:
     s = resolve_settings(env=cfg)
     assert s.context == "local" and s.broker_url == "redis://127.0.0.1:6390/0" and s.interval == 2.5
-    # the real environment beats the default context; flags beat everything
+    # the real environment beats the default context
+    s = resolve_settings(env={**cfg, "TASKDASH_INTERVAL": "7"})
+    assert s.context == "local" and s.interval == 7.0
+    # a broker given by flag or TASKDASH_BROKER is another system: the default context stays out
     s = resolve_settings(env={**cfg, "TASKDASH_BROKER": "redis://10.0.0.1:6379/0"})
-    assert s.broker_url == "redis://10.0.0.1:6379/0"
-    assert resolve_settings(broker="redis://flag:1/0", env=cfg).broker_url == "redis://flag:1/0"
+    assert s.broker_url == "redis://10.0.0.1:6379/0" and s.context is None and s.interval == 1.0
+    s = resolve_settings(broker="redis://flag:1/0", env=cfg)
+    assert s.broker_url == "redis://flag:1/0" and s.context is None
 
 
 def test_explicit_context_beats_env_and_is_read_only(cfg: dict[str, str]) -> None:
