@@ -610,14 +610,16 @@ def lint(
     # -- reject-on-worker-lost-unbounded (per task, from workers and from the app)
     unbounded: dict[str, list[str]] = {}
     sources: dict[str, dict[str, str]] = {}
+    """task -> options of the first place that has it unbounded."""
     for host in hosts:
         for task, attrs in tasks_by_host.get(host, {}).items():
-            sources.setdefault(task, attrs)
             if _unbounded(attrs):
+                sources.setdefault(task, attrs)
                 unbounded.setdefault(task, []).append(host)
     for task, attrs in _app_tasks(app).items():
-        if _unbounded(attrs) and task not in unbounded:
-            unbounded[task] = ["app"]
+        if _unbounded(attrs):
+            sources.setdefault(task, attrs)
+            unbounded.setdefault(task, []).append("app")
     for task, where in sorted(unbounded.items()):
         attrs = sources.get(task, {})
         how = ("retry_on_worker_lost without max_retries" if _truthy(attrs.get("retry_on_worker_lost"))
@@ -669,7 +671,8 @@ def lint(
                 "task-events-off", "warning",
                 f"{host}: task events are off (worker_send_task_events False, no task event seen): monitors "
                 "miss task-received/failed and poison loops are detected later",
-                "start workers with -E (or set worker_send_task_events=True)",
+                "set worker_send_task_events=True (a worker started with -E only shows it by sending task "
+                "events: inspect cannot see the flag)",
                 subject=host,
             ))
         if conf and _truthy(conf.get("result_extended")) is False:
