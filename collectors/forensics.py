@@ -15,11 +15,13 @@ each worker with the previous refresh and records
   ResultsMonitor feed, or the snapshot's recent failures).
 
 ``took_down(task_id)`` lists the processes/workers a (poison) task took down. Memory is bounded
-(events per worker, workers, casualties). No Textual, no I/O.
+(events per worker, workers, casualties). No Textual, no I/O. Thread-safe (one lock): the poll thread
+can feed it while the UI thread reads a timeline.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -98,16 +100,11 @@ class Forensics:
         self._lost_seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._casualties: OrderedDict[str, deque[Casualty]] = OrderedDict()
         self._suspects: dict[str, PoisonSuspect] = {}
+        self._lock = threading.RLock()
 
     # ---- feeding -------------------------------------------------------------------------------
-    def observe(self, snapshot: Snapshot, view: WorkersView | None = None) -> list[TimelineEvent]:
-        """Compare one refresh with the previous one; returns the new events.
-
-        Args:
-            snapshot: the refresh (workers, poison suspects, recent failures).
-            view: the WorkersView of the same refresh, for the active tasks' ``worker_pid``
-                (without it, process deaths are linked through WorkerLostError/poison only).
-        """
+    def _observe(self, snapshot: Snapshot, view: WorkersView | None = None) -> list[TimelineEvent]:
+        """``observe`` under the lock."""
         now = snapshot.taken_at
         new: list[TimelineEvent] = []
         for p in snapshot.poison:
@@ -124,7 +121,7 @@ class Forensics:
             new.extend(self._observe_worker(w, active.get(w.hostname, []), now))
         return new
 
-    def observe_worker_lost(self, task_id: str, task: str | None, worker: str | None, ts: float,
+    def _observe_worker_lost(self, task_id: str, task: str | None, worker: str | None, ts: float,
                             *, key: str | None = None) -> list[TimelineEvent]:
         """Record one WorkerLostError result (the ``ResultsMonitor.worker_lost()`` feed)."""
         dedupe = (task_id, key if key is not None else repr(ts))
@@ -226,40 +223,89 @@ class Forensics:
         return ev
 
     # ---- reading -------------------------------------------------------------------------------
-    def workers(self) -> list[str]:
+    def _workers_(self) -> list[str]:
         """Hostnames with a timeline."""
         return sorted(self._workers)
 
-    def timeline(self, hostname: str, since: float | None = None) -> tuple[TimelineEvent, ...]:
+    def _timeline(self, hostname: str, since: float | None = None) -> tuple[TimelineEvent, ...]:
         """Events of one worker, oldest first."""
         st = self._workers.get(hostname)
         if st is None:
             return ()
         return tuple(e for e in st.events if since is None or e.ts >= since)
 
-    def events(self, since: float | None = None) -> list[TimelineEvent]:
+    def _events(self, since: float | None = None) -> list[TimelineEvent]:
         """Every worker's events merged, oldest first."""
         out = [e for st in self._workers.values() for e in st.events if since is None or e.ts >= since]
         return sorted(out, key=lambda e: e.ts)
 
-    def took_down(self, task_id: str) -> tuple[Casualty, ...]:
+    def _took_down(self, task_id: str) -> tuple[Casualty, ...]:
         """Pool processes (and their workers) that died while running ``task_id``."""
         return tuple(self._casualties.get(task_id, ()))
 
-    def victims(self, task_id: str) -> list[str]:
+    def _victims(self, task_id: str) -> list[str]:
         """Workers ``task_id`` took processes down on, in order of first casualty."""
         seen: dict[str, None] = {}
         for c in self.took_down(task_id):
             seen.setdefault(c.hostname, None)
         return list(seen)
 
-    def killers(self) -> list[tuple[str, str | None, int, list[str]]]:
+    def _killers(self) -> list[tuple[str, str | None, int, list[str]]]:
         """(task_id, task, processes taken down, workers) for every task linked to a death, worst first."""
         rows = []
         for task_id, cas in self._casualties.items():
             name = self._suspects[task_id].task if task_id in self._suspects else None
             rows.append((task_id, name, len(cas), self.victims(task_id)))
         return sorted(rows, key=lambda r: -r[2])
+
+
+    # ---- locked public API ---------------------------------------------------------------------
+    def observe(self, snapshot: Snapshot, view: WorkersView | None = None) -> list[TimelineEvent]:
+        """Compare one refresh with the previous one; returns the new events.
+
+        Args:
+            snapshot: the refresh (workers, poison suspects, recent failures).
+            view: the WorkersView of the same refresh, for the active tasks' ``worker_pid``
+                (without it, process deaths are linked through WorkerLostError/poison only).
+        """
+        with self._lock:
+            return self._observe(snapshot, view)
+
+    def observe_worker_lost(self, task_id: str, task: str | None, worker: str | None, ts: float,
+                            *, key: str | None = None) -> list[TimelineEvent]:
+        """Record one WorkerLostError result (the ``ResultsMonitor.worker_lost()`` feed)."""
+        with self._lock:
+            return self._observe_worker_lost(task_id, task, worker, ts, key=key)
+
+    def workers(self) -> list[str]:
+        """Hostnames with a timeline."""
+        with self._lock:
+            return self._workers_()
+
+    def timeline(self, hostname: str, since: float | None = None) -> tuple[TimelineEvent, ...]:
+        """Events of one worker, oldest first."""
+        with self._lock:
+            return self._timeline(hostname, since)
+
+    def events(self, since: float | None = None) -> list[TimelineEvent]:
+        """Every worker's events merged, oldest first."""
+        with self._lock:
+            return self._events(since)
+
+    def took_down(self, task_id: str) -> tuple[Casualty, ...]:
+        """Pool processes (and their workers) that died while running ``task_id``."""
+        with self._lock:
+            return self._took_down(task_id)
+
+    def victims(self, task_id: str) -> list[str]:
+        """Workers ``task_id`` took processes down on, in order of first casualty."""
+        with self._lock:
+            return self._victims(task_id)
+
+    def killers(self) -> list[tuple[str, str | None, int, list[str]]]:
+        """(task_id, task, processes taken down, workers) for every task linked to a death, worst first."""
+        with self._lock:
+            return self._killers()
 
 
 def _date_ts(value: str | None) -> float | None:
