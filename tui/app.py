@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 TAB_LABELS: dict[str, str] = {"queues": "Queues", "unacked": "Unacked", "workers": "Workers",
                               "tasks": "Tasks", "poison": "Poison", "quarantine": "Quarantine"}
+SCREENS: tuple[str, ...] = ("health", "lint")
+"""``:`` words that open a screen instead of a view."""
 LIST_LIMIT = 8
 """Targets listed by name in a confirm dialog before "… and N more"."""
 
@@ -470,7 +472,8 @@ class TaskDashApp(App[int]):
     def _open_prompt(self, mode: str, value: str, placeholder: str) -> None:
         prompt = self.dash.query_one("#prompt", Input)
         self._prompt_mode = mode
-        prompt.suggester = SuggestFromList(list(VIEWS), case_sensitive=False) if mode == "jump" else None
+        prompt.suggester = (SuggestFromList([*VIEWS, *SCREENS], case_sensitive=False) if mode == "jump"
+                            else None)
         prompt.placeholder = placeholder
         prompt.value = value
         prompt.display = True
@@ -488,7 +491,7 @@ class TaskDashApp(App[int]):
 
     def action_jump(self) -> None:
         """Open the ``:`` prompt to jump to a view."""
-        self._open_prompt("jump", "", ": view — " + " ".join(VIEWS))
+        self._open_prompt("jump", "", ": view — " + " ".join(VIEWS) + " · or " + " ".join(SCREENS))
 
     def open_control_prompt(self, workers: tuple[Any, ...]) -> None:
         """Ask for a one-line worker command (grow 2, rate-limit TASK 10/m, ...) for ``workers``."""
@@ -515,6 +518,10 @@ class TaskDashApp(App[int]):
         if mode == "control":
             self._control_submitted(value)
         elif mode == "jump":
+            word = value.strip().lstrip(":").strip().lower()
+            if word in SCREENS:
+                getattr(self, f"action_{word}")()
+                return
             view = resolve_view(value)
             if view is None:
                 self.say(f"no view matches {value!r}; try one of: {', '.join(VIEWS)}", severity="warning")
@@ -571,11 +578,38 @@ class TaskDashApp(App[int]):
         """Show the key reference."""
         self.push_screen(HelpScreen(self.read_only))
 
+    def action_health(self) -> None:
+        """``:health``: Redis memory, eviction policy, clients, persistence (INFO in a thread)."""
+        from tui.screens.health import HealthScreen
+
+        self.push_screen(HealthScreen(self._redis_health))
+
+    def _redis_health(self) -> Any:
+        from collectors.config import redis_client
+        from collectors.health import redis_health
+
+        client = redis_client(self.settings.broker_url, self.settings)
+        try:
+            return redis_health(client)
+        finally:
+            client.close()
+
+    def action_lint(self) -> None:
+        """``:lint``: Celery settings behind duplicates and poison loops (one inspect, in a thread)."""
+        from collectors.lint import run_lint
+        from tui.screens.lint import LintScreen
+
+        self.push_screen(LintScreen(partial(run_lint, self.settings)))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Refresh now", "Poll Redis and the workers immediately", self.action_refresh)
         yield SystemCommand("Pause / resume refresh", "Stop or restart the periodic refresh", self.action_pause)
         yield SystemCommand("Help: keys", "Every key of every view", self.action_help)
+        yield SystemCommand("Redis health (:health)", "Memory, eviction policy, clients, persistence",
+                            self.action_health)
+        yield SystemCommand("Lint the Celery config (:lint)", "Settings behind duplicates and poison loops",
+                            self.action_lint)
 
     # ---- details -------------------------------------------------------------------------------
     @on(DetailRequested)

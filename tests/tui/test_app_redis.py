@@ -16,6 +16,7 @@ from taskdash.procs import CeleryWorker, RedisServer
 from tui.app import TaskDashApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
+from tui.screens.health import HealthScreen
 from tui.screens.worker_detail import WorkerDetailScreen
 
 
@@ -126,6 +127,13 @@ async def test_purge_through_the_dialog_and_redis_restart_mid_run(
             assert r.llen("emails") == 0
             await wait_until(pilot, lambda: queues.items.get("emails") is None
                              or queues.items["emails"].messages == 0, 10)
+
+            await pilot.press("colon", *"health", "enter")  # Redis health, read in a thread
+            await wait_until(pilot, lambda: isinstance(app.screen, HealthScreen)
+                             and "eviction" in widget_text(app.screen, "HealthPanel")
+                             and "connected" in widget_text(app.screen, "HealthPanel"), 10)
+            await pilot.press("escape")
+            await pilot.pause()
 
             try:
                 redis_server.stop()

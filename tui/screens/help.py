@@ -15,6 +15,7 @@ GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
     ("?", "this help"),
     ("/", "filter the rows of the current view (esc clears)"),
     (":", "jump to a view: :queues :unacked :workers :tasks :poison :quarantine"),
+    (":health :lint", "Redis health (memory, eviction, clients) · Celery config lint"),
     ("tab / shift+tab", "next / previous view (mouse: click a tab)"),
     ("1-6", "jump straight to a view"),
     ("↑ ↓ pgup pgdn", "move; enter (or click twice) opens the details"),
