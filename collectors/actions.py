@@ -15,6 +15,7 @@ Message bodies are never deserialized: only the JSON envelope (headers, properti
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import os
@@ -26,11 +27,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import redis
 
 from collectors.audit import AuditLog, audit_path, default_actor, default_audit_path, state_dir
+from collectors.broker import topic_match
 from collectors.config import Settings, mask_text, redis_client
 
 if TYPE_CHECKING:
@@ -245,6 +247,36 @@ def _dec(obj: Mapping[str, Any], name: str = "raw") -> bytes | None:
     if isinstance(obj.get(f"{name}_b64"), str):
         return base64.b64decode(str(obj[f"{name}_b64"]))
     return None
+
+
+def _dec_strict(obj: Mapping[str, Any], name: str = "raw") -> bytes:
+    """:func:`_dec` for an export being restored: a missing value or bad base64 raises ValueError."""
+    if isinstance(obj.get(name), str):
+        return str(obj[name]).encode("utf-8")
+    if isinstance(obj.get(f"{name}_b64"), str):
+        return base64.b64decode(str(obj[f"{name}_b64"]), validate=True)
+    raise ValueError(f"no '{name}' or '{name}_b64'")
+
+
+def _finite(value: Any, name: str) -> float:
+    """A float from an export field; ValueError if it is not a finite number."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad {name!r}")
+    out = float(value)
+    if out != out or out in (float("inf"), float("-inf")):
+        raise ValueError(f"bad {name!r}")
+    return out
+
+
+def _line_ranges(lines: Sequence[int]) -> str:
+    """``[2, 3, 4, 7]`` -> ``"2-4, 7"``."""
+    runs: list[list[int]] = []
+    for n in sorted(lines):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _kombu_dumps(obj: Any) -> str:
@@ -572,11 +604,8 @@ class Actions:
             if len(parts) != 3:
                 continue
             rk, pattern, queue = parts
-            if pattern:
-                try:
-                    ok = re.match(pattern, routing_key) is not None
-                except re.error:
-                    ok = False
+            if pattern:  # never run the stored regex: a planted row like ``(a+)+$`` would hang us
+                ok = topic_match(rk, pattern, routing_key)
             else:
                 ok = rk == routing_key
             if ok and queue not in out:
@@ -1251,85 +1280,158 @@ class Actions:
         msg += f"; export: {path}"
         return ActionResult("purge", total, msg, details)
 
-    def restore(self, path: str, *, force: bool = False) -> ActionResult:
-        """Put back what an export holds: messages (byte-identical, same keys, same order) appended at
-        the end consumed next, unacked entries back into ``unacked``, quarantine records back into the
-        quarantine. A second restore of the same export is refused unless ``force``.
+    def _parse_export(self, p: Path) -> tuple[dict[str, Any], list[tuple[int, str, Any]]]:
+        """Read, decode and validate a whole export before anything is written.
+
+        Returns the header and ``(line, kind, data)`` items: ``("message", (key, raw))``,
+        ``("unacked", (tag, raw, score))`` or ``("quarantine", (id, record_bytes, quarantined_at))``.
+        Any damaged line (not JSON, bad base64, missing key/tag, a quarantine record that is not JSON
+        or has no id) raises ActionError naming its line number; unacked entries whose tag a
+        ``skipped`` line names are left out.
         """
-        self._guard("restore")
-        self._check_reachable("restore")
-        p = Path(path).expanduser()
         try:
             lines = p.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ActionError(f"restore: cannot read {p}: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ActionError(self._mask(f"restore: cannot read {p}: {exc}")) from exc
         header: dict[str, Any] = {}
-        items: list[dict[str, Any]] = []
+        items: list[tuple[int, str, Any]] = []
         skipped: set[str] = set()
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except ValueError as exc:
-                raise ActionError(f"restore: {p} line {n} is not JSON") from exc
-            kind = obj.get("type")
-            if kind == "header":
-                header = obj
-            elif kind == "skipped":
-                skipped.add(str(obj.get("tag")))
-            elif kind in ("message", "unacked", "quarantine"):
-                items.append(obj)
+                if not isinstance(obj, dict):
+                    raise ValueError("not a JSON object")
+                kind = obj.get("type")
+                if kind == "header":
+                    header = obj
+                elif kind == "skipped":
+                    skipped.add(str(obj.get("tag")))
+                elif kind == "message":
+                    key = obj.get("key")
+                    if not isinstance(key, str) or not key:
+                        raise ValueError("no 'key'")
+                    items.append((n, kind, (key, _dec_strict(obj, "raw"))))
+                elif kind == "unacked":
+                    tag = obj.get("tag")
+                    if not isinstance(tag, str) or not tag:
+                        raise ValueError("no 'tag'")
+                    score = obj.get("score")
+                    items.append((n, kind, (tag, _dec_strict(obj, "raw"),
+                                            None if score is None else _finite(score, "score"))))
+                elif kind == "quarantine":
+                    rec_raw = _dec_strict(obj, "record")
+                    rec = json.loads(rec_raw)
+                    if not isinstance(rec, dict):
+                        raise ValueError("the quarantine record is not a JSON object")
+                    qid = rec.get("id")
+                    if not isinstance(qid, str) or not qid:
+                        raise ValueError("the quarantine record has no 'id'")
+                    items.append((n, kind, (qid, rec_raw, _finite(rec.get("quarantined_at") or 0, "quarantined_at"))))
+            except (ValueError, TypeError, binascii.Error) as exc:  # JSONDecodeError and UnicodeError are ValueErrors
+                raise ActionError(self._mask(f"restore refused, nothing was changed: {p} line {n} is damaged "
+                                             f"({type(exc).__name__}: {exc})")) from exc
         if header.get("format") != "taskdash-export":
-            raise ActionError(f"restore: {p} is not a taskdash export")
-        marker = self.settings.key(f"taskdash.restored.{header.get('id')}")
+            raise ActionError(self._mask(f"restore: {p} is not a taskdash export"))
+        if not isinstance(header.get("id"), str) or not header["id"]:
+            raise ActionError(self._mask(f"restore: {p} has no export id in its header"))
+        items = [it for it in items if not (it[1] == "unacked" and it[2][0] in skipped)]
+        return header, items
+
+    def restore(self, path: str, *, force: bool = False) -> ActionResult:
+        """Put back what an export holds: messages (byte-identical, same keys, same order) appended at
+        the end consumed next, unacked entries back into ``unacked``, quarantine records back into the
+        quarantine. A second restore of the same export is refused unless ``force``.
+
+        The whole file is validated first (a damaged line refuses the restore before anything is
+        written, the "already restored" marker included). If Redis fails midway, the marker is removed
+        again and the error says exactly which lines were restored.
+        """
+        self._guard("restore")
+        self._check_reachable("restore")
+        p = Path(path).expanduser()
+        header, items = self._parse_export(p)
+        marker = self.settings.key(f"taskdash.restored.{header['id']}")
         counts = {"message": 0, "unacked": 0, "quarantine": 0}
+        done_lines: list[int] = []
         with self._errors("restore"):
-            if not self.client.set(marker, str(time.time()), nx=True) and not force:
+            created = bool(self.client.set(marker, str(time.time()), nx=True))
+            if not created and not force:
                 raise ActionError(f"restore: {p} was already restored (use force to restore it again)")
-            pending: list[bytes] = []
-            pending_key: str | None = None
+        pending: list[bytes] = []
+        pending_lines: list[int] = []
+        pending_key: str | None = None
+        current = 0
 
-            def flush() -> None:
-                if pending and pending_key is not None:
-                    self.client.rpush(pending_key, *pending)
-                    pending.clear()
+        def flush() -> None:
+            nonlocal current
+            if pending and pending_key is not None:
+                current = pending_lines[0]
+                self.client.rpush(pending_key, *pending)
+                counts["message"] += len(pending)
+                done_lines.extend(pending_lines)
+                pending.clear()
+                pending_lines.clear()
 
-            for obj in items:
-                kind = obj["type"]
-                raw = _dec(obj)
-                if kind == "message" and raw is not None:
-                    key = str(obj["key"])
+        try:
+            for n, kind, data in items:
+                if kind == "message":
+                    key, raw = data
                     if key != pending_key or len(pending) >= 1000:
                         flush()
                         pending_key = key
                     pending.append(raw)
-                    counts["message"] += 1
+                    pending_lines.append(n)
                     continue
                 flush()
-                if kind == "unacked" and raw is not None and str(obj.get("tag")) not in skipped:
-                    tag = str(obj["tag"])
-                    pipe = self.client.pipeline(transaction=True)
+                current = n
+                pipe = self.client.pipeline(transaction=True)
+                if kind == "unacked":
+                    tag, raw, score = data
                     pipe.hsetnx(self.settings.unacked_hash, tag, raw)
-                    pipe.zadd(self.settings.unacked_zset, {tag: float(obj.get("score") or time.time())}, nx=True)
-                    if pipe.execute()[0]:
-                        counts["unacked"] += 1
-                elif kind == "quarantine":
-                    rec_raw = _dec(obj, "record")
-                    if rec_raw is None:
-                        continue
-                    rec = json.loads(rec_raw)
-                    pipe = self.client.pipeline(transaction=True)
-                    pipe.hsetnx(self.quarantine_hash, rec["id"], rec_raw)
-                    pipe.zadd(self.quarantine_index, {rec["id"]: float(rec.get("quarantined_at") or 0)}, nx=True)
-                    if pipe.execute()[0]:
-                        counts["quarantine"] += 1
+                    pipe.zadd(self.settings.unacked_zset, {tag: time.time() if score is None else score}, nx=True)
+                else:
+                    qid, rec_raw, at = data
+                    pipe.hsetnx(self.quarantine_hash, qid, rec_raw)
+                    pipe.zadd(self.quarantine_index, {qid: at}, nx=True)
+                if pipe.execute()[0]:
+                    counts[kind] += 1
+                done_lines.append(n)
             flush()
+        except (redis.RedisError, ConnectionError, TimeoutError, OSError) as exc:
+            self._restore_failed(p, header, marker if created else None, current, exc, counts, done_lines)
         total = sum(counts.values())
         self._record("restore", str(p), total, export_id=header.get("id"), source_action=header.get("action"),
                      **counts)
         return ActionResult("restore", total, f"restored {counts['message']} message(s), {counts['unacked']} "
                             f"unacked, {counts['quarantine']} quarantined from {p}", {"path": str(p), **counts})
+
+    def _restore_failed(self, p: Path, header: Mapping[str, Any], marker: str | None, line: int,
+                        exc: BaseException, counts: Mapping[str, int], done_lines: Sequence[int]) -> NoReturn:
+        """A write failed midway: remove the marker we set, audit the partial restore, raise what was done.
+
+        ``marker`` is None on a forced re-run: the marker then records an earlier restore and is kept.
+        """
+        if marker is None:
+            marker_note = "the marker of the earlier restore was kept"
+        else:
+            try:
+                self.client.delete(marker)
+                marker_note = "the 'already restored' marker was removed"
+            except (redis.RedisError, OSError) as del_exc:
+                marker_note = f"the 'already restored' marker {marker} could not be removed ({del_exc})"
+        done = (f"{counts['message']} message(s), {counts['unacked']} unacked, {counts['quarantine']} quarantined"
+                f" (lines {_line_ranges(done_lines)})" if done_lines else "nothing")
+        msg = self._mask(f"restore of {p} failed at line {line} ({type(exc).__name__}: {exc}); restored before "
+                         f"the failure: {done}; {marker_note}. Restoring the file again re-adds those lines.")
+        with suppress(ActionError):
+            self._record("restore", str(p), sum(counts.values()), export_id=header.get("id"),
+                         source_action=header.get("action"), partial=True, failed_line=line,
+                         restored_lines=_line_ranges(done_lines), error=self._mask(str(exc)), **counts)
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError | ConnectionError | TimeoutError):
+            raise BrokerUnreachableError(msg) from exc
+        raise ActionError(msg) from exc
 
     # ---- Celery control ------------------------------------------------------------------------------
     def revoke(self, task_id: str, *, terminate: bool = False) -> ActionResult:

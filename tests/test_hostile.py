@@ -295,10 +295,6 @@ def test_hostile_topic_binding_cannot_freeze_a_refresh(redis_url: str, r: redis.
         assert topic_match(bk, pattern, key) == (re.match(pattern, key) is not None), (bk, key)
 
 
-@pytest.mark.xfail(strict=True, reason="collectors/actions.py restore() decodes items only while writing: a "
-                   "bad line mid-file raises binascii.Error (not ActionError) after the first key's "
-                   "messages were RPUSHed and the 'already restored' marker was set, so a re-run is refused "
-                   "and --force duplicates (fix reported to the actions owner)")
 def test_corrupt_export_file_restores_nothing(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
     """A hand-edited or damaged export (bad base64 / missing key on one line): refused whole, nothing written."""
     from collectors.actions import ActionError, Actions
