@@ -23,11 +23,13 @@ EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
 EXIT_FOUND = 3
 
-_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log")
+_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log", "context")
 
 
 def common_options(f: F) -> F:
     """Connection and safety options shared by the group and every sub-command."""
+    f = click.option("--context", "context", default=None,
+                     help="Named broker/app from ~/.config/taskdash/config.toml ($TASKDASH_CONFIG).")(f)
     f = click.option("--audit-log", "audit_log", default=None, help="Audit log file (JSON lines).")(f)
     f = click.option("--interval", type=float, default=None, help="Refresh interval in seconds (default 1).")(f)
     f = click.option("--read-only", "read_only", is_flag=True, default=None,
@@ -59,7 +61,7 @@ def settings_from(ctx: click.Context, **sub: Any) -> Settings:
         return resolve_settings(
             broker=merged.get("broker"), backend=merged.get("backend"), app=merged.get("app"),
             read_only=merged.get("read_only"), interval=merged.get("interval"),
-            audit_log=merged.get("audit_log"), **extra,
+            audit_log=merged.get("audit_log"), context=merged.get("context"), **extra,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

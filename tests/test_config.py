@@ -85,3 +85,23 @@ def test_collectors_never_import_textual() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_context_flag_before_and_after_the_subcommand(redis_url: str, tmp_path) -> None:
+    """``--context NAME`` picks a broker from the config file, in either position."""
+    import json
+    import os
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[contexts.test]\nbroker = "{redis_url}"\ndescription = "the test redis"\n')
+    env = {**os.environ, "TASKDASH_CONFIG": str(cfg)}
+    env.pop("TASKDASH_BROKER", None)
+    env.pop("CELERY_BROKER_URL", None)
+    for args in (["--context", "test", "snapshot", "--json"], ["snapshot", "--json", "--context", "test"]):
+        res = subprocess.run([sys.executable, "-m", "taskdash", *args], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["broker"]["url"] == redis_url
+    res = subprocess.run([sys.executable, "-m", "taskdash", "--context", "nope", "snapshot"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert res.returncode != 0 and "nope" in res.stderr and "Traceback" not in res.stderr
