@@ -17,6 +17,7 @@ import click
 
 from collectors.actions import ActionError, ActionResult, Actions, BrokerUnreachableError
 from collectors.config import mask_text
+from collectors.messages import printable
 from taskdash.cli import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -37,12 +38,23 @@ def _actions(ctx: click.Context, opts: dict[str, Any]) -> Actions:
     return Actions(settings)
 
 
+def _echo(text: str, *, err: bool = False) -> None:
+    """``click.echo`` of text that quotes Redis/user data (queue and task names, reprs, hostnames,
+    errors): ESC sequences and undecodable bytes are shown as ``\\xNN`` instead of hitting the terminal."""
+    click.echo(printable(text), err=err)
+
+
+def _fail(message: str, code: int) -> None:
+    """:func:`taskdash.cli.fail` for a message that quotes Redis/user data (made printable)."""
+    fail(printable(message), code)
+
+
 def _die(exc: Exception, actions: Actions | None = None) -> NoReturn:
     urls = (actions.settings.broker_url, actions.settings.backend_url) if actions else ()
     msg = mask_text(str(exc), *urls)
     if isinstance(exc, BrokerUnreachableError):
-        fail(msg, EXIT_UNREACHABLE)
-    fail(msg, EXIT_REFUSED)
+        _fail(msg, EXIT_UNREACHABLE)
+    _fail(msg, EXIT_REFUSED)
     raise AssertionError("unreachable")  # pragma: no cover - fail() exits
 
 
@@ -54,7 +66,7 @@ def _refuse_read_only(actions: Actions, action: str) -> None:
 def _confirm(yes: bool, prompt: str) -> None:
     if yes:
         return
-    if not click.confirm(prompt, default=False, err=True):
+    if not click.confirm(printable(prompt), default=False, err=True):
         fail("cancelled, nothing was changed", EXIT_REFUSED)
 
 
@@ -63,7 +75,7 @@ def _finish(actions: Actions, do: Callable[[], ActionResult]) -> NoReturn:
         res = do()
     except ActionError as exc:
         _die(exc, actions)
-    click.echo(res.message)
+    _echo(res.message)
     sys.exit(EXIT_OK if res.count > 0 else EXIT_REFUSED)
 
 
@@ -77,7 +89,7 @@ def _guarded(actions: Actions, read: Callable[[], Any]) -> Any:
         import redis
 
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
-            fail(mask_text(f"cannot reach the broker {actions.settings.broker_masked}: {exc}",
+            _fail(mask_text(f"cannot reach the broker {actions.settings.broker_masked}: {exc}",
                            actions.settings.broker_url), EXIT_UNREACHABLE)
         raise
 
@@ -120,7 +132,7 @@ def requeue_cmd(ctx: click.Context, tags: tuple[str, ...], task_ids: tuple[str, 
     for task_id in task_ids:
         found_tags = _guarded(actions, lambda t=task_id: actions.find_tags(t))
         if not found_tags:
-            fail(f"no unacked message for task {task_id}", EXIT_REFUSED)
+            _fail(f"no unacked message for task {task_id}", EXIT_REFUSED)
         all_tags.extend(found_tags)
     label = f"task(s) {_short(list(task_ids))}" if task_ids else f"tag(s) {_short(all_tags)}"
     _confirm(yes, f"Requeue {len(all_tags)} unacked message(s) of {label} onto their queues on {broker}"
@@ -173,7 +185,7 @@ def quarantine_list_cmd(ctx: click.Context, limit: int, as_json: bool, **opts: A
                                    "deliveries": q.deliveries, "source": q.source}))
         else:
             when = datetime.fromtimestamp(q.quarantined_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            click.echo(f"{q.id}  {when}  {q.queue or '-'}  {q.task or '-'}  {q.task_id or '-'}  "
+            _echo(f"{q.id}  {when}  {q.queue or '-'}  {q.task or '-'}  {q.task_id or '-'}  "
                        f"deliveries={q.deliveries if q.deliveries is not None else '?'}  {q.reason}")
     if not as_json:
         click.echo(f"{len(items)} quarantined message(s)", err=True)
@@ -242,7 +254,7 @@ def purge_cmd(ctx: click.Context, queue: str, include_unacked: bool, export_path
     extra = (f" and {preview.orphaned_unacked} orphaned unacked" if include_unacked
              else f" ({preview.unacked} unacked kept)")
     if preview.total == 0 and not (include_unacked and preview.orphaned_unacked):
-        click.echo(f"{queue} has no waiting messages")
+        _echo(f"{queue} has no waiting messages")
         sys.exit(EXIT_REFUSED)
     _confirm(yes, f"Purge {preview.total} message(s) from {queue} ({bands}){extra} on "
                   f"{actions.settings.broker_masked}? They are exported first.")

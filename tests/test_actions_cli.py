@@ -120,3 +120,36 @@ def test_unreachable_broker_exit_2_masked_no_traceback(tmp_path: Path) -> None:
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "hunter2" not in proc.stderr and "admin:***@" in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_redis_and_user_text_is_printed_escaped(run, r, redis_url: str, tmp_path: Path) -> None:
+    """Queue/task names with ESC/BEL and undecodable bytes reach the terminal as ``\\xNN``, never raw."""
+    evil = "evil\x1b[2J"
+    plant(r, "tag-e", queue=evil, age=300)
+    res = run("requeue", "--orphaned", "--force", input="n\n")
+    assert res.exit_code == 1 and "(evil\\x1b[2J: 1)" in res.stderr, res.stderr
+    res = run("requeue", "--orphaned", "--force", "--yes")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.strip() == "requeued 1 orphaned message(s) to evil\\x1b[2J", res.stdout
+    assert r.llen(evil) == 1
+
+    env = {"body": "W10=", "headers": {"id": "qx", "task": "t\x1b]0;pwned\x07"},
+           "properties": {"priority": 0, "delivery_tag": "d", "delivery_info": {"exchange": "", "routing_key": evil}}}
+    r.rpush(evil, json.dumps(env))
+    res = run("quarantine", "--task-id", "qx", "--queue", evil, "--reason", "bad\x1b[31m", "--yes")
+    assert res.exit_code == 0, res.stderr
+    res = run("quarantine-list")
+    line = res.stdout.strip()
+    assert "evil\\x1b[2J" in line and "t\\x1b]0;pwned\\x07" in line and "bad\\x1b[31m" in line, line
+    for out in (res.output, run("quarantine", "--task-id", "nope\x1b[2J", "--queue", evil, "--yes").output):
+        assert "\x1b" not in out and "\x07" not in out, out
+
+    # a binary queue name, given as raw argv bytes to the real CLI (Python keeps them as surrogates)
+    name = b"\xffbin\x1b[2J"
+    r.rpush(name, b"m1", b"m2")
+    proc = subprocess.run([sys.executable, "-m", "taskdash", "purge", name, "--yes", "--broker", redis_url,
+                           "--export", str(tmp_path / "bin.jsonl"), "--audit-log", str(run.audit)],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"purged 2 message(s) from \\xffbin\\x1b[2J; export: "), proc.stdout
+    assert b"\x1b" not in proc.stdout + proc.stderr and r.llen(name) == 0
