@@ -92,7 +92,6 @@ from collectors.messages import (
     decode_unacked_truncated,
     delivery_tag_of,
     eta_timestamp,
-    exchange_and_routing_key_of_tail,
 )
 from collectors.models import DecodedMessage, QueueInfo, TaskRef, UnackedEntry, UnackedState
 
@@ -102,8 +101,16 @@ HEAD_BYTES = 512
 TAIL_BYTES = 16384
 SCAN_COUNT = 1000
 SSCAN_COUNT = 1000
-HSCAN_COUNT = 2000
-HSCAN_TAIL = 256
+HSCAN_COUNT = 64
+"""Unacked entries classified per refresh for the per-queue counts of a ledger bigger than the window."""
+TABLE_SLICE = 64
+"""Known binding tables re-read per refresh (round robin); new ones are read at once."""
+HEAD_SLICE = 32
+"""Non-empty queues whose head is re-read per refresh although their depth did not change (round robin)."""
+BAND_SLICE = 128
+"""Queues whose absent priority-band keys are checked with one EXISTS per refresh (round robin)."""
+WINDOW_REFETCH = 30
+"""A window whose fingerprint did not move is still re-read in full after this many refreshes."""
 OLDEST_MEMORY = 8
 BATCH = 256
 """Queues (or binding tables) handled by one script call: bounds how long one call blocks Redis."""
@@ -114,6 +121,8 @@ DEADLINES_LIMIT = 1000
 # Returns one item per queue:
 # {wrong_type_flag, {llen or -1 per band}[, band index, size[, value | head, tail]]}
 # where a missing value means "the same delivery tag as last time" (the message is not sent again).
+# Used only for the queues whose head must be looked at this refresh (new queue, new priority band,
+# changed length, round-robin slice); with one key per queue (ARGV[1] = 1) it is a pure head probe.
 LUA_QUEUE_PROBE = """
 local nb = tonumber(ARGV[1])
 local inline = tonumber(ARGV[2])
@@ -155,73 +164,59 @@ end
 return out
 """
 
-# KEYS: binding tables. ARGV[1]: count; ARGV[1 + i]: SSCAN cursor of KEYS[i].
-# Returns {cursor, {members}} per table ({'0', {}} for a key that is not a set).
-LUA_TABLES = """
+# KEYS: unacked hash. ARGV: inline max, head bytes, tail bytes, n, then n tags to fetch, then tags whose
+# existence is to be checked. Returns {item per fetched tag..., checks} with item = {size, value} |
+# {size, head, tail} | {-1} (not in the hash) and checks = one '1'/'0' character per checked tag.
+LUA_WINDOW_FETCH = """
+local inline = tonumber(ARGV[1])
+local hb = tonumber(ARGV[2])
+local tb = tonumber(ARGV[3])
+local nf = tonumber(ARGV[4])
 local out = {}
-for i = 1, #KEYS do
-  local r = redis.pcall('SSCAN', KEYS[i], ARGV[i + 1], 'COUNT', ARGV[1])
-  if r.err then out[i] = {'0', {}} else out[i] = r end
-end
-return out
-"""
-
-# KEYS: unacked hash, unacked_index zset. ARGV: window, inline max, head bytes, tail bytes, then pairs
-# (tag, score) already decoded by the caller. Returns {hlen, zcard, item...} with item =
-# {tag, score, size, value} | {tag, score, size, head, tail} | {tag, score, -1} (not in the hash)
-# | {tag, score, -2} (same tag and score as a pair the caller knows: the value is not sent again).
-LUA_UNACKED_WINDOW = """
-local hlen = redis.pcall('HLEN', KEYS[1])
-if type(hlen) ~= 'number' then return redis.error_reply('unacked hash: ' .. tostring(hlen.err)) end
-local zcard = redis.pcall('ZCARD', KEYS[2])
-if type(zcard) ~= 'number' then return redis.error_reply('unacked_index: ' .. tostring(zcard.err)) end
-local out = {hlen, zcard}
-local n = tonumber(ARGV[1])
-if n <= 0 or zcard == 0 then return out end
-local z = redis.call('ZRANGE', KEYS[2], 0, n - 1, 'WITHSCORES')
-local inline = tonumber(ARGV[2])
-local known = {}
-for i = 5, #ARGV - 1, 2 do known[ARGV[i]] = ARGV[i + 1] end
-for i = 1, #z, 2 do
-  local v = nil
-  if known[z[i]] == z[i + 1] then
-    if redis.call('HEXISTS', KEYS[1], z[i]) == 1 then v = true end
-  else
-    v = redis.call('HGET', KEYS[1], z[i])
-  end
-  if v == true then
-    out[#out + 1] = {z[i], z[i + 1], -2}
-  elseif not v then
-    out[#out + 1] = {z[i], z[i + 1], -1}
+for i = 5, 4 + nf do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if not v then
+    out[#out + 1] = {-1}
   else
     local size = string.len(v)
     if size <= inline then
-      out[#out + 1] = {z[i], z[i + 1], size, v}
+      out[#out + 1] = {size, v}
     else
-      out[#out + 1] = {z[i], z[i + 1], size, string.sub(v, 1, tonumber(ARGV[3])), string.sub(v, -tonumber(ARGV[4]))}
+      out[#out + 1] = {size, string.sub(v, 1, hb), string.sub(v, -tb)}
     end
   end
 end
-return out
-"""
-
-# KEYS: unacked hash. ARGV: cursor, count, tail bytes. Returns {cursor, tag, tail, tag, tail, ...}.
-LUA_UNACKED_SCAN = """
-local t = redis.pcall('TYPE', KEYS[1])
-if type(t) == 'table' and t.ok ~= 'hash' and t.ok ~= 'none' then return {'0'} end
-local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local out = {r[1]}
-local kv = r[2]
-local tail = tonumber(ARGV[3])
-for i = 1, #kv, 2 do
-  out[#out + 1] = kv[i]
-  out[#out + 1] = string.sub(kv[i + 1], -tail)
+local checks = {}
+for i = 5 + nf, #ARGV do
+  checks[#checks + 1] = tostring(redis.call('HEXISTS', KEYS[1], ARGV[i]))
 end
+out[#out + 1] = table.concat(checks)
 return out
 """
 
-_SCRIPTS = {"queue": LUA_QUEUE_PROBE, "tables": LUA_TABLES, "window": LUA_UNACKED_WINDOW,
-            "scan": LUA_UNACKED_SCAN}
+# KEYS: unacked hash. ARGV: cursor, count. One HSCAN step; returns {cursor, lines} where lines is ONE
+# bulk string of 'count<TAB>exchange<TAB>routing_key' lines, one per distinct route of the step (the
+# value ends with '"exchange", "routing_key"]'); routes with escaped characters count under '?'.
+LUA_UNACKED_ROUTES = """
+local t = redis.pcall('TYPE', KEYS[1])
+if type(t) == 'table' and t.ok ~= 'hash' then return {'0', ''} end
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local agg = {}
+local order = {}
+local kv = r[2]
+for i = 2, #kv, 2 do
+  local ex, rk = string.match(string.sub(kv[i], -512), '"([^"\\\\]*)"%s*,%s*"([^"\\\\]*)"%s*%]%s*$')
+  local key = '?'
+  if ex then key = ex .. '\\t' .. rk end
+  if not agg[key] then agg[key] = 0; order[#order + 1] = key end
+  agg[key] = agg[key] + 1
+end
+local out = {}
+for _, key in ipairs(order) do out[#out + 1] = agg[key] .. '\\t' .. key end
+return {r[1], table.concat(out, '\\n')}
+"""
+
+_SCRIPTS = {"queue": LUA_QUEUE_PROBE, "window": LUA_WINDOW_FETCH, "scan": LUA_UNACKED_ROUTES}
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
 
 
@@ -354,6 +349,18 @@ def topic_match(binding_key: str, pattern: str, routing_key: str) -> bool:
     return reach[n]
 
 
+def _rr_slice(items: Sequence[Any], start: int, size: int) -> list[Any]:
+    """``size`` items of ``items`` from position ``start`` (modulo), wrapping around; all when fewer."""
+    n = len(items)
+    if n <= size:
+        return list(items)
+    start %= n
+    out = list(items[start:start + size])
+    if len(out) < size:
+        out.extend(items[:size - len(out)])
+    return out
+
+
 _NOT_READY = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -382,8 +389,18 @@ class BrokerReader:
         self._scan_counts_partial: dict[str, int] = {}
         self._hscan_cursor = 0
         self._hscan_passes = 0
-        self._window_cache: dict[str, tuple[bytes, DecodedMessage, str | None, str | None]] = {}
+        self._window_cache: dict[str, tuple[float | None, DecodedMessage, str | None, str | None]] = {}
         """tag -> (score, decoded) of the last window: unchanged entries are not transferred again."""
+        self._win: list[tuple[str, float | None]] | None = None
+        """(tag, score) of the last window when the ledger is bigger than it (fingerprint mode)."""
+        self._win_last: tuple[str, float | None] | None = None
+        self._win_reads = 0
+        self._lens: dict[str, tuple[int, ...]] = {}
+        """Depth per priority band of every queue at the last read (-1: a key of the wrong type)."""
+        self._bands: dict[str, set[int]] = {}
+        """Band indices (> 0) whose key existed at the last read: only those (and band 0) get an LLEN."""
+        self._band_rr = self._head_rr = self._table_rr = 0
+        self._route_memo: dict[tuple[str, str], str | None] = {}
         self._binding_prefix = settings.key("_kombu.binding.")
         self._deadlines_key = settings.key("_kombu.binding_deadlines")
         ctl = settings.control_exchange
@@ -463,6 +480,8 @@ class BrokerReader:
               claims: Mapping[str, TaskRef] | None, inspected_at: float | None, grace_s: float) -> BrokerView:
         s = self.settings
         errors: list[str] = []
+        nb = len(s.priority_steps)
+        win_n = max(0, s.unacked_window)
 
         # Celery binds queue X to exchange X by default: read those tables even before the incremental
         # SCAN reaches them (large keyspaces, e.g. results in the broker db).
@@ -471,7 +490,7 @@ class BrokerReader:
                 key = self._binding_prefix + name
                 self._tables.setdefault(key, _Table(exchange=name)).pinned = True
 
-        # ---- round trip 1: discovery step, known tables, unacked window ----
+        # ---- round trip 1: discovery step, binding tables, ledger size + window, queue depths ----
         pipe = self.client.pipeline(transaction=False)
         if not self._scripts_loaded:
             for src in _SCRIPTS.values():
@@ -479,82 +498,160 @@ class BrokerReader:
         n_load = len(pipe.command_stack)
         pipe.scan(self._scan_cursor, match=_glob_escape(self._binding_prefix) + "*", count=SCAN_COUNT)
         pipe.zrange(self._deadlines_key, 0, DEADLINES_LIMIT - 1)
-        to_read = [k for k, t in self._tables.items() if t.exchange not in self._internal_exchanges]
-        n_tables = self._queue_table_reads(pipe, to_read)
-        known = [x for tag, (score_b, *_rest) in self._window_cache.items() for x in (tag, score_b)]
-        pipe.evalsha(_SHAS["window"], 2, s.unacked_hash, s.unacked_zset, max(0, s.unacked_window),
-                     INLINE_MAX, HEAD_BYTES, TAIL_BYTES, *known)
+        to_read = self._tables_to_read()
+        for key in to_read:
+            self._queue_sscan(pipe, key)
+        pipe.hlen(s.unacked_hash)
+        pipe.zcard(s.unacked_zset)
+        # Fingerprint mode: only the window's last entry; the window is re-read when it moved.
+        fp_mode = self._win is not None and win_n > 0 and self._win_reads < WINDOW_REFETCH
+        if win_n:
+            pipe.zrange(s.unacked_zset, win_n - 1 if fp_mode else 0, win_n - 1, withscores=True)
+        names0, _src0 = self._queue_names(worker_queues)
+        llen_plan: list[tuple[str, int]] = []
+        for name in names0:
+            keys = s.queue_keys(name)
+            idxs = [0, *sorted(self._bands.get(name, ()))] if name in self._lens else range(nb)
+            for i in idxs:
+                pipe.llen(keys[i][1])
+                llen_plan.append((name, i))
+        exists_plan = self._band_slice(names0)
+        for _name, keys in exists_plan:
+            pipe.exists(*keys)
         res = self._execute(pipe, cost)
         if not self._scripts_loaded:
             bad = [r for r in res[:n_load] if isinstance(r, Exception)]
             if bad:
                 raise bad[0]
             self._scripts_loaded = True
-        res = res[n_load:]
-        scan_res, deadlines_res = res[0], res[1]
-        sscan_res = self._flatten(res[2:2 + n_tables], len(to_read))
-        window_res = res[2 + n_tables]
+        it = iter(res[n_load:])
+        self._absorb_scan(next(it), next(it), errors)
+        for key in to_read:
+            self._absorb_sscan(key, next(it))
+        hlen_r, zcard_r = next(it), next(it)
+        zr = next(it) if win_n else []
+        lens: dict[str, list[int]] = {}
+        wrong: dict[str, bool] = {}
+        for name, i in llen_plan:
+            r = next(it)
+            row = lens.setdefault(name, [0] * nb)
+            if isinstance(r, Exception):
+                row[i] = -1
+                if not wrong.get(name):
+                    wrong[name] = True
+                    if "WRONGTYPE" not in str(r):
+                        errors.append(f"queue {name}: {r}")
+            else:
+                row[i] = int(r)
+        full: set[str] = set()  # queues whose every band (and head) is probed this refresh
+        for name, _keys in exists_plan:
+            r = next(it)
+            if isinstance(r, Exception) or int(r) > 0:
+                full.add(name)
 
-        self._absorb_scan(scan_res, deadlines_res, errors)
-        for key, r in zip(to_read, sscan_res, strict=True):
-            self._absorb_sscan(key, r)
+        # ---- unacked: ledger size and whether the window moved ----
+        unacked_total = index_total = 0
+        pairs: list[tuple[str, float | None]] | None = []
+        ledger_ok = True
+        for r in (hlen_r, zcard_r):
+            if isinstance(r, Exception):
+                errors.append(f"unacked: {r}")
+                ledger_ok = False
+        if ledger_ok:
+            unacked_total, index_total = int(hlen_r), int(zcard_r)
+            if isinstance(zr, Exception):
+                errors.append(f"unacked: {zr}")
+                ledger_ok = False
+        if not ledger_ok:
+            self._win = None
+            unacked_total = index_total = 0
+        elif fp_mode:
+            last = [(_text(t), float(sc)) for t, sc in zr]
+            if index_total > win_n and last and last[0] == self._win_last:
+                pairs = self._win
+                self._win_reads += 1
+            else:
+                pairs = None  # the window moved: re-read it in round trip 2
+        else:
+            pairs = [(_text(t), float(sc)) for t, sc in zr]
+        need_scan = ledger_ok and unacked_total > min(win_n, index_total)
 
-        # ---- round trip 2 (only for binding tables never read) ----
-        new = [k for k, t in self._tables.items()
-               if not t.read_once and t.exchange not in self._internal_exchanges]
-        if new:
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_table_reads(pipe, new)
-            for key, r in zip(new, self._flatten(self._execute(pipe, cost), len(new)), strict=True):
-                self._absorb_sscan(key, r)
-
-        # ---- queue names ----
-        sources: dict[str, set[str]] = {}
-        for name in s.app_queues:
-            sources.setdefault(name, set()).add("app")
-        for name in worker_queues or {}:
-            sources.setdefault(name, set()).add("worker")
-        for table in self._tables.values():
-            if table.exchange in self._internal_exchanges:
-                continue
-            for _rk, _pattern, q in table.rows | table.partial:
-                if q:
-                    sources.setdefault(q, set()).add("binding")
-        names = sorted(n for n in sources if n and not self.is_internal_queue(n))
-
-        # ---- unacked window (decoded before the last round trip: it tells if we need an HSCAN step) ----
-        unacked_total, index_total, window = self._absorb_window(window_res, errors)
-        need_scan = unacked_total > len(window) and unacked_total > 0
-
-        # ---- last round trip: one probe per queue (+ one ledger scan step) ----
+        # ---- round trip 2: new tables, head probes, window values, one ledger scan step ----
+        new_tables = self._unread_tables()
         pipe = self.client.pipeline(transaction=False)
-        nb = len(s.priority_steps)
-        for i in range(0, len(names), BATCH):
-            chunk = names[i:i + BATCH]
-            keys = [k for name in chunk for _band, k in s.queue_keys(name)]
-            known = [self._last_identity(name) for name in chunk]
-            pipe.evalsha(_SHAS["queue"], len(keys), *keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, *known)
-        n_probes = len(pipe.command_stack)
+        for key in new_tables:
+            self._queue_sscan(pipe, key)
+        names1, _src1 = self._queue_names(worker_queues)
+        full |= {n for n in names1 if n not in lens}
+        full_names = sorted(full)
+        heads = self._heads_to_probe(names0, lens, full)
+        n_full = self._queue_probes(pipe, full_names, full=True)
+        n_heads = self._queue_probes(pipe, [(n, lens[n]) for n in heads], full=False)
+        fetch_plan: tuple[list[str], list[str]] | None = None
+        window_late = pairs is None
+        if pairs is None:
+            pipe.zrange(s.unacked_zset, 0, win_n - 1, withscores=True)
+        else:
+            fetch_plan = self._queue_window_fetch(pipe, pairs, unacked_total != index_total)
         if need_scan:
-            pipe.evalsha(_SHAS["scan"], 1, s.unacked_hash, self._hscan_cursor, HSCAN_COUNT, HSCAN_TAIL)
+            pipe.evalsha(_SHAS["scan"], 1, s.unacked_hash, self._hscan_cursor, HSCAN_COUNT)
         res = self._execute(pipe, cost)
-        probe_res = self._flatten(res[:n_probes], len(names))
+        it = iter(res)
+        for key in new_tables:
+            self._absorb_sscan(key, next(it))
+        probes: dict[str, Any] = {}
+        self._absorb_probes(probes, full_names, [next(it) for _ in range(n_full)])
+        head_res: dict[str, Any] = {}
+        self._absorb_probes(head_res, heads, [next(it) for _ in range(n_heads)])
+        fetch_res: Any = None
+        if pairs is None:
+            zr = next(it)
+            if isinstance(zr, Exception):
+                errors.append(f"unacked: {zr}")
+                pairs = []
+            else:
+                pairs = [(_text(t), float(sc)) for t, sc in zr]
+        elif fetch_plan is not None:
+            fetch_res = next(it)
         if need_scan:
-            self._absorb_hscan(res[n_probes], errors)
+            self._absorb_hscan(next(it), errors)
         else:
             self._scan_counts_done = None
             self._scan_counts_partial = {}
             self._hscan_cursor = 0
 
+        # ---- round trip 3 (rare): queues of the tables read in round trip 2, a window that moved ----
+        names, sources = self._queue_names(worker_queues)
+        late = sorted(n for n in names if n not in lens and n not in probes)
+        pipe = self.client.pipeline(transaction=False)
+        n_late = self._queue_probes(pipe, late, full=True)
+        if window_late and pairs:
+            fetch_plan = self._queue_window_fetch(pipe, pairs, unacked_total != index_total)
+        res = self._execute(pipe, cost)
+        self._absorb_probes(probes, late, res[:n_late])
+        if window_late and fetch_plan is not None:
+            fetch_res = res[n_late]
+        window = self._absorb_window(pairs or [], fetch_plan, fetch_res, errors)
+        if ledger_ok and index_total > win_n > 0 and pairs:
+            if pairs is not self._win:
+                self._win_reads = 0  # read afresh
+            self._win, self._win_last = pairs, pairs[-1]
+        else:
+            self._win, self._win_last, self._win_reads = None, None, 0
+
         # ---- build the view ----
         entries = self._classify(window, now, claims, inspected_at, grace_s)
         counts, exact = self._unacked_counts(entries, unacked_total, need_scan)
         queues: list[QueueInfo] = []
-        for name, r in zip(names, probe_res, strict=True):
-            queues.append(self._queue_info(name, r, now, sources[name], worker_queues,
+        for name in names:
+            queues.append(self._queue_info(name, lens.get(name), wrong.get(name, False), probes.get(name),
+                                           head_res.get(name), now, sources[name], worker_queues,
                                            counts.get(name, 0), errors))
         for gone in set(self._seen) - set(names):
             del self._seen[gone]
+        for gone in set(self._lens) - set(names):
+            del self._lens[gone]
+            self._bands.pop(gone, None)
         return BrokerView(
             queues=tuple(queues),
             unacked=tuple(entries),
@@ -568,6 +665,139 @@ class BrokerReader:
             discovery_passes=self._discovery_passes,
         )
 
+    # ---- planning helpers ----
+    def _queue_names(self, worker_queues: Mapping[str, int] | None) -> tuple[list[str], dict[str, set[str]]]:
+        """Task queue names known now (app, workers, binding tables) and where each name came from."""
+        sources: dict[str, set[str]] = {}
+        for name in self.settings.app_queues:
+            sources.setdefault(name, set()).add("app")
+        for name in worker_queues or {}:
+            sources.setdefault(name, set()).add("worker")
+        for table in self._tables.values():
+            if table.exchange in self._internal_exchanges:
+                continue
+            for _rk, _pattern, q in table.rows | table.partial:
+                if q:
+                    sources.setdefault(q, set()).add("binding")
+        return sorted(n for n in sources if n and not self.is_internal_queue(n)), sources
+
+    def _tables_to_read(self) -> list[str]:
+        """Binding tables to SSCAN in round trip 1: never read, mid-pass, and a round-robin slice."""
+        task_tables = sorted(k for k, t in self._tables.items() if t.exchange not in self._internal_exchanges)
+        out = [k for k in task_tables if not self._tables[k].read_once or self._tables[k].cursor != 0]
+        rest = [k for k in task_tables if self._tables[k].read_once and self._tables[k].cursor == 0]
+        out.extend(_rr_slice(rest, self._table_rr, TABLE_SLICE))
+        self._table_rr += TABLE_SLICE
+        return out
+
+    def _unread_tables(self) -> list[str]:
+        return [k for k, t in self._tables.items()
+                if not t.read_once and t.exchange not in self._internal_exchanges]
+
+    def _queue_sscan(self, pipe: Any, key: str) -> None:
+        table = self._tables[key]
+        pipe.sscan(key, cursor=table.cursor if table.read_once else 0, count=SSCAN_COUNT)
+
+    def _band_slice(self, names: Sequence[str]) -> list[tuple[str, list[str]]]:
+        """(queue, band keys not known to exist) for a round-robin slice of known queues: one EXISTS each."""
+        cands: list[tuple[str, list[str]]] = []
+        for name in names:
+            if name not in self._lens:
+                continue
+            known = self._bands.get(name, set())
+            missing = [k for i, (_b, k) in enumerate(self.settings.queue_keys(name)) if i and i not in known]
+            if missing:
+                cands.append((name, missing))
+        out = _rr_slice(cands, self._band_rr, BAND_SLICE)
+        self._band_rr += BAND_SLICE
+        return out
+
+    def _heads_to_probe(self, names: Sequence[str], lens: Mapping[str, list[int]], full: set[str]) -> list[str]:
+        """Non-empty queues whose head is read: length changed, head never seen, or the round-robin slice."""
+        nonempty = [n for n in names if n in lens and n not in full and any(x > 0 for x in lens[n])]
+        out = {n for n in nonempty if self._lens.get(n) != tuple(lens[n]) or not self._seen.get(n)}
+        out.update(_rr_slice(nonempty, self._head_rr, HEAD_SLICE))
+        self._head_rr += HEAD_SLICE
+        return sorted(out)
+
+    def _queue_probes(self, pipe: Any, items: Sequence[Any], *, full: bool) -> int:
+        """Queue probe script calls: every band of ``items`` (names) when ``full``, else only the
+        highest-priority non-empty band of ``items`` ((name, lens) pairs). Returns the number of calls."""
+        s = self.settings
+        calls = 0
+        for i in range(0, len(items), BATCH):
+            chunk = items[i:i + BATCH]
+            if full:
+                keys = [k for name in chunk for _band, k in s.queue_keys(name)]
+                known = [self._last_identity(name) for name in chunk]
+                nb = len(s.priority_steps)
+            else:
+                keys = []
+                for name, row in chunk:
+                    first = next(j for j, x in enumerate(row) if x > 0)
+                    keys.append(s.queue_keys(name)[first][1])
+                known = [self._last_identity(name) for name, _row in chunk]
+                nb = 1
+            pipe.evalsha(_SHAS["queue"], len(keys), *keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, *known)
+            calls += 1
+        return calls
+
+    def _absorb_probes(self, out: dict[str, Any], names: Sequence[str], results: Sequence[Any]) -> None:
+        if not names:
+            return
+        for name, r in zip(names, self._flatten(results, len(names)), strict=True):
+            out[name] = r
+
+    def _queue_window_fetch(self, pipe: Any, pairs: Sequence[tuple[str, float | None]], verify: bool
+                            ) -> tuple[list[str], list[str]] | None:
+        """Queue one fetch of the window tags not decoded yet (and, when the hash and the index disagree,
+        an existence check of the ones that are). Returns (fetched, checked), None when nothing is sent."""
+        s = self.settings
+        fetch = [t for t, sc in pairs if t not in self._window_cache or self._window_cache[t][0] != sc]
+        fetch_set = set(fetch)
+        check = [t for t, _sc in pairs if t not in fetch_set] if verify else []
+        if not fetch and not check:
+            return None
+        pipe.evalsha(_SHAS["window"], 1, s.unacked_hash, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, len(fetch),
+                     *fetch, *check)
+        return fetch, check
+
+    def _absorb_window(self, pairs: Sequence[tuple[str, float | None]],
+                       plan: tuple[list[str], list[str]] | None, res: Any, errors: list[str]
+                       ) -> list[tuple[str, float | None, DecodedMessage, str | None, str | None]]:
+        """The decoded window, oldest first; refreshes the tag -> decoded cache."""
+        fetched: dict[str, Any] = {}
+        gone: set[str] = set()
+        if plan is not None:
+            if isinstance(res, Exception):
+                errors.append(f"unacked: {res}")
+                self._window_cache = {}
+                return []
+            fetch, check = plan
+            fetched = dict(zip(fetch, res[:len(fetch)], strict=True))
+            flags = _bytes(res[len(fetch)]) if len(res) > len(fetch) else b""
+            gone = {t for t, f in zip(check, flags.decode(), strict=False) if f != "1"}
+        window: list[tuple[str, float | None, DecodedMessage, str | None, str | None]] = []
+        cache: dict[str, tuple[float | None, DecodedMessage, str | None, str | None]] = {}
+        for tag, score in pairs:
+            item = fetched.get(tag)
+            if item is None:
+                if tag in gone or tag not in self._window_cache:
+                    continue
+                _sc, msg, ex, rk = self._window_cache[tag]
+            else:
+                size = int(item[0])
+                if size < 0:
+                    continue  # in the index but acked meanwhile (or half-written): not in the ledger
+                if len(item) == 2:
+                    msg, ex, rk = decode_unacked(_bytes(item[1]))
+                else:
+                    msg, ex, rk = decode_unacked_truncated(size, _bytes(item[1]), _bytes(item[2]))
+            cache[tag] = (score, msg, ex, rk)
+            window.append((tag, score, msg, ex, rk))
+        self._window_cache = cache
+        return window
+
     @staticmethod
     def _flatten(results: Sequence[Any], n: int) -> list[Any]:
         """Per-item results of batched script calls; a failed call fails each of its items."""
@@ -580,16 +810,6 @@ class BrokerReader:
         if len(out) != n:
             raise redis.exceptions.ResponseError(f"unexpected script reply ({len(out)} items, {n} expected)")
         return out
-
-    def _queue_table_reads(self, pipe: Any, keys: Sequence[str]) -> int:
-        """Queue SSCAN steps of ``keys`` as batched script calls; returns the number of calls."""
-        calls = 0
-        for i in range(0, len(keys), BATCH):
-            chunk = keys[i:i + BATCH]
-            cursors = [self._tables[k].cursor if self._tables[k].read_once else 0 for k in chunk]
-            pipe.evalsha(_SHAS["tables"], len(chunk), *chunk, SSCAN_COUNT, *cursors)
-            calls += 1
-        return calls
 
     # ---- discovery ----
     def _absorb_scan(self, scan_res: Any, deadlines_res: Any, errors: list[str]) -> None:
@@ -636,55 +856,31 @@ class BrokerReader:
             table.partial = set()
 
     # ---- unacked ----
-    def _absorb_window(self, res: Any, errors: list[str]
-                       ) -> tuple[int, int, list[tuple[str, float | None, DecodedMessage, str | None, str | None]]]:
-        if isinstance(res, Exception):
-            errors.append(f"unacked: {res}")
-            return 0, 0, []
-        hlen, zcard = int(res[0]), int(res[1])
-        window: list[tuple[str, float | None, DecodedMessage, str | None, str | None]] = []
-        cache: dict[str, tuple[bytes, DecodedMessage, str | None, str | None]] = {}
-        for item in res[2:]:
-            tag = _text(item[0])
-            score_b = _bytes(item[1])
-            try:
-                score: float | None = float(score_b)
-            except (TypeError, ValueError):
-                score = None
-            size = int(item[2])
-            if size == -2 and tag in self._window_cache:  # unchanged since the last read
-                _sb, msg, ex, rk = self._window_cache[tag]
-            elif size < 0:
-                continue  # in the index but acked meanwhile (or half-written): not in the ledger
-            elif len(item) == 4:
-                msg, ex, rk = decode_unacked(_bytes(item[3]))
-            else:
-                msg, ex, rk = decode_unacked_truncated(size, _bytes(item[3]), _bytes(item[4]))
-            cache[tag] = (score_b, msg, ex, rk)
-            window.append((tag, score, msg, ex, rk))
-        self._window_cache = cache
-        return hlen, zcard, window
-
     def _absorb_hscan(self, res: Any, errors: list[str]) -> None:
         if isinstance(res, Exception):
             errors.append(f"unacked scan: {res}")
             return
         cursor = int(res[0])
-        items = res[1:]
-        memo: dict[tuple[str | None, str | None], str | None] = {}
         counts = self._scan_counts_partial
-        for i in range(1, len(items), 2):
-            route = exchange_and_routing_key_of_tail(_bytes(items[i]))
-            if route not in memo:
-                memo[route] = self.queue_for(*route) if route[1] is not None else None
-            q = memo[route]
+        for line in _bytes(res[1] or b"").split(b"\n"):
+            n, _, route = line.partition(b"\t")
+            if not route or route == b"?":
+                continue
+            ex, _, rk = route.partition(b"\t")
+            key = (_text(ex), _text(rk))
+            if key not in self._route_memo:
+                if len(self._route_memo) > 10_000:
+                    self._route_memo.clear()
+                self._route_memo[key] = self.queue_for(*key)
+            q = self._route_memo[key]
             if q:
-                counts[q] = counts.get(q, 0) + 1
+                counts[q] = counts.get(q, 0) + int(n)
         self._hscan_cursor = cursor
         if cursor == 0:
             self._hscan_passes += 1
             self._scan_counts_done = counts
             self._scan_counts_partial = {}
+            self._route_memo.clear()  # bindings may have changed: resolve routes afresh each pass
 
     def _unacked_counts(self, entries: Sequence[UnackedEntry], total: int, scanning: bool
                         ) -> tuple[dict[str, int], bool]:
@@ -746,36 +942,53 @@ class BrokerReader:
         return out
 
     # ---- queues ----
-    def _queue_info(self, name: str, r: Any, now: float, sources: set[str],
-                    worker_queues: Mapping[str, int] | None, unacked: int, errors: list[str]) -> QueueInfo:
+    def _queue_info(self, name: str, lens: list[int] | None, wrong: bool, probe: Any, head: Any, now: float,
+                    sources: set[str], worker_queues: Mapping[str, int] | None, unacked: int,
+                    errors: list[str]) -> QueueInfo:
+        """QueueInfo from this refresh's depths (``lens``, round trip 1) and head probe (``probe``: every
+        band + head; ``head``: head only; neither: the head identity seen before still stands)."""
         bands = [band for band, _k in self.settings.queue_keys(name)]
         consumers = None if worker_queues is None else int(worker_queues.get(name, 0))
         srcs = tuple(sorted(sources))
-        if isinstance(r, Exception):
-            errors.append(f"queue {name}: {r}")
-            return QueueInfo(name=name, messages=0, by_priority=tuple((b, 0) for b in bands), unacked=unacked,
-                             consumers=consumers, sources=srcs, wrong_type=True)
-        wrong = bool(int(r[0]))
-        lens = [int(x) for x in r[1]]
+        for r in (probe, head):
+            if isinstance(r, Exception):
+                errors.append(f"queue {name}: {r}")
+                self._lens.pop(name, None)
+                return QueueInfo(name=name, messages=0, by_priority=tuple((b, 0) for b in bands),
+                                 unacked=unacked, consumers=consumers, sources=srcs, wrong_type=True)
+        item: Any = None
+        if probe is not None:
+            wrong = bool(int(probe[0]))
+            lens = [int(x) for x in probe[1]]
+            item = probe
+        elif head is not None:
+            wrong = wrong or bool(int(head[0]))
+            item = head
+        lens = list(lens or [0] * len(bands))
+        self._lens[name] = tuple(lens)
+        self._bands[name] = {i for i, n in enumerate(lens) if i and n != 0}
         by_priority = tuple((b, max(n, 0)) for b, n in zip(bands, lens, strict=False))
         messages = sum(n for _b, n in by_priority)
         oldest: float | None = None
-        if len(r) > 2:
-            size = int(r[3])
+        if item is not None and len(item) > 2:
+            size = int(item[3])
             decode: Callable[[], DecodedMessage]
-            if len(r) == 4:  # same message as last time: not transferred again
+            if len(item) == 4:  # same message as last time: not transferred again
                 identity = self._last_identity(name)
                 decode = DecodedMessage
-            elif len(r) == 5:
-                raw = _bytes(r[4])
+            elif len(item) == 5:
+                raw = _bytes(item[4])
                 identity = delivery_tag_of(raw) or "?"
                 decode = partial(decode_envelope, raw)
             else:
-                head, tail = _bytes(r[4]), _bytes(r[5])
-                identity = delivery_tag_of(tail, fallback=False) or (
-                    f"len:{size}:" + hashlib.sha1(head + tail).hexdigest())
-                decode = partial(decode_truncated, size, head, tail)
+                h, t = _bytes(item[4]), _bytes(item[5])
+                identity = delivery_tag_of(t, fallback=False) or (
+                    f"len:{size}:" + hashlib.sha1(h + t).hexdigest())
+                decode = partial(decode_truncated, size, h, t)
             oldest = self._age_of(name, identity, decode, now)
+        elif item is None and messages > 0 and self._seen.get(name):
+            # not probed this refresh: the head seen last time is still the one at the consuming end
+            oldest = self._age_of(name, next(reversed(self._seen[name])), DecodedMessage, now)
         else:
             self._seen.pop(name, None)
         return QueueInfo(name=name, messages=messages, by_priority=by_priority, oldest_age_s=oldest,

@@ -12,7 +12,7 @@ import pytest
 import redis
 from kombu import Exchange, Queue
 
-from collectors.broker import BrokerReader, BrokerView
+from collectors.broker import HSCAN_COUNT, BrokerReader, BrokerView
 from collectors.config import Settings, app_queue_names
 from demo_tasks.celery_app import make_app
 
@@ -264,9 +264,13 @@ def test_big_ledger_window_and_converging_counts(demo_app: Any, r: redis.Redis, 
                for e in view.unacked)
     assert not view.unacked_counts_exact
     assert view.round_trips == 2  # the app queues' own tables are read in the first round trip
-    for _ in range(6):
+    # counts converge over HSCAN steps of HSCAN_COUNT entries per refresh: one pass ≈ total / HSCAN_COUNT reads
+    reads = 2 * (4500 // HSCAN_COUNT) + 10
+    for _ in range(reads):
         view = reader.read(now=t0, claims={}, inspected_at=t0)
         assert view.round_trips == 2
+        if {q.name: q.unacked for q in view.queues} == per_queue:
+            break
     assert {q.name: q.unacked for q in view.queues} == per_queue
     # ack 1000 qa entries (as kombu does); a new full pass later the counts follow
     pipe = r.pipeline()
@@ -274,8 +278,10 @@ def test_big_ledger_window_and_converging_counts(demo_app: Any, r: redis.Redis, 
         pipe.zrem("unacked_index", f"qa-tag-{i}")
         pipe.hdel("unacked", f"qa-tag-{i}")
     pipe.execute()
-    for _ in range(6):
+    for _ in range(reads):
         view = reader.read(now=t0, claims={}, inspected_at=t0)
+        if {q.name: q.unacked for q in view.queues} == {"qa": 1500, "qb": 1500, "qc": 500}:
+            break
     assert {q.name: q.unacked for q in view.queues} == {"qa": 1500, "qb": 1500, "qc": 500}
     # a small ledger is counted exactly from the window
     r.delete("unacked", "unacked_index")
