@@ -132,6 +132,7 @@ class TaskDashApp(App[int]):
     COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = App.COMMANDS | {TaskDashCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="taskdash.quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="taskdash.quit_ctrl_c"),
         Binding("question_mark", "help", "Help", id="taskdash.help"),
         Binding("slash", "filter", "Filter", id="taskdash.filter"),
         Binding("colon", "jump", "View", id="taskdash.jump"),

@@ -24,7 +24,7 @@ GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
     ("P", "pause / resume the refresh"),
     ("ctrl+r", "refresh now"),
     ("ctrl+p", "command palette (views, actions, themes)"),
-    ("q", "quit"),
+    ("q / ctrl+c", "quit"),
 )
 
 VIEW_KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
