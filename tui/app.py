@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 from collectors.config import Settings, mask_text
 from collectors.models import Snapshot, SourceStatus
 from tui import details
+from tui.format import safe
 from tui.history import History
 from tui.messages import CollectFailed, DetailRequested, QuarantineListed, SnapshotReady, WriteRequested
 from tui.screens.confirm import Confirmation, ConfirmScreen
@@ -203,7 +204,8 @@ class TaskDashApp(App[int]):
 
     def say(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None) -> None:
         """``notify`` without markup: messages carry task ids, URLs and error text with brackets."""
-        self.notify(message, title=title, severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
+        self.notify(safe(message), title=safe(title), severity=severity, timeout=timeout,  # type: ignore[arg-type]
+                    markup=False)
 
     # ---- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -850,7 +852,7 @@ class TaskDashApp(App[int]):
             preview = self.actions.purge_preview(name)
         except Exception as exc:  # noqa: BLE001
             msg = mask_text(str(exc) or type(exc).__name__, self.settings.broker_url, self.settings.backend_url)
-            self.call_from_thread(self.notify, msg, title="Purge preview failed", severity="error")
+            self.call_from_thread(self.say, msg, title="Purge preview failed", severity="error")
             return
         self.call_from_thread(self._confirm_purge, name, preview)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.text import Text
+
+from collectors.messages import printable
+
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
 
@@ -71,5 +75,40 @@ def truncate(text: str | None, width: int) -> str:
     """``text`` cut to ``width`` characters with an ellipsis; ``"–"`` for None."""
     if text is None:
         return "–"
-    text = text.replace("\n", " ")
+    text = printable(text).replace("\n", " ")
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def safe(value: object) -> str:
+    """Redis-derived text made terminal-safe (``collectors.messages.printable``): ESC and other control
+    characters and surrogate-escaped bytes become ``\\xNN``, so a queue named ``"evil\\x1b[2J"`` cannot
+    clear the screen."""
+    return printable(value)
+
+
+def safe_text(text: Text) -> Text:
+    """``text`` with every unprintable character escaped, keeping its styles (unchanged when clean)."""
+    plain = text.plain
+    if printable(plain) == plain:
+        return text
+    cuts = sorted({0, len(plain), *(s.start for s in text.spans), *(s.end for s in text.spans)})
+    out = text.blank_copy()
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        if a >= b or a >= len(plain):
+            continue
+        piece = printable(plain[a:b])
+        start = len(out.plain)
+        out.append(piece)
+        for span in text.spans:
+            if span.start <= a and span.end >= b:
+                out.stylize(span.style, start, start + len(piece))
+    return out
+
+
+def safe_cell(cell: object) -> object:
+    """A table cell (str or Text) made terminal-safe; other renderables pass through."""
+    if isinstance(cell, str):
+        return printable(cell)
+    if isinstance(cell, Text):
+        return safe_text(cell)
+    return cell

@@ -3,8 +3,15 @@ crash forensics and the persistent history (fake collector unless the test says 
 
 from __future__ import annotations
 
-from tui_fakes import make_app
-from tui_helpers import settle, wait_until
+from dataclasses import replace
+from typing import Any
+
+from tui_fakes import QUEUES, UNACKED, entry, make_app, make_snapshot
+from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
+
+from collectors.models import QueueInfo, SourceError
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.detail import DetailScreen
 
 
 async def test_ctrl_c_quits_even_from_the_prompt() -> None:
@@ -15,3 +22,52 @@ async def test_ctrl_c_quits_even_from_the_prompt() -> None:
         await pilot.press("ctrl+c")
         await wait_until(pilot, lambda: app._exit, timeout=5)
     assert app.return_code == 0
+
+
+EVIL = "evil\x1b[2J"
+BINARY = b"bin\xff\xfe-q".decode("utf-8", "surrogateescape")
+"""A queue name with undecodable bytes, as the broker reader keeps it (surrogate escapes)."""
+
+
+def _evil_snapshot() -> Any:
+    queues = (*QUEUES, QueueInfo(EVIL, 3, ((0, 3),), 1.0, 0, 0), QueueInfo(BINARY, 2, ((0, 2),), 1.0, 1, 0))
+    bad = entry("tag-evil", "e0e0e0e0-0000-4000-8000-00000000000e", task="evil.task\x1b]0;pwned\x07",
+                queue=EVIL, state="orphaned")
+    bad = replace(bad, argsrepr="('\x1b[31mred',)", kwargsrepr=f"{{'q': '{BINARY}'}}")
+    return make_snapshot(queues=queues, unacked=(*UNACKED, bad), unacked_total=len(UNACKED) + 1,
+                         errors=(SourceError("broker", f"cannot read queue {EVIL}"),))
+
+
+def _clean(text: str) -> bool:
+    return "\x1b" not in text and "\x07" not in text and not any(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+async def test_redis_text_is_made_terminal_safe_everywhere() -> None:
+    app = make_app([_evil_snapshot()])
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(pilot)
+        table = app.panel("queues").table
+        cells = [str(getattr(c, "plain", c)) for key in (EVIL, BINARY) for c in table.get_row(key)[1:]]
+        assert all(_clean(c) for c in cells), cells
+        text = screen_text(app)
+        assert _clean(text) and "evil\\x1b[2J" in text and "bin\\xff\\xfe-q" in text
+        assert any("evil\\x1b[2J" in m for _, m, _ in notifications(app))
+        assert all(_clean(t + m) for t, m, _ in notifications(app))
+
+        table.move_cursor(row=table.shown_keys.index(EVIL))
+        await pilot.press("p")  # purge: the confirm dialog names the queue
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        body = widget_text(app.screen) + widget_text(app.screen, "Label")
+        assert _clean(body) and "evil\\x1b[2J" in body
+        await pilot.press("n")
+
+        app.show_view("unacked")
+        await settle(pilot)
+        assert _clean(screen_text(app)) and "evil.task\\x1b]0;pwned\\x07" in screen_text(app)
+        utable = app.panel().table
+        utable.move_cursor(row=utable.shown_keys.index("tag-evil"))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        body = widget_text(app.screen) + widget_text(app.screen, "Label")
+        assert _clean(body), body
+        assert "\\x1b[31mred" in body and "bin\\xff\\xfe-q" in body and "evil\\x1b[2J" in body

@@ -14,6 +14,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, Static
 
+from tui.format import safe_text
+
 
 @dataclass
 class Confirmation:
@@ -44,9 +46,9 @@ class ConfirmScreen(ModalScreen[Confirmation | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
-            yield Label(Text(self.title_text), id="confirm-title")
+            yield Label(safe_text(Text(self.title_text)), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
-                yield Static(Text(self.body) if isinstance(self.body, str) else self.body)
+                yield Static(safe_text(Text(self.body) if isinstance(self.body, str) else self.body))
             for option_id, label, default in self.options:
                 yield Checkbox(label, default, id=option_id)
             with Horizontal(id="confirm-buttons"):

@@ -13,6 +13,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from tui.format import safe_text
+
 Fields = Sequence[tuple[str, str]]
 Section = tuple[str, "Fields | str"]
 """A titled block: key/value fields, or preformatted text (a traceback)."""
@@ -24,7 +26,7 @@ def render_section(title: str, content: Fields | str) -> Text:
     t.append(f"{title}\n", style="bold underline")
     if isinstance(content, str):
         t.append(content.rstrip() + "\n")
-        return t
+        return safe_text(t)
     if not content:
         t.append("  (none)\n", style="dim")
         return t
@@ -32,7 +34,7 @@ def render_section(title: str, content: Fields | str) -> Text:
     for key, value in content:
         t.append(f"  {key:<{width}}  ", style="bold")
         t.append(f"{value}\n")
-    return t
+    return safe_text(t)
 
 
 class DetailScreen(ModalScreen[None]):
@@ -51,7 +53,7 @@ class DetailScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-dialog"):
-            yield Label(Text(self.title_text), id="detail-title")
+            yield Label(safe_text(Text(self.title_text)), id="detail-title")
             with VerticalScroll(id="detail-body"):
                 for title, content in self.sections:
                     yield Static(render_section(title, content), classes="detail-section")

@@ -22,6 +22,7 @@ from textual.widgets import Label, Static
 
 from collectors.forensics import Forensics, TimelineEvent
 from collectors.health import RedisHealth, human_bytes
+from tui.format import safe_text
 
 
 def _uptime(s: int | None) -> str:
@@ -37,10 +38,10 @@ def health_text(h: RedisHealth | None) -> Text:
     t = Text()
     if h is None:
         t.append("reading INFO…", style="dim")
-        return t
+        return safe_text(t)
     if h.error:
         t.append(f"Redis health unavailable: {h.error}", style="bold red")
-        return t
+        return safe_text(t)
     for w in h.warnings:
         t.append("⚠ ", style="bold red")
         t.append(f"{w.message}\n", style="red" if w.code in ("evicting-policy", "evicted") else "yellow")
@@ -61,7 +62,7 @@ def health_text(h: RedisHealth | None) -> Text:
         t.append(f"{key:<13}", style="bold")
         style = "red" if key == "eviction" and h.may_evict else ""
         t.append(f"{value}\n", style=style)
-    return t
+    return safe_text(t)
 
 
 class HealthPanel(Static):
@@ -152,7 +153,7 @@ def timeline_text(forensics: Forensics, hostname: str | None = None, now: float 
         t.append(f"{e.hostname:<24} ")
         t.append(f"{e.kind:<15} ", style=_KIND_STYLE.get(e.kind, ""))
         t.append(f"{e.detail}\n")
-    return t
+    return safe_text(t)
 
 
 class TimelineScreen(ModalScreen[None]):

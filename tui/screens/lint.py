@@ -19,6 +19,7 @@ from textual.widgets import Label, Static
 
 from collectors.config import mask_text
 from collectors.lint import RULES, LintReport
+from tui.format import safe_text
 
 
 def lint_text(report: LintReport | None, error: str | None = None) -> Text:
@@ -26,10 +27,10 @@ def lint_text(report: LintReport | None, error: str | None = None) -> Text:
     t = Text()
     if error:
         t.append(f"lint failed: {error}\n", style="bold red")
-        return t
+        return safe_text(t)
     if report is None:
         t.append("asking the workers (one inspect window)…\n", style="dim")
-        return t
+        return safe_text(t)
     t.append(f"workers: {', '.join(report.workers) or 'none answered'}\n", style="dim")
     if not report.findings:
         t.append("✓ no problems found\n", style="bold green")
@@ -44,7 +45,7 @@ def lint_text(report: LintReport | None, error: str | None = None) -> Text:
         t.append(f"{f.fix}\n\n")
     for err in report.errors:
         t.append(f"note: {err}\n", style="yellow")
-    return t
+    return safe_text(t)
 
 
 class LintScreen(ModalScreen[None]):

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from collectors.config import DEFAULT_BROKER
+from tui.format import safe_text
 
 
 def welcome_text(broker_masked: str, error: str | None, is_default: bool) -> Text:
@@ -38,7 +39,7 @@ def welcome_text(broker_masked: str, error: str | None, is_default: bool) -> Tex
     t.append("      a private Redis, workers and a task load, then this dashboard\n")
     t.append("\nRetrying in the background: the dashboard opens as soon as the broker answers.\n",
              style="italic")
-    return t
+    return safe_text(t)
 
 
 class WelcomeScreen(ModalScreen[bool]):

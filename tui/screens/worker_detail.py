@@ -20,6 +20,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from tui.format import safe_text
+
 Details = Mapping[str, Any]
 Fields = Sequence[tuple[str, str]]
 
@@ -44,20 +46,20 @@ def _section(title: str, content: Fields | str | Sequence[str]) -> Text:
     t.append(f"{title}\n", style="bold underline")
     if isinstance(content, str):
         t.append((content.rstrip() or "(none)") + "\n")
-        return t
+        return safe_text(t)
     items = list(content)
     if not items:
         t.append("  (none)\n", style="dim")
-        return t
+        return safe_text(t)
     if isinstance(items[0], tuple):
         width = max(len(k) for k, _ in items)  # type: ignore[misc]
         for key, value in items:  # type: ignore[misc]
             t.append(f"  {key:<{width}}  ", style="bold")
             t.append(f"{value}\n")
-        return t
+        return safe_text(t)
     for item in items:
         t.append(f"  {item}\n")
-    return t
+    return safe_text(t)
 
 
 def worker_sections(d: Details) -> list[tuple[str, Text]]:
@@ -158,7 +160,7 @@ class WorkerDetailScreen(ModalScreen[None]):
             t.append("  ● replied", style="green")
         else:
             t.append("  ○ no reply", style="red")
-        return t
+        return safe_text(t)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="wd-dialog"):

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from rich.text import Text
 from textual.widgets import DataTable
 
+from tui.format import safe_cell
+
 MARK_COLUMN = "mark"
 _STALE: tuple[object, ...] = (object(),)
 """Cached cells that never equal real ones: forces a redraw."""
@@ -169,7 +171,7 @@ class KeyedTable(DataTable[Any]):
                     del self._cells[key]
             col_keys = [c[1] for c in self.column_spec]
             for key, item in keyed:
-                cells = source.row_cells(item)
+                cells = tuple(safe_cell(c) for c in source.row_cells(item))
                 mark = Mark(key, key in self.marked)
                 old = self._cells.get(key)
                 if old is None:

@@ -31,6 +31,7 @@ from tui.format import (
     fmt_age,
     fmt_int,
     fmt_rate,
+    safe_text,
     short_id,
     sparkline,
     truncate,
@@ -167,7 +168,7 @@ class Panel(Vertical):
             parts.append(f"sort: {label} {'↓' if desc else '↑'}")
         if self.filter_text:
             parts.append(f"filter: {self.filter_text}")
-        self.border_title = Text(" · ".join(parts))  # type: ignore[assignment] - user filter text: no markup
+        self.border_title = safe_text(Text(" · ".join(parts)))  # type: ignore[assignment] - user filter text: no markup
         table = self.table if self.is_mounted else None
         if table is not None and table.marked:
             self.border_subtitle = f"{len(table.marked)} marked"

@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from collectors.config import mask_text
 from collectors.models import Snapshot
-from tui.format import fmt_age
+from tui.format import fmt_age, safe_text
 
 
 @dataclass
@@ -109,8 +109,8 @@ def status_text(s: StatusState, colors: dict[str, str], secrets: tuple[str | Non
     if plain_secrets:
         masked = mask_text(out.plain, *plain_secrets)
         if masked != out.plain:
-            return Text(masked, no_wrap=True, overflow="ellipsis")
-    return out
+            return safe_text(Text(masked, no_wrap=True, overflow="ellipsis"))
+    return safe_text(out)
 
 
 class StatusBar(Static):
