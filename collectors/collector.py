@@ -5,7 +5,8 @@ poison history) and never raises because one source failed: the failure is recor
 ``Snapshot.errors`` (and ``broker.ok``/``backend.ok``) and the other sources still show.
 
 Cost of one refresh (see README): the broker read is a constant number of pipelined round trips
-(BrokerReader); the result backend advances one bounded SCAN step; worker state comes from the
+(BrokerReader); the result backend is counted by ResultsMonitor's own paced background thread (one
+bounded SCAN step per refresh only when the Collector runs without background threads); worker state comes from the
 WorkerMonitor's own cadence (inspect every ``inspect_interval`` s, heartbeats via PSUBSCRIBE), so a
 refresh never waits for an inspect window except the very first one.
 """
@@ -69,6 +70,13 @@ class _NoResults:
     def step(self) -> int:
         return 0
 
+    def refresh(self) -> None:
+        """Nothing to read."""
+
+    @property
+    def error(self) -> str | None:
+        return self.last_error
+
     def stats(self) -> TaskStats:
         return TaskStats()
 
@@ -111,6 +119,8 @@ class Collector:
         if self._started:
             return
         self._started = True
+        if self._background:
+            self._results.start()  # first: a small backend is counted during the initial inspect window
         try:
             # The first snapshot should already know which worker holds which message.
             self._workers.inspect_now()
@@ -118,7 +128,6 @@ class Collector:
             log.debug("initial inspect failed: %s", exc)
         if self._background:
             self._workers.start()
-            self._results.start()
 
     def inspect_soon(self) -> None:
         """Ask for a fresh worker inspect on the next ``collect()``."""
@@ -207,10 +216,10 @@ class Collector:
         backend_ok, backend_err = True, None
         tasks = TaskStats()
         try:
-            self._results.step()
-            if not self._results.ok and self._results.last_error:
+            self._results.refresh()  # one SCAN step, or only a PING while the background scan runs
+            if not self._results.ok and self._results.error:
                 backend_ok = False
-                backend_err = mask_text(str(self._results.last_error), s.broker_url, s.backend_url)
+                backend_err = mask_text(str(self._results.error), s.broker_url, s.backend_url)
                 errors.append(SourceError("results", backend_err))
         except Exception as exc:  # noqa: BLE001
             backend_ok, backend_err = False, describe_error(exc, s)

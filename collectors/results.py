@@ -2,13 +2,19 @@
 
 Two feeds keep one in-memory map ``task id -> state`` current:
 
-- ``step()``: one bounded ``SCAN`` step (``COUNT settings.scan_count``) in the caller's thread, then
-  one Lua call that reads ``GETRANGE key 0 255`` of every key it returned and sends back only the
-  status (the first field of Celery's JSON, so big results are never transferred; a pipeline of
-  GETRANGE when scripting is unavailable), and a pipelined ``GET`` only of the values that need a
-  full read (FAILUREs for their traceback, compressed, pickled-looking or oddly ordered values).
-  When a pass ends (cursor 0) the map built by that pass replaces the old one, so keys that
-  expired disappear, and a new pass starts.
+- ``step()``: one bounded ``SCAN`` step (``COUNT settings.scan_count``), then one plain pipeline of
+  ``GETRANGE key 0 47`` for the keys it returned (the status is the first field of Celery's JSON, so
+  big results are never transferred), and a pipelined ``GET`` only of the values that need a full
+  read (FAILUREs for their traceback, compressed, pickled-looking or oddly ordered values). When a
+  pass ends (cursor 0) the map built by that pass replaces the old one, so keys that expired
+  disappear, and a new pass starts. The pipeline costs Redis ≈ 5 µs per key (SCAN included; measured
+  in ``bench/RESULTS.md``), about half of what the same reads cost inside a Lua script.
+- ``start()`` runs those steps on the monitor's own daemon thread, **paced by a Redis-time budget**:
+  after each step it sleeps so that the estimated Redis time of its steps (``SCAN_US_PER_SLOT`` per
+  SCAN slot + ``READ_US_PER_KEY`` per key read) stays at ``scan_budget`` (default 9 %) of one Redis
+  core. At that rate 1,000,000 results are counted in about a minute; a backend of a few thousand
+  results in one step. After a complete pass the thread waits ``PASS_PAUSE_S`` before the next one
+  (the live feed below keeps the counts current in between). The Collector then never steps itself.
 - a daemon thread ``PSUBSCRIBE <result_prefix>celery-task-meta-*``: the backend publishes every
   state change on a channel named like the key. Pub/sub ignores the db number, so a message for a
   task id taskdash does not know yet is only counted once ``EXISTS`` confirms the key lives in the
@@ -53,7 +59,16 @@ UNKNOWN = "(unknown)"
 OTHER = "(other)"
 """Pseudo-state once more than 30 distinct state names were seen."""
 
-PREFIX_BYTES = 256
+PREFIX_BYTES = 48
+"""Bytes read per key for its status (``{"status": "<STATE>", ...``); longer prefixes need a full GET."""
+SCAN_BUDGET = 0.09
+"""Fraction of one Redis core the background scan may use (estimated, see ``READ_US_PER_KEY``)."""
+SCAN_US_PER_SLOT = 1.0
+"""Estimated Redis µs per slot a ``SCAN … COUNT n`` step visits (n slots, matching or not)."""
+READ_US_PER_KEY = 4.3
+"""Estimated Redis µs (CPU incl. socket I/O) per pipelined ``GETRANGE`` (bench: 5.3 µs/key with SCAN)."""
+PASS_PAUSE_S = 5.0
+"""Pause between two complete background passes."""
 RECENT_FAILURES = 50
 _STATUS_RE = re.compile(rb'"status"\s*:\s*"([^"\\]{1,64})"')
 _MAX_CODES = 31
@@ -200,36 +215,6 @@ def _quick_state(prefix: bytes | None) -> tuple[str | None, bool]:
     return None, True
 
 
-_STATUS_LUA = r"""
-local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('GETRANGE', key, 0, tonumber(ARGV[1]))
-  if v == '' then
-    out[i] = ''
-  elseif string.byte(v, 1) == 128 then
-    out[i] = 'P'
-  else
-    local st = string.match(v, '^{%s*"status"%s*:%s*"([^"\\\n]+)"')
-    if st and st ~= 'FAILURE' then out[i] = '=' .. st else out[i] = '!' end
-  end
-end
-return table.concat(out, '\n')
-"""
-"""One round trip and ONE bulk reply for a whole SCAN batch, one line per key: ``=STATE`` (JSON status
-found in the first bytes), ``P`` (pickled), ``!`` (needs a full GET: FAILURE, compressed, odd), or an
-empty line (key gone)."""
-
-
-def _lua_line(line: bytes) -> tuple[str | None, bool]:
-    if not line:
-        return None, False
-    if line[:1] == b"=":
-        return line[1:].decode("utf-8", "replace"), False
-    if line == b"P":
-        return PICKLED, False
-    return None, True
-
-
 def _short(value: Any, limit: int = 1000) -> str | None:
     if value is None:
         return None
@@ -298,12 +283,16 @@ class ResultsMonitor:
         self._lost_reported: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._live_touched: set[str] = set()
         self._touched_overflow = False
-        self._script: Any = None
-        self._script_ok = True
+        self.scan_budget = SCAN_BUDGET
+        self._step_lock = threading.Lock()
+        self._scan_thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self._ping_error: str | None = None
         self.live_error: str | None = None
         self.live_messages = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        """Set by stop() and by refresh() when the backend answers again: ends the scan thread's pause."""
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
 
@@ -316,8 +305,27 @@ class ResultsMonitor:
 
     @property
     def ok(self) -> bool:
-        """True when the last SCAN step reached the backend."""
-        return self.last_error is None
+        """True when the backend answered: the last SCAN step, or (background scan) the last ``refresh()``."""
+        return self.error is None
+
+    @property
+    def error(self) -> str | None:
+        """Why the backend is not ok (masked), or None."""
+        return (self._ping_error or self.last_error) if self.scanning else self.last_error
+
+    def refresh(self) -> None:
+        """Once per snapshot: one ``step()`` when no background scan runs, else one PING, so a snapshot
+        says whether the backend answers right now (the background scan may be pausing). Never raises."""
+        if not self.scanning:
+            self.step()
+            return
+        try:
+            self.client.ping()
+            self._ping_error = None
+            if self.last_error is not None:
+                self._wake.set()  # the backend is back: retry the scan now rather than after its backoff
+        except (redis.RedisError, OSError) as exc:
+            self._ping_error = self._mask(exc)
 
     def _mask(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
@@ -338,7 +346,12 @@ class ResultsMonitor:
         """Run one bounded SCAN step plus pipelined reads; returns the number of keys visited.
 
         Never raises for a backend error: ``last_error`` is set and the counts keep their values.
+        Usable synchronously (CLI, tests) even while the background scan runs (steps never interleave).
         """
+        with self._step_lock:
+            return self._step()
+
+    def _step(self) -> int:
         with self._lock:
             cursor = self._cursor
             self._live_touched.clear()
@@ -391,18 +404,6 @@ class ResultsMonitor:
 
     def _quick_states(self, keys: list[bytes]) -> list[tuple[str | None, bool]]:
         """(state or None, needs a full GET) per key; (None, False) for a key that is gone."""
-        if self._script_ok:
-            try:
-                if self._script is None:
-                    self._script = self.client.register_script(_STATUS_LUA)
-                blob = bytes(self._script(keys=keys, args=[PREFIX_BYTES - 1]) or b"")
-                lines = blob.split(b"\n")
-                if len(lines) == len(keys):
-                    return [_lua_line(line) for line in lines]
-                log.debug("results: status script returned %d lines for %d keys", len(lines), len(keys))
-            except redis.exceptions.ResponseError as exc:  # scripting disabled/unsupported
-                log.info("results: Lua status script unavailable (%s); using GETRANGE pipelines", exc)
-                self._script_ok = False
         pipe = self.client.pipeline(transaction=False)
         for k in keys:
             pipe.getrange(k, 0, PREFIX_BYTES - 1)
@@ -465,20 +466,52 @@ class ResultsMonitor:
         self._failure_order[task_id] = order
 
     # ---- live PUBLISH --------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the live PSUBSCRIBE thread (idempotent)."""
-        if self._thread and self._thread.is_alive():
-            return
+    def start(self, *, scan: bool = True) -> None:
+        """Start the live PSUBSCRIBE thread and (``scan``) the paced background SCAN thread (idempotent)."""
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run_live, name="taskdash-results", daemon=True)
-        self._thread.start()
+        self._wake.clear()
+        if not (self._thread and self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run_live, name="taskdash-results", daemon=True)
+            self._thread.start()
+        if scan and not (self._scan_thread and self._scan_thread.is_alive()):
+            self._scan_thread = threading.Thread(target=self._run_scan, name="taskdash-results-scan", daemon=True)
+            self._scan_thread.start()
+
+    @property
+    def scanning(self) -> bool:
+        """True while the background SCAN thread runs (then nobody needs to call ``step()``)."""
+        return self._scan_thread is not None and self._scan_thread.is_alive()
+
+    def _run_scan(self) -> None:
+        """Background passes, each step followed by the pause that keeps Redis at ``scan_budget``."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            n = self.step()
+            wall = time.perf_counter() - t0
+            if self.last_error is not None:
+                self._pause(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            if self._cursor == 0:  # a pass just ended
+                self._pause(PASS_PAUSE_S)
+                continue
+            redis_s = (self.settings.scan_count * SCAN_US_PER_SLOT + n * READ_US_PER_KEY) / 1e6
+            self._pause(max(0.0, redis_s / max(self.scan_budget, 0.001) - wall))
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0 and self._wake.wait(seconds):
+            self._wake.clear()
 
     def stop(self) -> None:
-        """Stop the live thread and close connections taskdash opened."""
+        """Stop the background threads and close connections taskdash opened."""
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=3)
-        self._thread = None
+        self._wake.set()
+        for t in (self._thread, self._scan_thread):
+            if t:
+                t.join(timeout=3)
+        self._thread = self._scan_thread = None
         if self._own_client and self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()

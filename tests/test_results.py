@@ -104,7 +104,7 @@ def test_counts_failures_and_live_updates_with_a_real_worker(
         assert dates == sorted(dates, reverse=True)
 
         # Phase 2: live updates arrive through PUBLISH, no SCAN step in between.
-        mon.start()
+        mon.start(scan=False)
         _wait(lambda: mon._thread is not None and mon.live_error is None and mon.live_messages == 0, 5)
         time.sleep(0.3)  # PSUBSCRIBE registered
         more = [app.send_task("demo_tasks.tasks.add", args=(1, 1)) for _ in range(5)]
@@ -168,11 +168,6 @@ def test_compressed_prefixed_odd_values_and_worker_lost(redis_server: RedisServe
     stats = mon.stats()
     expected = {"SUCCESS": 1, "FAILURE": 1, "REVOKED": 1, "(unknown)": 1, PICKLED: 1}
     assert dict(stats.states) == expected
-    # the GETRANGE-pipeline fallback (servers without scripting) agrees with the Lua path
-    fallback = ResultsMonitor(settings, client=r)
-    fallback._script_ok = False
-    _full_pass(fallback)
-    assert dict(fallback.stats().states) == expected and fallback._script is None
     (f,) = stats.recent_failures
     assert f.exception == "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL) Job: 1."
     assert (f.task, f.worker, f.queue, f.args) == ("demo_tasks.tasks.slow", "w1@h", "slow", "[5]")
@@ -239,3 +234,28 @@ def test_parse_value_never_unpickles() -> None:
     assert parse_value(b'{"status": "STARTED", "result": {"pid": 1}}').state == "STARTED"
     assert parse_value(b"[1, 2]").state == "(unknown)"
     assert parse_value(None) is None
+
+
+def test_background_scan_counts_everything_paced_by_its_redis_budget(r: redis.Redis, redis_url: str) -> None:
+    pipe = r.pipeline(transaction=False)
+    for i in range(3000):
+        state = ("SUCCESS", "FAILURE", "RETRY")[i % 3]
+        pipe.set(f"celery-task-meta-bg{i}", json.dumps({"status": state, "result": None, "task_id": f"bg{i}"}))
+    pipe.execute()
+    mon = ResultsMonitor(Settings(broker_url=redis_url, scan_count=500), client=r)
+    mon.scan_budget = 0.01  # estimated ≈ 2.65 ms of Redis per 500-key step -> one step per ≈ 0.27 s
+    t0 = time.monotonic()
+    mon.start()
+    try:
+        assert mon.scanning
+        _wait(lambda: mon.stats().complete, 30, "background pass")
+        elapsed = time.monotonic() - t0
+        assert dict(mon.stats().states) == {"SUCCESS": 1000, "FAILURE": 1000, "RETRY": 1000}
+        assert mon.passes == 1 and mon.ok
+        # ~6 SCAN steps, each followed by a budget pause (an unpaced loop takes well under 0.5 s)
+        assert elapsed > 0.9, elapsed
+        # step() stays usable synchronously while the thread runs
+        assert mon.step() >= 0
+    finally:
+        mon.stop()
+    assert not mon.scanning
