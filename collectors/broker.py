@@ -1,47 +1,61 @@
 """The broker read side: task queues (depth per priority band, oldest waiting age) and the unacked ledger.
 
-One :meth:`BrokerReader.read` costs **2 pipelined round trips, 3 when new binding tables were found**
-(never more, whatever the number of queues or ledger size), and it never writes a key. Every script is
-read-only (LLEN, LINDEX, SSCAN, HLEN, ZCARD, ZRANGE, HGET, HEXISTS, HSCAN, TYPE).
+One :meth:`BrokerReader.read` costs **2 pipelined round trips in the steady state, 3 at most** (never
+more, whatever the number of queues or ledger size), and it never writes a key. Scripts are read-only
+and run only for what changed. Per refresh the Redis work is one plain ``LLEN`` per existing list key
+plus small bounded slices (measured at 1,000 queues / 2M messages / 100k unacked: ≈ 2 ms of Redis
+time, see ``bench/RESULTS.md``).
 
-Round trip 1 (one pipeline)
+Round trip 1 (one plain pipeline)
     * ``SCAN <cursor> MATCH <prefix>_kombu.binding.* COUNT 1000`` — one step of an endless incremental
       scan; the binding-table keys it found are cached (KEYS is never used). Tables that a whole SCAN
       pass no longer sees are forgotten. The tables ``_kombu.binding.<q>`` of the app's and workers'
       queues are read even before the scan reaches them (Celery binds queue ``q`` to exchange ``q``).
     * ``ZRANGE <prefix>_kombu.binding_deadlines 0 999`` — exchange names of expiring bindings.
-    * ``EVALSHA tables`` (one call per 256 tables): an ``SSCAN <table> <cursor> COUNT 1000`` step of
-      every known *task* binding table (pidbox, reply and event tables are never read: their queues are
-      internal). A small set comes back whole in one step; a huge one is read 1000 rows per refresh and
-      its rows are replaced once a pass completes. Rows ``rk<sep>pattern<sep>queue`` are split on the
-      transport ``sep``.
-    * ``EVALSHA unacked-window``: ``HLEN unacked``, ``ZCARD unacked_index``, ``ZRANGE unacked_index 0 N-1
-      WITHSCORES`` (N = ``settings.unacked_window``, oldest first) and ``HGET`` of those N tags only.
-      Entries whose (tag, score) the reader decoded last time are only checked with ``HEXISTS`` and not
-      transferred again (a redelivery changes the score). Values up to 64 KiB come back whole; bigger
-      ones as size, first 512 bytes and last 16 KiB (enough for the headers, see
-      :func:`collectors.messages.decode_truncated`).
-    * On the first read only: ``SCRIPT LOAD`` of the four scripts (shas known locally).
+    * ``SSCAN <table> <cursor> COUNT 1000`` of the task binding tables never read, of those in the
+      middle of a pass, and of a round-robin slice of ``TABLE_SLICE`` known ones (rows change only when
+      a queue is declared, so a changed binding shows within ``tables / TABLE_SLICE`` refreshes; a new
+      table at once). Pidbox, reply and event tables are never read. Rows ``rk<sep>pattern<sep>queue``
+      are split on the transport ``sep``; a huge table is read 1000 rows per refresh and replaced once
+      its pass completes.
+    * ``HLEN unacked``, ``ZCARD unacked_index`` and ``ZRANGE unacked_index 0 N-1 WITHSCORES`` (N =
+      ``settings.unacked_window``, oldest first). When the ledger is bigger than the window, the next
+      reads send only ``ZRANGE unacked_index N-1 N-1 WITHSCORES`` (fingerprint): any ack, requeue or
+      redelivery inside the window shifts that entry, and only then is the window read again (at the
+      latest every ``WINDOW_REFETCH`` reads, which bounds the one blind spot: an entry removed from the
+      window while another is inserted with an older score).
+    * ``LLEN`` of band 0 and of every priority-band key that existed at the last read, for every known
+      queue (every band of a queue seen for the first time). A band key appearing later is found by one
+      ``EXISTS <absent band keys>`` per queue for a round-robin slice of ``BAND_SLICE`` queues (all of
+      them below that many queues): a new priority band of a big deployment shows within
+      ``queues / BAND_SLICE`` refreshes. A key of the wrong type answers LLEN with an error: the queue is
+      flagged ``wrong_type`` and the refresh goes on.
 
-Round trip 2 (only when round trip 1 found binding tables never read before)
-    * ``EVALSHA tables`` for those new tables, so a queue created by a producer shows on the same refresh.
-
-Last round trip (one pipeline)
-    * ``EVALSHA queue-probe``, one call per 256 queues: ``LLEN`` of every priority key (``redis.pcall``,
-      so a key of the wrong type is flagged ``wrong_type`` instead of failing the refresh) and
-      ``LINDEX key -1`` of the highest-priority non-empty band — the message BRPOP takes next. The script
-      extracts that message's delivery tag from its last KiB; when it is the tag the reader saw last time
+Round trip 2 (one pipeline; skipped when there is nothing to send)
+    * ``SSCAN`` of binding tables found by the SCAN step (a queue created by a producer shows at once).
+    * ``EVALSHA queue-probe`` (one call per 256 queues) only for the queues whose head must be looked at:
+      new queues and queues with a new band (every band + head), queues whose depths changed or whose
+      head was never seen, and a round-robin slice of ``HEAD_SLICE`` other non-empty ones (head only).
+      The script takes ``LINDEX key -1`` of the highest-priority non-empty band — the message BRPOP takes
+      next — and extracts its delivery tag from the last KiB; when it is the tag the reader saw last time
       nothing more is returned, otherwise the message (or, above 64 KiB, its size + head + tail). So an
-      unchanged 50 MB message is never transferred (it is still copied once inside Redis by LINDEX).
-    * when the ledger is larger than the window: one ``EVALSHA unacked-scan`` step: ``HSCAN unacked
-      <cursor> COUNT 2000`` returning only each tag and the last 256 bytes of its value (which hold the
-      exchange and routing key).
+      unchanged 50 MB message is never transferred. A queue whose depths did not change keeps the head
+      seen before (a consume + publish within one refresh is noticed when its round-robin turn comes).
+    * ``EVALSHA unacked-window``: ``HGET`` only of the window tags whose (tag, score) the reader has not
+      decoded yet (a redelivery changes the score); values up to 64 KiB come back whole, bigger ones as
+      size, first 512 bytes and last 16 KiB (enough for the headers, see
+      :func:`collectors.messages.decode_truncated`). Only when ``HLEN != ZCARD`` (a half-written or
+      hand-edited ledger) are the already decoded tags checked with ``HEXISTS``.
+    * when the ledger is larger than the window: one ``EVALSHA unacked-scan`` step, ``HSCAN unacked
+      <cursor> COUNT 32``, that returns ONE bulk string of ``count<TAB>exchange<TAB>routing_key`` lines
+      (the routes of the step, aggregated inside Redis).
+    * the full window ``ZRANGE`` when its fingerprint moved.
 
-Commands sent per refresh: about 4 + queues/256 + tables/256 (+ 4 SCRIPT LOADs once); inside Redis the
-scripts run ~2 commands per priority key and per table, so server work grows linearly with the number of
-queues, round trips do not. Measured: 1000 queues ≈ 0.1 s of client time per refresh (mostly redis-py's
-reply parsing). If Redis lost the scripts (restart, ``SCRIPT FLUSH``), the read is redone once after
-reloading them (the view's ``round_trips`` then counts both attempts).
+Round trip 3 (rare: the SCAN step found new binding tables, or the window moved)
+    * probes of the queues named by the tables read in round trip 2, and the window fetch.
+
+If Redis lost the scripts (restart, ``SCRIPT FLUSH``), the read is redone once after reloading them
+(the view's ``round_trips`` then counts both attempts).
 
 Oldest waiting age
     Messages carry no enqueue time. The reader remembers when it first saw each message at the consuming
@@ -54,9 +68,11 @@ Oldest waiting age
 Per-queue unacked counts
     When ``HLEN unacked`` ≤ window, the counts are exact (from the window). For bigger ledgers the bounded
     ``unacked-scan`` steps count entries per queue (memory: one counter per queue, no per-tag state); a
-    full HSCAN pass takes about ``total / 2000`` refreshes. The counts shown are those of the last complete
-    pass (during the very first pass: the running partial counts), never fewer than the window holds for
-    a queue; so they lag the ledger by at most one pass. ``BrokerView.unacked_counts_exact`` is False
+    full HSCAN pass takes about ``total / HSCAN_COUNT`` refreshes (100,000 entries: ~3,100 refreshes,
+    ~52 min at 1 s — the price of keeping each refresh at ~0.3 ms of Redis time for this feature; the
+    total, HLEN, is always exact). The counts shown are those of the last complete
+    pass (during the very first pass: the running partial counts scaled by ``HLEN / entries visited``,
+    an estimate), never fewer than the window holds for a queue; so they lag the ledger by at most one pass. ``BrokerView.unacked_counts_exact`` is False
     whenever the ledger exceeds the window. (HSCAN may return an entry twice while Redis rehashes the
     hash: a count can then be slightly high for one pass.)
 
@@ -100,14 +116,17 @@ INLINE_MAX = 65536
 HEAD_BYTES = 512
 TAIL_BYTES = 16384
 SCAN_COUNT = 1000
+"""Keyspace SCAN step for binding tables until the first pass completes (fast discovery)..."""
+SCAN_COUNT_STEADY = 100
+"""...and afterwards (the tables of app/worker queues are read at once anyway)."""
 SSCAN_COUNT = 1000
-HSCAN_COUNT = 64
+HSCAN_COUNT = 32
 """Unacked entries classified per refresh for the per-queue counts of a ledger bigger than the window."""
 TABLE_SLICE = 64
 """Known binding tables re-read per refresh (round robin); new ones are read at once."""
-HEAD_SLICE = 32
+HEAD_SLICE = 16
 """Non-empty queues whose head is re-read per refresh although their depth did not change (round robin)."""
-BAND_SLICE = 128
+BAND_SLICE = 64
 """Queues whose absent priority-band keys are checked with one EXISTS per refresh (round robin)."""
 WINDOW_REFETCH = 30
 """A window whose fingerprint did not move is still re-read in full after this many refreshes."""
@@ -147,7 +166,14 @@ for q = 0, (#KEYS / nb) - 1 do
       item[3] = first
       item[4] = size
       local tag = nil
-      for m in string.gmatch(string.sub(v, -1024), '"delivery_tag":%s*"([^"]*)"') do tag = m end
+      local from = size - 1023
+      if from < 1 then from = 1 end
+      while true do
+        local p = string.find(v, '"delivery_tag":', from, true)
+        if not p then break end
+        tag = string.match(v, '^"delivery_tag":%s*"([^"]*)"', p) or tag
+        from = p + 15
+      end
       local known = ARGV[5 + q]
       if tag and known and known ~= '' and tag == known then
         -- unchanged: nothing more to send
@@ -205,9 +231,11 @@ local agg = {}
 local order = {}
 local kv = r[2]
 for i = 2, #kv, 2 do
-  local ex, rk = string.match(string.sub(kv[i], -512), '"([^"\\\\]*)"%s*,%s*"([^"\\\\]*)"%s*%]%s*$')
+  -- the value ends with '"exchange", "routing_key"]': match the reversed tail, anchored (linear time)
+  local krev, xrev = string.match(string.reverse(string.sub(kv[i], -600)),
+    '^%s*%]%s*"([^"\\\\]*)"%s*,%s*"([^"\\\\]*)"')
   local key = '?'
-  if ex then key = ex .. '\\t' .. rk end
+  if krev then key = string.reverse(xrev) .. '\\t' .. string.reverse(krev) end
   if not agg[key] then agg[key] = 0; order[#order + 1] = key end
   agg[key] = agg[key] + 1
 end
@@ -387,6 +415,8 @@ class BrokerReader:
         self._scan_counts_done: dict[str, int] | None = None
         """Unacked entries per queue counted by the last complete HSCAN pass (None: no pass yet)."""
         self._scan_counts_partial: dict[str, int] = {}
+        self._scan_entries = 0
+        """Ledger entries the current HSCAN pass has visited (to extrapolate the first pass's counts)."""
         self._hscan_cursor = 0
         self._hscan_passes = 0
         self._window_cache: dict[str, tuple[float | None, DecodedMessage, str | None, str | None]] = {}
@@ -401,6 +431,13 @@ class BrokerReader:
         """Band indices (> 0) whose key existed at the last read: only those (and band 0) get an LLEN."""
         self._band_rr = self._head_rr = self._table_rr = 0
         self._route_memo: dict[tuple[str, str], str | None] = {}
+        self._keys_cache: dict[str, list[tuple[int, str]]] = {}
+        self._srcs_cache: dict[tuple[str, frozenset[str]], tuple[str, ...]] = {}
+        self._depths: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], int]] = {}
+        """name -> (band depths, by_priority, messages) of the last read (recomputed only on change)."""
+        self._tables_version = 0
+        """Bumped whenever binding rows change: invalidates the cached queue names."""
+        self._names_cache: tuple[Any, list[str], dict[str, set[str]]] | None = None
         self._binding_prefix = settings.key("_kombu.binding.")
         self._deadlines_key = settings.key("_kombu.binding_deadlines")
         ctl = settings.control_exchange
@@ -496,7 +533,8 @@ class BrokerReader:
             for src in _SCRIPTS.values():
                 pipe.script_load(src)
         n_load = len(pipe.command_stack)
-        pipe.scan(self._scan_cursor, match=_glob_escape(self._binding_prefix) + "*", count=SCAN_COUNT)
+        pipe.scan(self._scan_cursor, match=_glob_escape(self._binding_prefix) + "*",
+                  count=SCAN_COUNT if not self._discovery_passes else SCAN_COUNT_STEADY)
         pipe.zrange(self._deadlines_key, 0, DEADLINES_LIMIT - 1)
         to_read = self._tables_to_read()
         for key in to_read:
@@ -510,7 +548,7 @@ class BrokerReader:
         names0, _src0 = self._queue_names(worker_queues)
         llen_plan: list[tuple[str, int]] = []
         for name in names0:
-            keys = s.queue_keys(name)
+            keys = self._qkeys(name)
             idxs = [0, *sorted(self._bands.get(name, ()))] if name in self._lens else range(nb)
             for i in idxs:
                 pipe.llen(keys[i][1])
@@ -618,6 +656,7 @@ class BrokerReader:
         else:
             self._scan_counts_done = None
             self._scan_counts_partial = {}
+            self._scan_entries = 0
             self._hscan_cursor = 0
 
         # ---- round trip 3 (rare): queues of the tables read in round trip 2, a window that moved ----
@@ -652,6 +691,7 @@ class BrokerReader:
         for gone in set(self._lens) - set(names):
             del self._lens[gone]
             self._bands.pop(gone, None)
+            self._depths.pop(gone, None)
         return BrokerView(
             queues=tuple(queues),
             unacked=tuple(entries),
@@ -666,8 +706,36 @@ class BrokerReader:
         )
 
     # ---- planning helpers ----
+    def _sorted_sources(self, name: str, sources: set[str]) -> tuple[str, ...]:
+        key = (name, frozenset(sources))
+        out = self._srcs_cache.get(key)
+        if out is None:
+            if len(self._srcs_cache) > 100_000:
+                self._srcs_cache.clear()
+            out = self._srcs_cache[key] = tuple(sorted(sources))
+        return out
+
+    def _qkeys(self, name: str) -> list[tuple[int, str]]:
+        """``settings.queue_keys(name)``, cached (called several times per queue and refresh)."""
+        keys = self._keys_cache.get(name)
+        if keys is None:
+            if len(self._keys_cache) > 100_000:
+                self._keys_cache.clear()
+            keys = self._keys_cache[name] = self.settings.queue_keys(name)
+        return keys
+
     def _queue_names(self, worker_queues: Mapping[str, int] | None) -> tuple[list[str], dict[str, set[str]]]:
-        """Task queue names known now (app, workers, binding tables) and where each name came from."""
+        """Task queue names known now (app, workers, binding tables) and where each name came from
+        (cached until a binding table or the worker queues change)."""
+        ckey = (self._tables_version, tuple(sorted(worker_queues)) if worker_queues is not None else None)
+        if self._names_cache is not None and self._names_cache[0] == ckey:
+            return self._names_cache[1], self._names_cache[2]
+        names, sources = self._compute_queue_names(worker_queues)
+        self._names_cache = (ckey, names, sources)
+        return names, sources
+
+    def _compute_queue_names(self, worker_queues: Mapping[str, int] | None
+                             ) -> tuple[list[str], dict[str, set[str]]]:
         sources: dict[str, set[str]] = {}
         for name in self.settings.app_queues:
             sources.setdefault(name, set()).add("app")
@@ -705,7 +773,7 @@ class BrokerReader:
             if name not in self._lens:
                 continue
             known = self._bands.get(name, set())
-            missing = [k for i, (_b, k) in enumerate(self.settings.queue_keys(name)) if i and i not in known]
+            missing = [k for i, (_b, k) in enumerate(self._qkeys(name)) if i and i not in known]
             if missing:
                 cands.append((name, missing))
         out = _rr_slice(cands, self._band_rr, BAND_SLICE)
@@ -728,14 +796,14 @@ class BrokerReader:
         for i in range(0, len(items), BATCH):
             chunk = items[i:i + BATCH]
             if full:
-                keys = [k for name in chunk for _band, k in s.queue_keys(name)]
+                keys = [k for name in chunk for _band, k in self._qkeys(name)]
                 known = [self._last_identity(name) for name in chunk]
                 nb = len(s.priority_steps)
             else:
                 keys = []
                 for name, row in chunk:
                     first = next(j for j, x in enumerate(row) if x > 0)
-                    keys.append(s.queue_keys(name)[first][1])
+                    keys.append(self._qkeys(name)[first][1])
                 known = [self._last_identity(name) for name, _row in chunk]
                 nb = 1
             pipe.evalsha(_SHAS["queue"], len(keys), *keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, *known)
@@ -828,6 +896,7 @@ class BrokerReader:
                 # A whole pass is done: forget tables that no longer exist.
                 for key in [k for k, t in self._tables.items() if k not in self._scan_seen and not t.pinned]:
                     del self._tables[key]
+                    self._tables_version += 1
                 self._scan_seen = set()
         if not isinstance(deadlines_res, Exception):
             for ex in deadlines_res or ():
@@ -841,19 +910,22 @@ class BrokerReader:
         if table is None:
             return
         table.read_once = True
+        before = (table.rows, len(table.partial))
         if isinstance(r, Exception):  # wrong type: not a binding table
             table.rows, table.partial, table.cursor = frozenset(), set(), 0
-            return
-        cursor, members = r
-        sep = self.settings.sep
-        for m in members:
-            parts = _text(m).split(sep)
-            if len(parts) == 3:
-                table.partial.add((parts[0], parts[1], parts[2]))
-        table.cursor = int(cursor)
-        if table.cursor == 0:
-            table.rows = frozenset(table.partial)
-            table.partial = set()
+        else:
+            cursor, members = r
+            sep = self.settings.sep
+            for m in members:
+                parts = _text(m).split(sep)
+                if len(parts) == 3:
+                    table.partial.add((parts[0], parts[1], parts[2]))
+            table.cursor = int(cursor)
+            if table.cursor == 0:
+                table.rows = frozenset(table.partial)
+                table.partial = set()
+        if (table.rows, len(table.partial)) != before:
+            self._tables_version += 1  # queue names and routes may have changed
 
     # ---- unacked ----
     def _absorb_hscan(self, res: Any, errors: list[str]) -> None:
@@ -864,6 +936,8 @@ class BrokerReader:
         counts = self._scan_counts_partial
         for line in _bytes(res[1] or b"").split(b"\n"):
             n, _, route = line.partition(b"\t")
+            if n.isdigit():
+                self._scan_entries += int(n)
             if not route or route == b"?":
                 continue
             ex, _, rk = route.partition(b"\t")
@@ -880,6 +954,7 @@ class BrokerReader:
             self._hscan_passes += 1
             self._scan_counts_done = counts
             self._scan_counts_partial = {}
+            self._scan_entries = 0
             self._route_memo.clear()  # bindings may have changed: resolve routes afresh each pass
 
     def _unacked_counts(self, entries: Sequence[UnackedEntry], total: int, scanning: bool
@@ -890,7 +965,11 @@ class BrokerReader:
                 if e.queue:
                     counts[e.queue] = counts.get(e.queue, 0) + 1
             return counts, True
-        counts = dict(self._scan_counts_done if self._scan_counts_done is not None else self._scan_counts_partial)
+        if self._scan_counts_done is not None:
+            counts = dict(self._scan_counts_done)
+        else:  # first pass still running: its partial counts scaled to the ledger size (an estimate)
+            scale = total / self._scan_entries if self._scan_entries else 0.0
+            counts = {q: round(n * scale) for q, n in self._scan_counts_partial.items()}
         in_window: dict[str, int] = {}
         for e in entries:
             if e.queue:
@@ -947,28 +1026,35 @@ class BrokerReader:
                     errors: list[str]) -> QueueInfo:
         """QueueInfo from this refresh's depths (``lens``, round trip 1) and head probe (``probe``: every
         band + head; ``head``: head only; neither: the head identity seen before still stands)."""
-        bands = [band for band, _k in self.settings.queue_keys(name)]
         consumers = None if worker_queues is None else int(worker_queues.get(name, 0))
-        srcs = tuple(sorted(sources))
-        for r in (probe, head):
-            if isinstance(r, Exception):
-                errors.append(f"queue {name}: {r}")
-                self._lens.pop(name, None)
-                return QueueInfo(name=name, messages=0, by_priority=tuple((b, 0) for b in bands),
-                                 unacked=unacked, consumers=consumers, sources=srcs, wrong_type=True)
+        srcs = self._sorted_sources(name, sources)
         item: Any = None
-        if probe is not None:
-            wrong = bool(int(probe[0]))
-            lens = [int(x) for x in probe[1]]
-            item = probe
-        elif head is not None:
-            wrong = wrong or bool(int(head[0]))
-            item = head
-        lens = list(lens or [0] * len(bands))
-        self._lens[name] = tuple(lens)
-        self._bands[name] = {i for i, n in enumerate(lens) if i and n != 0}
-        by_priority = tuple((b, max(n, 0)) for b, n in zip(bands, lens, strict=False))
-        messages = sum(n for _b, n in by_priority)
+        if probe is not None or head is not None:
+            bands = [band for band, _k in self._qkeys(name)]
+            for r in (probe, head):
+                if isinstance(r, Exception):
+                    errors.append(f"queue {name}: {r}")
+                    self._lens.pop(name, None)
+                    self._depths.pop(name, None)
+                    return QueueInfo(name=name, messages=0, by_priority=tuple((b, 0) for b in bands),
+                                     unacked=unacked, consumers=consumers, sources=srcs, wrong_type=True)
+            if probe is not None:
+                wrong = bool(int(probe[0]))
+                lens = [int(x) for x in probe[1]]
+                item = probe
+            else:
+                wrong = wrong or bool(int(head[0]))
+                item = head
+        lens_t = tuple(lens) if lens else (0,) * len(self._qkeys(name))
+        depth = self._depths.get(name)
+        if depth is None or depth[0] != lens_t:  # depths changed: recompute the derived figures
+            bands = [band for band, _k in self._qkeys(name)]
+            by_priority = tuple((b, max(n, 0)) for b, n in zip(bands, lens_t, strict=False))
+            depth = (lens_t, by_priority, sum(n for _b, n in by_priority))
+            self._depths[name] = depth
+            self._bands[name] = {i for i, n in enumerate(lens_t) if i and n != 0}
+        self._lens[name] = lens_t
+        _lt, by_priority, messages = depth
         oldest: float | None = None
         if item is not None and len(item) > 2:
             size = int(item[3])
