@@ -48,6 +48,8 @@ SCREENS: tuple[str, ...] = ("health", "lint")
 """``:`` words that open a screen instead of a view."""
 LIST_LIMIT = 8
 """Targets listed by name in a confirm dialog before "… and N more"."""
+SEARCH_LIMIT = 200
+"""Most hits one task search returns."""
 
 
 class Collector(Protocol):
@@ -488,8 +490,12 @@ class TaskDashApp(App[int]):
         self.focus_table()
 
     def action_filter(self) -> None:
-        """Open the filter prompt for the current view."""
+        """Open the filter prompt for the current view (the Tasks view searches instead)."""
         panel = self.panel()
+        if panel.VIEW == "tasks":
+            self._open_prompt("search", "", "/ search tasks: words, field:value (name: id: state: worker: "
+                              "queue: exc: args:), -exclude, \"a phrase\" (syntax in the help: ?)")
+            return
         self._open_prompt("filter", panel.filter_text, f"/ filter {panel.VIEW} (enter keeps it, esc clears)")
 
     def action_jump(self) -> None:
@@ -520,6 +526,10 @@ class TaskDashApp(App[int]):
         self._close_prompt()
         if mode == "control":
             self._control_submitted(value)
+        elif mode == "search":
+            if value:
+                self.say(f"searching for {value!r}…", title="Searching", timeout=2)
+                self._run_search(value, self.snapshot)
         elif mode == "jump":
             word = value.strip().lstrip(":").strip().lower()
             if word in SCREENS:
@@ -557,6 +567,31 @@ class TaskDashApp(App[int]):
         elif panel.table.marked:
             panel.table.clear_marks()
             panel._update_title()
+
+    # ---- task search ---------------------------------------------------------------------------
+    @work(thread=True, group="search", exclusive=True, exit_on_error=False, description="task search")
+    def _run_search(self, text: str, snapshot: Snapshot | None) -> None:
+        """``search_all`` over unacked, queued and stored results (thread), then the results screen."""
+        from collectors.search import SEARCH_HELP, SearchError, search_all
+
+        try:
+            outcome = search_all(self.settings, text, limit=SEARCH_LIMIT, snapshot=snapshot)
+        except SearchError as exc:
+            self.call_from_thread(self.say, f"{exc}\n\n{SEARCH_HELP}", title="Search", severity="error",
+                                  timeout=15)
+            return
+        except Exception as exc:  # noqa: BLE001 - Redis down, ...: tell, never crash
+            msg = mask_text(f"{type(exc).__name__}: {exc}", self.settings.broker_url, self.settings.backend_url)
+            self.call_from_thread(self.say, msg, title="Search failed", severity="error", timeout=8)
+            return
+        self.call_from_thread(self._show_search, outcome)
+
+    def _show_search(self, outcome: Any) -> None:
+        from tui.screens.search import SearchScreen
+
+        if not self.screen_stack:
+            return
+        self.push_screen(SearchScreen(outcome, limit=SEARCH_LIMIT), lambda _: self.focus_table())
 
     # ---- misc actions --------------------------------------------------------------------------
     def action_refresh(self) -> None:

@@ -11,6 +11,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from collectors.control import CONTROL_HELP
+from collectors.search import SEARCH_HELP
+
 GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
     ("?", "this help"),
     ("/", "filter the rows of the current view (esc clears)"),
@@ -38,7 +41,8 @@ VIEW_KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                  ("c", "send a command to the marked / selected workers: grow N, shrink N, autoscale MAX MIN, "
                        "restart, add-consumer Q, cancel-consumer Q, rate-limit TASK RATE, "
                        "time-limit TASK SOFT HARD, shutdown"))),
-    ("Tasks", (("r", "retry the failed task from its stored args"),)),
+    ("Tasks", (("/", "search tasks: stored results, unacked and queued messages (syntax below)"),
+               ("r", "retry the failed task from its stored args"))),
     ("Poison", (("Q", "quarantine the suspects (stops the loop)"), ("x", "revoke the task"))),
     ("Quarantine", (("r", "replay onto the original queue"), ("d", "delete for good"))),
 )
@@ -60,6 +64,10 @@ def help_text(read_only: bool) -> Text:
              "their queues; In = Out + the change of depth). Trend = depth over the last refreshes.\n")
     t.append("Unacked: ORPHANED = no live worker claims it; ⚠ age = older than visibility_timeout (the next "
              "restore sweep requeues it).\n")
+    t.append("\n")
+    t.append(SEARCH_HELP)
+    t.append("\n")
+    t.append(CONTROL_HELP)
     t.append("\nEvery write asks first (default No), names exactly what changes, and is written to the "
              "audit log.\n")
     if read_only:
