@@ -133,6 +133,10 @@ class Collector:
         """Ask for a fresh worker inspect on the next ``collect()``."""
         self._inspect_requested = True
 
+    def workers_view(self, now: float | None = None) -> WorkersView:
+        """The worker monitor's current view (pool pids, active tasks): what crash forensics observes."""
+        return self._workers.view(time.time() if now is None else now)
+
     def close(self) -> None:
         """Stop background threads and close connections."""
         for stop in (self._workers.stop, self._results.stop):
