@@ -27,6 +27,11 @@ _next_db = iter(range(0, 16))
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """A flushed Redis on the session server (FLUSHALL before each test, so tests never see each other)."""
     redis_server.client().flushall()
+    # kombu caches "already declared" queues/exchanges per process (producer pools): after FLUSHALL
+    # the bindings are gone, and a publish to an unbound exchange is silently dropped by kombu 5.7.
+    import kombu.pools
+
+    kombu.pools.reset()
     yield redis_server.url
 
 
