@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 
 TAB_LABELS: dict[str, str] = {"queues": "Queues", "unacked": "Unacked", "workers": "Workers",
                               "tasks": "Tasks", "poison": "Poison", "quarantine": "Quarantine"}
-SCREENS: tuple[str, ...] = ("health", "lint")
-"""``:`` words that open a screen instead of a view."""
+SCREENS: tuple[str, ...] = ("health", "lint", "ctx")
+"""``:`` words that open a screen (or run a command) instead of a view."""
+ARG_SCREENS: tuple[str, ...] = ("ctx",)
+"""``:`` words that take an optional argument (``:ctx NAME``)."""
 LIST_LIMIT = 8
 """Targets listed by name in a confirm dialog before "… and N more"."""
 SEARCH_LIMIT = 200
@@ -153,7 +155,8 @@ class TaskDashApp(App[int]):
                  actions_factory: Callable[[], Any] | None = None, interval: float | None = None,
                  clock: Callable[[], float] = time.time, show_welcome: bool = True,
                  max_backoff: float | None = None, load_details: bool = True,
-                 export_dir: Path | None = None) -> None:
+                 export_dir: Path | None = None,
+                 collector_factory: Callable[[Settings], Collector] | None = None) -> None:
         """Create the app.
 
         Args:
@@ -166,6 +169,8 @@ class TaskDashApp(App[int]):
             max_backoff: Longest wait between retries while the broker is down.
             load_details: Read headers / stored results from Redis when a detail screen opens.
             export_dir: Directory for purge exports (default: taskdash's state dir).
+            collector_factory: Builds the collector of another context on ``:ctx NAME``
+                (default ``collectors.collector.Collector``).
         """
         super().__init__()
         self.collector = collector
@@ -203,6 +208,9 @@ class TaskDashApp(App[int]):
         """How long the UI thread spent applying the last snapshot (milliseconds)."""
         self._control: Any = None
         self._control_lock = threading.Lock()
+        self._collector_factory = collector_factory
+        self._generation = 0
+        """Bumped when ``:ctx`` replaces the collector: results of the old one are dropped."""
 
     def say(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None) -> None:
         """``notify`` without markup: messages carry task ids, URLs and error text with brackets."""
@@ -275,13 +283,14 @@ class TaskDashApp(App[int]):
 
     @work(thread=True, group="poll", exit_on_error=False, description="collect a snapshot")
     def _collect(self) -> None:
+        collector, generation = self.collector, self._generation
         try:
-            snapshot = self.collector.collect()
+            snapshot = collector.collect()
         except Exception as exc:  # noqa: BLE001 - a crashed refresh must never take the app down
             log.warning("collect() failed", exc_info=True)
-            self.post_message(CollectFailed(f"{type(exc).__name__}: {exc}"))
+            self.post_message(CollectFailed(f"{type(exc).__name__}: {exc}", generation))
             return
-        self.post_message(SnapshotReady(snapshot))
+        self.post_message(SnapshotReady(snapshot, generation))
 
     def _schedule_next(self) -> None:
         if self.paused or self.interval <= 0 or not self.is_running or not self.screen_stack:
@@ -298,6 +307,8 @@ class TaskDashApp(App[int]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if worker.group == "poll":
+            if worker is not self._poll:
+                return  # a poll of a context switched away from
             if event.state == WorkerState.SUCCESS:
                 self._schedule_next()
             elif event.state == WorkerState.ERROR:
@@ -317,7 +328,7 @@ class TaskDashApp(App[int]):
 
     @on(CollectFailed)
     def _collect_failed(self, message: CollectFailed) -> None:
-        if not self.screen_stack:
+        if not self.screen_stack or message.generation != self._generation:
             return
         err = mask_text(message.error, self.settings.broker_url, self.settings.backend_url)
         self.failures += 1
@@ -329,7 +340,7 @@ class TaskDashApp(App[int]):
     @on(SnapshotReady)
     def _apply_snapshot(self, message: SnapshotReady) -> None:
         snap = message.snapshot
-        if not self.screen_stack:  # shutting down
+        if not self.screen_stack or message.generation != self._generation:  # shutting down / old context
             return
         self.latest = snap
         self.crash = None
@@ -417,7 +428,7 @@ class TaskDashApp(App[int]):
             broker_url=self.settings.broker_masked, backend_url=self.settings.backend_masked,
             latest=self.latest, last_ok_at=self.last_ok_at, now=self.clock(), paused=self.paused,
             read_only=self.read_only, retry_in=retry_in, failures=self.failures, crash=self.crash,
-            polling=polling,
+            polling=polling, context=self.settings.context,
         )
 
     def _update_status(self) -> None:
@@ -531,7 +542,11 @@ class TaskDashApp(App[int]):
                 self.say(f"searching for {value!r}…", title="Searching", timeout=2)
                 self._run_search(value, self.snapshot)
         elif mode == "jump":
-            word = value.strip().lstrip(":").strip().lower()
+            word, _, arg = value.strip().lstrip(":").strip().partition(" ")
+            word = word.lower()
+            if word in ARG_SCREENS:
+                getattr(self, f"action_{word}")(arg.strip())
+                return
             if word in SCREENS:
                 getattr(self, f"action_{word}")()
                 return
@@ -567,6 +582,95 @@ class TaskDashApp(App[int]):
         elif panel.table.marked:
             panel.table.clear_marks()
             panel._update_title()
+
+    # ---- contexts --------------------------------------------------------------------------------
+    def action_ctx(self, name: str = "") -> None:
+        """``:ctx`` lists the contexts of the config file; ``:ctx NAME`` switches to one."""
+        from collectors.config import ConfigError
+        from collectors.contexts import config_path, list_contexts, switch
+
+        if not name:
+            try:
+                rows = list_contexts()
+            except ConfigError as exc:
+                self.say(str(exc), title="Contexts", severity="error", timeout=8)
+                return
+            if not rows:
+                self.say(f"no context in {config_path()}", title="Contexts", severity="warning", timeout=6)
+                return
+            current = self.settings.context
+            lines = [f"{'▶' if n == current else ' '} {n}{' (default)' if d else ''} — {desc}"
+                     for n, desc, d in rows]
+            self.say("\n".join(lines) + "\n\n:ctx NAME switches", title="Contexts", timeout=12)
+            return
+        try:
+            new = switch(name, self.settings)
+        except ConfigError as exc:
+            msg = mask_text(str(exc), self.settings.broker_url, self.settings.backend_url)
+            self.say(msg, title=f"Context {name}", severity="error", timeout=8)
+            return
+        self.switch_settings(new)
+
+    def switch_settings(self, settings: Settings) -> None:
+        """Point the dashboard at another broker: stop polling, close the old collector (thread), build
+        a new one, reset panels and history, poll again."""
+        if self._next is not None:
+            self._next.stop()
+            self._next = None
+            self._next_due = None
+        self._generation += 1
+        old = self.collector
+        factory = self._collector_factory
+        if factory is None:
+            from collectors.collector import Collector as RealCollector
+
+            factory = RealCollector
+        try:
+            collector = factory(settings)
+        except Exception as exc:  # noqa: BLE001 - bad URL etc.: stay on the current context
+            msg = mask_text(f"{type(exc).__name__}: {exc}", settings.broker_url, settings.backend_url)
+            self.say(msg, title="Context switch failed", severity="error", timeout=8)
+            self._generation -= 1
+            self.start_poll()
+            return
+        self.collector = collector
+        self.settings = settings
+        self.read_only = self.read_only or settings.read_only
+        self._poll = None
+        self._close_collector(old)
+        if self._actions_factory is not None:
+            self._actions = None  # rebuilt from the new settings on first use
+        with self._control_lock:
+            self._control = None
+        self.history = History()
+        self.snapshot = self.latest = None
+        self.last_ok_at = None
+        self.failures = 0
+        self.crash = None
+        self._broker_ok = None
+        self._failing = set()
+        self._on_context_switched()
+        with self.batch_update():
+            for panel in self.dash.query(Panel):
+                panel.reset()
+            tabs = self.dash.query_one("#views", TabbedContent)
+            for view, label in TAB_LABELS.items():
+                tab = tabs.get_tab(view)
+                tab.label = Text(label)
+                tab.set_class(False, "-alert")
+        self.say(f"{settings.context or '?'}: {settings.broker_masked}", title="Context switched", timeout=4)
+        self._update_status()
+        self.start_poll()
+
+    def _on_context_switched(self) -> None:
+        """Hook for per-context state (forensics, persistent history)."""
+
+    @work(thread=True, group="ctx-close", exit_on_error=False, description="close the old collector")
+    def _close_collector(self, collector: Collector) -> None:
+        try:
+            collector.close()
+        except Exception:  # noqa: BLE001 - best effort
+            log.warning("closing the previous collector failed", exc_info=True)
 
     # ---- task search ---------------------------------------------------------------------------
     @work(thread=True, group="search", exclusive=True, exit_on_error=False, description="task search")
@@ -988,15 +1092,17 @@ def run(settings: Settings) -> int:
 
     setup_logging()
 
+    app: TaskDashApp | None = None
+
     def make_actions() -> Any:
         from collectors.actions import Actions
 
-        return Actions(settings)
+        return Actions(app.settings if app is not None else settings)  # :ctx may have switched
 
     collector = RealCollector(settings)
     try:
-        app = TaskDashApp(collector, actions_factory=make_actions)
+        app = TaskDashApp(collector, actions_factory=make_actions, collector_factory=RealCollector)
         result = app.run()
     finally:
-        collector.close()
+        (app.collector if app is not None else collector).close()
     return int(result or 0)

@@ -15,6 +15,8 @@ class SnapshotReady(Message):
     """A fresh snapshot, posted from the poll worker thread."""
 
     snapshot: Snapshot
+    generation: int = 0
+    """Which collector produced it (bumped by ``:ctx``: a late snapshot of the old context is dropped)."""
 
     def can_replace(self, message: Message) -> bool:
         """Only the newest queued snapshot is rendered."""
@@ -26,6 +28,7 @@ class CollectFailed(Message):
     """``collect()`` raised (a bug or an unexpected error); the app keeps running and retries."""
 
     error: str
+    generation: int = 0
 
 
 @dataclass

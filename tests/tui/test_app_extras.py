@@ -4,14 +4,18 @@ crash forensics and the persistent history (fake collector unless the test says 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from tui_fakes import QUEUES, UNACKED, entry, make_app, make_snapshot
+import pytest
+from tui_fakes import QUEUES, UNACKED, FakeCollector, entry, make_app, make_snapshot
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
-from collectors.models import QueueInfo, SourceError
+from collectors.config import Settings
+from collectors.models import QueueInfo, SourceError, SourceStatus
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
+from tui.widgets.status_bar import StatusBar
 
 
 async def test_ctrl_c_quits_even_from_the_prompt() -> None:
@@ -71,3 +75,48 @@ async def test_redis_text_is_made_terminal_safe_everywhere() -> None:
         body = widget_text(app.screen) + widget_text(app.screen, "Label")
         assert _clean(body), body
         assert "\\x1b[31mred" in body and "bin\\xff\\xfe-q" in body and "evil\\x1b[2J" in body
+
+
+async def test_ctx_lists_and_switches_contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('default = "local"\n\n[contexts.local]\nbroker = "redis://broker.example:6379/0"\n\n'
+                   '[contexts.prod]\nbroker = "redis://:hunter2@prod-redis:6380/2"\n'
+                   'description = "production"\n')
+    monkeypatch.setenv("TASKDASH_CONFIG", str(cfg))
+    for var in ("TASKDASH_BROKER", "TASKDASH_BACKEND", "TASKDASH_APP", "TASKDASH_CONTEXT"):
+        monkeypatch.delenv(var, raising=False)
+    prod_snap = make_snapshot(queues=(QueueInfo("prod-only", 9, ((0, 9),), 3.0, 1, 0),), unacked=(),
+                              unacked_total=0, poison=(),
+                              broker=SourceStatus("redis://:***@prod-redis:6380/2", True))
+    built: list[FakeCollector] = []
+
+    def factory(settings: Settings) -> FakeCollector:
+        built.append(FakeCollector([prod_snap], settings=settings))
+        return built[-1]
+
+    app = make_app(collector_factory=factory)
+    old = app.collector
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        assert "celery" in app.panel("queues").table.shown_keys
+        await pilot.press("colon", *"ctx", "enter")
+        await wait_until(pilot, lambda: any(t == "Contexts" for t, _, _ in notifications(app)))
+        listing = next(m for t, m, _ in notifications(app) if t == "Contexts")
+        assert "local" in listing and "prod" in listing and "hunter2" not in listing and "default" in listing
+
+        await pilot.press("colon", *"ctx nope", "enter")  # unknown: stays where it is
+        await wait_until(pilot, lambda: any("nope" in m for _, m, s in notifications(app) if s == "error"))
+        assert app.collector is old and not built
+
+        await pilot.press("colon", *"ctx prod", "enter")
+        await wait_until(pilot, lambda: old.closed and bool(built) and built[0].calls > 0)
+        await settle(pilot)
+        assert app.collector is built[0] and app.settings.context == "prod"
+        assert built[0].settings.broker_url == "redis://:hunter2@prod-redis:6380/2"
+        assert app.panel("queues").table.shown_keys == ["prod-only"]  # panels and history reset
+        assert app.history.depth_values("celery") == []
+        status = str(app.dash.query_one(StatusBar).content)
+        assert "ctx prod" in status and "prod-redis:6380/2" in status and "hunter2" not in status
+        app.show_view("unacked")
+        await settle(pilot)
+        assert app.panel().table.shown_keys == []

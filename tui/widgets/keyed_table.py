@@ -200,6 +200,15 @@ class KeyedTable(DataTable[Any]):
             if rebuilt:
                 self.scroll_to(y=scroll_y, animate=False, immediate=True)
 
+    def reset(self) -> None:
+        """Forget every row, mark and cached cell (a new context shows a different system)."""
+        self.clear()
+        self._cells.clear()
+        self._order = []
+        self.items = {}
+        self.marked.clear()
+        self.total_rows = self.all_rows = 0
+
     def invalidate(self) -> None:
         """Redraw every cell on the next ``sync`` (e.g. after a theme change recoloured the styles)."""
         self._cells = dict.fromkeys(self._cells, _STALE)

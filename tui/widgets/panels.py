@@ -194,6 +194,16 @@ class Panel(Vertical):
         """Hook for panels that add to the note line."""
         return text
 
+    def reset(self) -> None:
+        """Drop the snapshot, rows, marks and filter (``:ctx`` switched to another broker)."""
+        self.snapshot = None
+        self._synced = None
+        self.filter_text = ""
+        if self.is_mounted:
+            self.table.reset()
+            self._update_title()
+            self._update_note()
+
     def set_filter(self, text: str) -> None:
         """Filter rows by a case-insensitive substring."""
         self.filter_text = text
@@ -642,6 +652,12 @@ class QuarantinePanel(Panel):
         self.error: str | None = None
         self.loaded = False
         self._now = 0.0
+
+    def reset(self) -> None:
+        self.entries = ()
+        self.error = None
+        self.loaded = False
+        super().reset()
 
     def show_entries(self, entries: tuple[Any, ...], error: str | None = None) -> None:
         """Take a freshly read quarantine list."""

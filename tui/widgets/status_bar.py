@@ -27,6 +27,8 @@ class StatusState:
     failures: int = 0
     crash: str | None = None
     polling: bool = False
+    context: str | None = None
+    """Name of the active context (``:ctx``), if any."""
 
 
 def short_backend(broker_url: str, backend_url: str) -> str:
@@ -61,6 +63,9 @@ def status_text(s: StatusState, colors: dict[str, str], secrets: tuple[str | Non
         t.append(" ")
     if s.read_only:
         t.append("READ-ONLY", style="bold reverse")
+        t.append(" ")
+    if s.context:
+        t.append(f"ctx {s.context}", style=f"bold {colors.get('accent', 'cyan')}")
         t.append(" ")
     if s.last_ok_at is None:
         t.append("connecting…" if s.polling or snap is None else "no data yet", style="dim")
