@@ -28,6 +28,7 @@ from textual.widgets import Footer, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from collectors.config import Settings, mask_text
+from collectors.forensics import Forensics
 from collectors.models import Snapshot, SourceStatus
 from tui import details
 from tui.format import safe
@@ -44,10 +45,10 @@ log = logging.getLogger(__name__)
 
 TAB_LABELS: dict[str, str] = {"queues": "Queues", "unacked": "Unacked", "workers": "Workers",
                               "tasks": "Tasks", "poison": "Poison", "quarantine": "Quarantine"}
-SCREENS: tuple[str, ...] = ("health", "lint", "ctx")
+SCREENS: tuple[str, ...] = ("health", "lint", "ctx", "crash")
 """``:`` words that open a screen (or run a command) instead of a view."""
-ARG_SCREENS: tuple[str, ...] = ("ctx",)
-"""``:`` words that take an optional argument (``:ctx NAME``)."""
+ARG_SCREENS: tuple[str, ...] = ("ctx", "crash")
+"""``:`` words that take an optional argument (``:ctx NAME``, ``:crash HOST``)."""
 LIST_LIMIT = 8
 """Targets listed by name in a confirm dialog before "… and N more"."""
 SEARCH_LIMIT = 200
@@ -186,6 +187,8 @@ class TaskDashApp(App[int]):
                                                                              min(30.0, 10 * self.interval))
         self.read_only = self.settings.read_only
         self.history = History()
+        self.forensics = Forensics()
+        """Crash forensics (worker timelines, pool process deaths), fed by the poll thread."""
         self.snapshot: Snapshot | None = None
         """Latest snapshot with a reachable broker (what the panels show)."""
         self.latest: Snapshot | None = None
@@ -290,7 +293,20 @@ class TaskDashApp(App[int]):
             log.warning("collect() failed", exc_info=True)
             self.post_message(CollectFailed(f"{type(exc).__name__}: {exc}", generation))
             return
+        if generation == self._generation:
+            self._observe(collector, snapshot)
         self.post_message(SnapshotReady(snapshot, generation))
+
+    def _observe(self, collector: Collector, snapshot: Snapshot) -> None:
+        """Feed crash forensics (poll thread): the snapshot plus the workers' view when the collector has one."""
+        if not snapshot.broker.ok:
+            return
+        try:
+            view_of = getattr(collector, "workers_view", None)
+            view = view_of(snapshot.taken_at) if callable(view_of) else None
+            self.forensics.observe(snapshot, view)
+        except Exception:  # noqa: BLE001 - forensics must never break a refresh
+            log.warning("forensics.observe failed", exc_info=True)
 
     def _schedule_next(self) -> None:
         if self.paused or self.interval <= 0 or not self.is_running or not self.screen_stack:
@@ -583,6 +599,13 @@ class TaskDashApp(App[int]):
             panel.table.clear_marks()
             panel._update_title()
 
+    # ---- crash forensics ------------------------------------------------------------------------
+    def action_crash(self, hostname: str = "") -> None:
+        """``:crash [HOST]`` / ``T`` on a worker: the crash-forensics timeline (one worker or all)."""
+        from tui.screens.health import TimelineScreen
+
+        self.push_screen(TimelineScreen(self.forensics, hostname or None), lambda _: self.focus_table())
+
     # ---- contexts --------------------------------------------------------------------------------
     def action_ctx(self, name: str = "") -> None:
         """``:ctx`` lists the contexts of the config file; ``:ctx NAME`` switches to one."""
@@ -663,7 +686,8 @@ class TaskDashApp(App[int]):
         self.start_poll()
 
     def _on_context_switched(self) -> None:
-        """Hook for per-context state (forensics, persistent history)."""
+        """Per-context state: forensics (and the persistent history) start over for the new broker."""
+        self.forensics = Forensics()
 
     @work(thread=True, group="ctx-close", exit_on_error=False, description="close the old collector")
     def _close_collector(self, collector: Collector) -> None:
@@ -783,6 +807,8 @@ class TaskDashApp(App[int]):
         elif kind == "poison":
             title = f"Poison suspect {item.task or '?'} [{item.task_id}]"
             sections = details.poison_sections(item, snap)
+            sections.insert(2, details.forensics_section(self.forensics.victims(item.task_id),
+                                                         self.forensics.took_down(item.task_id), snap.taken_at))
         else:
             title = "Quarantined message"
             sections = details.generic_sections("Quarantined message", item)

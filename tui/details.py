@@ -176,3 +176,14 @@ def generic_sections(title: str, item: Any) -> list[Section]:
     long = [(k, v) for k, v in data.items() if isinstance(v, str) and "\n" in v]
     fields = [(str(k), _s(v)) for k, v in data.items() if (k, v) not in long]
     return [(title, fields), *[(str(k).capitalize(), str(v)) for k, v in long]]
+
+
+def forensics_section(victims: Sequence[str], took_down: Sequence[Any], now: float) -> Section:
+    """What crash forensics linked to one task: the workers it took processes down on, and each death."""
+    if not victims and not took_down:
+        return ("Crash forensics", [("took down", "no pool process death linked to this task (yet)")])
+    fields: Fields = [("victims", ", ".join(victims) or "–"), ("took down", f"{len(took_down)} process(es)")]
+    for c in took_down[-10:]:
+        fields.append((f"{fmt_age(now - c.ts)} ago", f"{c.hostname} pid {c.pid if c.pid is not None else '?'}"
+                                                      f" ({c.culprit})"))
+    return ("Crash forensics", fields)

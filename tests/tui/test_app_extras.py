@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tui_fakes import QUEUES, UNACKED, FakeCollector, entry, make_app, make_snapshot
+from tui_fakes import QUEUES, T0, UNACKED, WORKERS, FakeActions, FakeCollector, entry, make_app, make_snapshot
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
 from collectors.config import Settings
-from collectors.models import QueueInfo, SourceError, SourceStatus
+from collectors.models import QueueInfo, SourceError, SourceStatus, TaskRef
+from tui.app import TaskDashApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
+from tui.screens.health import TimelineScreen
 from tui.widgets.status_bar import StatusBar
 
 
@@ -120,3 +123,59 @@ async def test_ctx_lists_and_switches_contexts(tmp_path: Path, monkeypatch: pyte
         app.show_view("unacked")
         await settle(pilot)
         assert app.panel().table.shown_keys == []
+
+
+POISON_ID = "p0150n00-0000-4000-8000-000000000005"
+
+
+class ViewCollector(FakeCollector):
+    """A fake collector that also exposes ``workers_view`` (active tasks with their pool pid)."""
+
+    def __init__(self, snapshots: list[Any], actives: list[tuple[TaskRef, ...]]) -> None:
+        super().__init__(snapshots)
+        self.actives = actives
+        self.views = 0
+        self.last: Any = None
+
+    def collect(self) -> Any:
+        self.last = super().collect()
+        return self.last
+
+    def workers_view(self, now: float) -> Any:
+        active = self.actives[min(self.views, len(self.actives) - 1)]
+        self.views += 1
+        return SimpleNamespace(workers=self.last.workers, active=active)
+
+
+async def test_crash_forensics_timeline_and_poison_victims() -> None:
+    s1 = make_snapshot()
+    w1 = replace(WORKERS[0], pool_pids=(102, 103, 104, 106))  # pool process 105 died, 106 replaced it
+    s2 = make_snapshot(taken_at=T0 + 2, workers=(w1, *WORKERS[1:]))
+    ref = TaskRef(POISON_ID, "demo_tasks.tasks.poison", "active", "w1@host", worker_pid=105)
+    collector = ViewCollector([s1, s2], [(ref,), ()])
+    app = TaskDashApp(collector, actions=FakeActions(), interval=0, clock=lambda: T0 + 2.4, load_details=False)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(pilot)
+        app.action_refresh()
+        await settle(pilot)
+        assert collector.views == 2
+        assert app.forensics.victims(POISON_ID) == ["w1@host"]
+        app.show_view("workers")
+        await settle(pilot)
+        assert app.panel().table.selected_key == "w1@host"
+        await pilot.press("T")
+        await wait_until(pilot, lambda: isinstance(app.screen, TimelineScreen))
+        assert app.screen.hostname == "w1@host"  # type: ignore[attr-defined]
+        text = widget_text(app.screen)
+        assert "pool process 105 died while running demo_tasks.tasks.poison" in text
+        await pilot.press("escape")
+        await pilot.press("colon", *"crash w2@host", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, TimelineScreen))
+        assert app.screen.hostname == "w2@host"  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        app.show_view("poison")
+        await settle(pilot)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        text = widget_text(app.screen)
+        assert "Crash forensics" in text and "took down" in text and "w1@host pid 105" in text

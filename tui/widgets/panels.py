@@ -445,7 +445,13 @@ class WorkersPanel(Panel):
              ("processed", "processed", True))
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "control", "Control", id="taskdash.control"),
+        Binding("T", "timeline", "Timeline", id="taskdash.timeline"),
     ]
+
+    def action_timeline(self) -> None:
+        """Crash forensics timeline of the worker under the cursor (all workers when none)."""
+        item = self.table.selected_item
+        self.app.action_crash(item.hostname if item is not None else "")  # type: ignore[attr-defined]
 
     def action_control(self) -> None:
         """Open the worker-command prompt for the marked workers (or the one under the cursor)."""
