@@ -7,6 +7,7 @@ thread worker, notifies the result and refreshes at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -157,7 +158,8 @@ class TaskDashApp(App[int]):
                  clock: Callable[[], float] = time.time, show_welcome: bool = True,
                  max_backoff: float | None = None, load_details: bool = True,
                  export_dir: Path | None = None,
-                 collector_factory: Callable[[Settings], Collector] | None = None) -> None:
+                 collector_factory: Callable[[Settings], Collector] | None = None,
+                 history_path: str | Path | None = None) -> None:
         """Create the app.
 
         Args:
@@ -172,6 +174,8 @@ class TaskDashApp(App[int]):
             export_dir: Directory for purge exports (default: taskdash's state dir).
             collector_factory: Builds the collector of another context on ``:ctx NAME``
                 (default ``collectors.collector.Collector``).
+            history_path: SQLite file of the persistent history (depth trends and poison delivery
+                counts survive a restart); ``run()`` passes the state dir's file, None keeps none.
         """
         super().__init__()
         self.collector = collector
@@ -214,6 +218,51 @@ class TaskDashApp(App[int]):
         self._collector_factory = collector_factory
         self._generation = 0
         """Bumped when ``:ctx`` replaces the collector: results of the old one are dropped."""
+        self.history_path = history_path
+        self.store: Any = None
+        """``collectors.history.History`` (SQLite) when ``history_path`` is given."""
+        self._stored_deliveries: dict[str, int] = {}
+        self._open_store()
+
+    def _open_store(self) -> None:
+        """Open the persistent history for the current context and seed the depth trends from it."""
+        if self.history_path is None:
+            return
+        from collectors.history import History as Store
+
+        try:
+            self.store = Store(self.history_path, scope=self.settings.context or self.settings.broker_masked)
+            since = self.clock() - 3600
+            for queue in self.store.queues():
+                self.history.prefill_depth(queue, self.store.series(queue, since=since)[-self.history.maxlen:])
+        except Exception:  # noqa: BLE001 - a broken history file must not stop the dashboard
+            log.warning("persistent history unavailable", exc_info=True)
+            self.store = None
+
+    def _close_store(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing the history failed", exc_info=True)
+
+    def deliveries_of(self, suspect: Any) -> int:
+        """A poison suspect's deliveries: the most this refresh or the persistent history has seen."""
+        current = int(getattr(suspect, "deliveries", 0) or 0)
+        return max(current, self._stored_deliveries.get(getattr(suspect, "task_id", "") or "", 0))
+
+    def _forget(self, task_ids: Iterable[str | None]) -> None:
+        """Drop delivery counts of tasks that were quarantined/revoked (action thread)."""
+        for task_id in task_ids:
+            if not task_id:
+                continue
+            self._stored_deliveries.pop(task_id, None)
+            if self.store is not None:
+                try:
+                    self.store.forget(task_id)
+                except Exception:  # noqa: BLE001
+                    log.warning("history.forget failed", exc_info=True)
 
     def say(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None) -> None:
         """``notify`` without markup: messages carry task ids, URLs and error text with brackets."""
@@ -237,6 +286,9 @@ class TaskDashApp(App[int]):
         self.set_interval(1.0, self._update_status, name="status-age")
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.start_poll()
+
+    def on_unmount(self) -> None:
+        self._close_store()
 
     def _theme_changed(self, theme: Any) -> None:
         """Cell colours come from the theme: redraw every table with the new one."""
@@ -295,7 +347,19 @@ class TaskDashApp(App[int]):
             return
         if generation == self._generation:
             self._observe(collector, snapshot)
+            self._record(snapshot)
         self.post_message(SnapshotReady(snapshot, generation))
+
+    def _record(self, snapshot: Snapshot) -> None:
+        """Persist the snapshot (sampled) and read back the stored delivery counts of its suspects (poll thread)."""
+        store = self.store
+        if store is None or not snapshot.broker.ok:
+            return
+        try:
+            store.record(snapshot)
+            self._stored_deliveries = {p.task_id: store.deliveries(p.task_id) for p in snapshot.poison}
+        except Exception:  # noqa: BLE001 - a full disk must not break the refresh
+            log.warning("history.record failed", exc_info=True)
 
     def _observe(self, collector: Collector, snapshot: Snapshot) -> None:
         """Feed crash forensics (poll thread): the snapshot plus the workers' view when the collector has one."""
@@ -688,6 +752,9 @@ class TaskDashApp(App[int]):
     def _on_context_switched(self) -> None:
         """Per-context state: forensics (and the persistent history) start over for the new broker."""
         self.forensics = Forensics()
+        self._stored_deliveries = {}
+        self._close_store()
+        self._open_store()
 
     @work(thread=True, group="ctx-close", exit_on_error=False, description="close the old collector")
     def _close_collector(self, collector: Collector) -> None:
@@ -806,6 +873,8 @@ class TaskDashApp(App[int]):
             sections = details.failure_sections(item, snap)
         elif kind == "poison":
             title = f"Poison suspect {item.task or '?'} [{item.task_id}]"
+            if self.deliveries_of(item) != item.deliveries:  # the persistent history saw more
+                item = dataclasses.replace(item, deliveries=self.deliveries_of(item))
             sections = details.poison_sections(item, snap)
             sections.insert(2, details.forensics_section(self.forensics.victims(item.task_id),
                                                          self.forensics.took_down(item.task_id), snap.taken_at))
@@ -937,7 +1006,7 @@ class TaskDashApp(App[int]):
         deliveries: int | None = None
         if items and hasattr(items[0], "deliveries"):
             reason = f"poison suspect: {items[0].reason}"
-            deliveries = max(int(getattr(e, "deliveries", 0) or 0) for e in items)
+            deliveries = max(self.deliveries_of(e) for e in items)
         body = (f"Move {len(items)} message(s) into taskdash's quarantine (out of their queue and of "
                 "unacked; kept whole, replayable):\n" + _listing([_describe_entry(e) for e in items]))
 
@@ -949,7 +1018,9 @@ class TaskDashApp(App[int]):
                 kwargs["tags"] = tags
             if task_ids:
                 kwargs["task_ids"] = task_ids
-            return self._result("Quarantine", self.actions.quarantine(**kwargs))
+            result = self._result("Quarantine", self.actions.quarantine(**kwargs))
+            self._forget(getattr(e, "task_id", None) for e in items)
+            return result
 
         return ("Quarantine?", body, "Quarantine", [], run)
 
@@ -962,8 +1033,10 @@ class TaskDashApp(App[int]):
                 "with terminate, the process running it gets SIGTERM.")
 
         def run(c: Confirmation) -> tuple[str, str, str]:
-            return self._result("Revoke", self.actions.revoke(task_id, terminate=c.options.get("terminate",
-                                                                                               False)))
+            result = self._result("Revoke", self.actions.revoke(task_id, terminate=c.options.get("terminate",
+                                                                                                 False)))
+            self._forget([task_id])
+            return result
 
         return ("Revoke?", body, "Revoke", [("terminate", "terminate (SIGTERM the running process)", False)],
                 run)
@@ -1127,7 +1200,10 @@ def run(settings: Settings) -> int:
 
     collector = RealCollector(settings)
     try:
-        app = TaskDashApp(collector, actions_factory=make_actions, collector_factory=RealCollector)
+        from collectors.history import default_path
+
+        app = TaskDashApp(collector, actions_factory=make_actions, collector_factory=RealCollector,
+                          history_path=default_path())
         result = app.run()
     finally:
         (app.collector if app is not None else collector).close()

@@ -76,6 +76,12 @@ class History:
         for key in [k for k in table if k not in alive]:
             del table[key]
 
+    def prefill_depth(self, queue: str, points: Iterable[tuple[float, float]]) -> None:
+        """Seed ``queue``'s depth trend with stored (time, depth) samples (oldest first)."""
+        series = self._series(self.depth, queue)
+        for t, v in points:
+            series.add(t, float(v))
+
     def depth_values(self, queue: str) -> list[float]:
         """Depth samples of ``queue``, oldest first."""
         s = self.depth.get(queue)

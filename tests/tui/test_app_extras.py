@@ -3,13 +3,25 @@ crash forensics and the persistent history (fake collector unless the test says 
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tui_fakes import QUEUES, T0, UNACKED, WORKERS, FakeActions, FakeCollector, entry, make_app, make_snapshot
+from tui_fakes import (
+    POISON,
+    QUEUES,
+    T0,
+    UNACKED,
+    WORKERS,
+    FakeActions,
+    FakeCollector,
+    entry,
+    make_app,
+    make_snapshot,
+)
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
 from collectors.config import Settings
@@ -179,3 +191,44 @@ async def test_crash_forensics_timeline_and_poison_victims() -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
         text = widget_text(app.screen)
         assert "Crash forensics" in text and "took down" in text and "w1@host pid 105" in text
+
+
+async def test_history_survives_a_restart_and_keeps_delivery_counts(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    t0 = time.time() - 100  # recent: the store drops samples older than a week when it opens
+    suspect = replace(POISON[0], first_seen=t0 - 120, last_seen=t0 - 1)
+    s1 = make_snapshot(taken_at=t0, poison=(suspect,))
+    s2 = make_snapshot(taken_at=t0 + 10, queues=(replace(QUEUES[0], messages=60), *QUEUES[1:]),
+                       poison=(replace(suspect, deliveries=9),))
+    app = make_app([s1, s2], history_path=path, clock=lambda: t0 + 10.4)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.action_refresh()
+        await settle(pilot)
+        assert app.store is not None and app.store.series("celery") == [(t0, 120), (t0 + 10, 60)]
+
+    # Restart on the same file: the trend is there before the first refresh, the count is the stored max.
+    s3 = make_snapshot(taken_at=t0 + 20, queues=(replace(QUEUES[0], messages=30), *QUEUES[1:]),
+                       poison=(replace(suspect, deliveries=2),))
+    app = make_app([s3], history_path=path, clock=lambda: t0 + 20.4)
+    assert app.history.depth_values("celery") == [120.0, 60.0]
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.history.depth_values("celery") == [120.0, 60.0, 30.0]
+        trend = str(app.panel("queues").table.get_cell("celery", "trend"))
+        assert len(trend) == 3 and trend[0] == "█"
+        app.show_view("poison")
+        await settle(pilot)
+        assert str(app.panel().table.get_cell(suspect.task_id, "deliveries")) == "9"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        assert "deliveries seen  9" in widget_text(app.screen)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: len(app.screen_stack) == 1)
+        await pilot.press("Q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await settle(pilot)
+        quarantine = [c for c in app.actions.calls if c[0] == "quarantine"]  # type: ignore[attr-defined]
+        assert quarantine and quarantine[0][2]["deliveries"] == 9
+        assert app.store.deliveries(suspect.task_id) == 0  # forgotten after the quarantine

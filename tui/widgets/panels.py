@@ -602,8 +602,9 @@ class PoisonPanel(Panel):
 
     def row_cells(self, p: PoisonSuspect) -> tuple[Any, ...]:
         c, now = self.c, self._now
+        deliveries = self.app.deliveries_of(p) if hasattr(self.app, "deliveries_of") else p.deliveries
         return (Text(truncate(p.task, 28), style=c.error), short_id(p.task_id), truncate(p.queue, 14),
-                Text(str(p.deliveries), style=c.error), fmt_age(now - p.first_seen),
+                Text(str(deliveries), style=c.error), fmt_age(now - p.first_seen),
                 fmt_age(now - p.last_seen), truncate(",".join(p.workers), 24), truncate(p.reason, 30))
 
     def action_quarantine(self) -> None:
