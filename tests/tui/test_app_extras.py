@@ -25,11 +25,14 @@ from tui_fakes import (
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
 from collectors.config import Settings
+from collectors.control import CONTROL_HELP
 from collectors.models import QueueInfo, SourceError, SourceStatus, TaskRef
+from collectors.search import SEARCH_HELP
 from tui.app import TaskDashApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.health import TimelineScreen
+from tui.screens.help import HelpScreen
 from tui.widgets.status_bar import StatusBar
 
 
@@ -232,3 +235,15 @@ async def test_history_survives_a_restart_and_keeps_delivery_counts(tmp_path: Pa
         quarantine = [c for c in app.actions.calls if c[0] == "quarantine"]  # type: ignore[attr-defined]
         assert quarantine and quarantine[0][2]["deliveries"] == 9
         assert app.store.deliveries(suspect.task_id) == 0  # forgotten after the quarantine
+
+
+async def test_help_lists_the_commands_and_both_syntaxes() -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = widget_text(app.screen)
+        for needle in (":lint", ":health", ":crash [HOST]", ":ctx [NAME]", "q / ctrl+c",
+                       SEARCH_HELP.splitlines()[2], CONTROL_HELP.splitlines()[2]):
+            assert needle in text, needle

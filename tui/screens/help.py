@@ -16,9 +16,14 @@ from collectors.search import SEARCH_HELP
 
 GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
     ("?", "this help"),
-    ("/", "filter the rows of the current view (esc clears)"),
+    ("/", "filter the rows of the current view (esc clears); in Tasks: search (syntax below)"),
     (":", "jump to a view: :queues :unacked :workers :tasks :poison :quarantine"),
-    (":health :lint", "Redis health (memory, eviction, clients) · Celery config lint"),
+    (":health", "Redis health: memory vs maxmemory, eviction policy, evicted keys, clients, persistence"),
+    (":lint", "Celery config lint: settings behind duplicates and poison loops, each with its fix"),
+    (":crash [HOST]", "crash forensics: online/offline, heartbeat gaps, pool process deaths and the task "
+                      "that was running (all workers, or HOST; T on a worker)"),
+    (":ctx [NAME]", "list the contexts of the config file (▶ current) · switch to NAME (TASKDASH_CONFIG, "
+                    "~/.config/taskdash/config.toml)"),
     ("tab / shift+tab", "next / previous view (mouse: click a tab)"),
     ("1-6", "jump straight to a view"),
     ("↑ ↓ pgup pgdn", "move; enter (or click twice) opens the details"),
@@ -38,6 +43,7 @@ VIEW_KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                  ("Q", "quarantine the marked / selected messages"),
                  ("x", "revoke the task (asks whether to terminate)"))),
     ("Workers", (("enter", "the worker's own report: stats, pool, queues, registered tasks, conf"),
+                 ("T", "crash-forensics timeline of the worker (a: all workers)"),
                  ("c", "send a command to the marked / selected workers: grow N, shrink N, autoscale MAX MIN, "
                        "restart, add-consumer Q, cancel-consumer Q, rate-limit TASK RATE, "
                        "time-limit TASK SOFT HARD, shutdown"))),
