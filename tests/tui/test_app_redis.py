@@ -88,6 +88,9 @@ async def test_panels_show_the_truth_and_orphans_are_requeued(
             await wait_until(pilot, lambda: len(table.items) == 3
                              and all(e.state == "orphaned" for e in table.items.values()), 30)
             assert screen_text(app).count("ORPHANED") == 3
+            # Crash forensics was fed from the real collector's workers_view: online, then offline.
+            await wait_until(pilot, lambda: [e.kind for e in app.forensics.timeline(worker.hostname)
+                                             if e.kind in ("online", "offline")] == ["online", "offline"], 20)
 
             # R: requeue all orphaned, cancel first, then confirm.
             await pilot.press("R")
