@@ -35,7 +35,8 @@ Round trip 2 (one pipeline; skipped when there is nothing to send)
     * ``SSCAN`` of binding tables found by the SCAN step (a queue created by a producer shows at once).
     * ``EVALSHA queue-probe`` (one call per 256 queues) only for the queues whose head must be looked at:
       new queues and queues with a new band (every band + head), queues whose depths changed or whose
-      head was never seen, and a round-robin slice of ``HEAD_SLICE`` other non-empty ones (head only).
+      head was never seen, and a round-robin slice of ``HEAD_SLICE`` other non-empty ones (head only; a plain
+      ``LINDEX key -1`` instead of the script when the head seen last was at most ``PLAIN_HEAD_MAX`` bytes).
       The script takes ``LINDEX key -1`` of the highest-priority non-empty band — the message BRPOP takes
       next — and extracts its delivery tag from the last KiB; when it is the tag the reader saw last time
       nothing more is returned, otherwise the message (or, above 64 KiB, its size + head + tail). So an
@@ -125,6 +126,8 @@ HSCAN_COUNT = 32
 TABLE_SLICE = 64
 """Known binding tables re-read per refresh (round robin); new ones are read at once."""
 HEAD_SLICE = 16
+PLAIN_HEAD_MAX = 4096
+"""A head last seen at most this big is re-read in its round-robin turn with a plain LINDEX (no Lua)."""
 """Non-empty queues whose head is re-read per refresh although their depth did not change (round robin)."""
 BAND_SLICE = 64
 """Queues whose absent priority-band keys are checked with one EXISTS per refresh (round robin)."""
@@ -432,6 +435,8 @@ class BrokerReader:
         self._band_rr = self._head_rr = self._table_rr = 0
         self._route_memo: dict[tuple[str, str], str | None] = {}
         self._keys_cache: dict[str, list[tuple[int, str]]] = {}
+        self._head_size: dict[str, int] = {}
+        """Size of the head message seen last per queue (small ones are re-read with a plain LINDEX)."""
         self._srcs_cache: dict[tuple[str, frozenset[str]], tuple[str, ...]] = {}
         self._depths: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], int]] = {}
         """name -> (band depths, by_priority, messages) of the last read (recomputed only on change)."""
@@ -622,9 +627,14 @@ class BrokerReader:
         names1, _src1 = self._queue_names(worker_queues)
         full |= {n for n in names1 if n not in lens}
         full_names = sorted(full)
-        heads = self._heads_to_probe(names0, lens, full)
+        heads, plain_heads = self._heads_to_probe(names0, lens, full)
         n_full = self._queue_probes(pipe, full_names, full=True)
         n_heads = self._queue_probes(pipe, [(n, lens[n]) for n in heads], full=False)
+        plain_bands: list[int] = []
+        for name in plain_heads:  # small heads in their round-robin turn: a plain LINDEX is cheaper than Lua
+            band = next(j for j, x in enumerate(lens[name]) if x > 0)
+            plain_bands.append(band)
+            pipe.lindex(self._qkeys(name)[band][1], -1)
         fetch_plan: tuple[list[str], list[str]] | None = None
         window_late = pairs is None
         if pairs is None:
@@ -641,6 +651,13 @@ class BrokerReader:
         self._absorb_probes(probes, full_names, [next(it) for _ in range(n_full)])
         head_res: dict[str, Any] = {}
         self._absorb_probes(head_res, heads, [next(it) for _ in range(n_heads)])
+        for name, band in zip(plain_heads, plain_bands, strict=True):
+            r = next(it)
+            if isinstance(r, Exception) or r is None:  # changed type / emptied meanwhile: probe next time
+                head_res[name] = [0, [0]]
+                self._head_size.pop(name, None)
+            else:  # shaped like a probe item that carries the whole message
+                head_res[name] = [0, [lens[name][band]], band + 1, len(r), r]
         fetch_res: Any = None
         if pairs is None:
             zr = next(it)
@@ -692,6 +709,7 @@ class BrokerReader:
             del self._lens[gone]
             self._bands.pop(gone, None)
             self._depths.pop(gone, None)
+            self._head_size.pop(gone, None)
         return BrokerView(
             queues=tuple(queues),
             unacked=tuple(entries),
@@ -780,13 +798,16 @@ class BrokerReader:
         self._band_rr += BAND_SLICE
         return out
 
-    def _heads_to_probe(self, names: Sequence[str], lens: Mapping[str, list[int]], full: set[str]) -> list[str]:
-        """Non-empty queues whose head is read: length changed, head never seen, or the round-robin slice."""
+    def _heads_to_probe(self, names: Sequence[str], lens: Mapping[str, list[int]], full: set[str]
+                        ) -> tuple[list[str], list[str]]:
+        """Non-empty queues whose head is read: (by the probe script: depths changed or head never seen;
+        by a plain LINDEX: the round-robin slice, when the head seen last was at most ``PLAIN_HEAD_MAX``)."""
         nonempty = [n for n in names if n in lens and n not in full and any(x > 0 for x in lens[n])]
-        out = {n for n in nonempty if self._lens.get(n) != tuple(lens[n]) or not self._seen.get(n)}
-        out.update(_rr_slice(nonempty, self._head_rr, HEAD_SLICE))
+        must = {n for n in nonempty if self._lens.get(n) != tuple(lens[n]) or not self._seen.get(n)}
+        turn = [n for n in _rr_slice(nonempty, self._head_rr, HEAD_SLICE) if n not in must]
         self._head_rr += HEAD_SLICE
-        return sorted(out)
+        plain = [n for n in turn if self._head_size.get(n, INLINE_MAX + 1) <= PLAIN_HEAD_MAX]
+        return sorted(must | (set(turn) - set(plain))), sorted(plain)
 
     def _queue_probes(self, pipe: Any, items: Sequence[Any], *, full: bool) -> int:
         """Queue probe script calls: every band of ``items`` (names) when ``full``, else only the
@@ -1058,6 +1079,7 @@ class BrokerReader:
         oldest: float | None = None
         if item is not None and len(item) > 2:
             size = int(item[3])
+            self._head_size[name] = size
             decode: Callable[[], DecodedMessage]
             if len(item) == 4:  # same message as last time: not transferred again
                 identity = self._last_identity(name)

@@ -321,8 +321,9 @@ def test_scripts_reloaded_after_script_flush(demo_app: Any, r: redis.Redis, redi
     reader = BrokerReader(Settings(broker_url=redis_url), r)
     assert by_name(reader.read(now=time.time()))["flushq"].messages == 1
     r.script_flush()
+    demo_app.send_task("demo_tasks.tasks.add", args=(3, 4), queue="flushq")  # depth changed: probe script runs
     view = reader.read(now=time.time())
-    assert by_name(view)["flushq"].messages == 1 and view.round_trips >= 3
+    assert by_name(view)["flushq"].messages == 2 and view.round_trips >= 3
     assert reader.read(now=time.time()).round_trips == 2
 
 
@@ -366,3 +367,39 @@ def test_garbage_at_the_head_of_a_queue(r: redis.Redis, redis_url: str) -> None:
     r.rpop("junk")  # band 0 drained: the huge band-9 value is next
     assert by_name(reader.read(now=t0 + 4))["junk"].oldest_age_s == 0.0
     assert by_name(reader.read(now=t0 + 6))["junk"].oldest_age_s == pytest.approx(2)
+
+
+def test_incremental_reads_follow_new_bands_heads_and_window_changes(demo_app: Any, r: redis.Redis,
+                                                                     redis_url: str) -> None:
+    """The per-refresh shortcuts (known bands only, head probes of changed queues, fingerprinted window)
+    never hide a change: a new priority band, a head replaced at equal depth, an ack inside the window."""
+    settings = Settings(broker_url=redis_url, app_queues=("priority", "celery"), unacked_window=20)
+    now = time.time()
+    _fake_ledger(r, demo_app, {"qa": 60}, now - 100)
+    demo_app.send_task("demo_tasks.tasks.add", args=(1, 2), queue="celery")
+    reader = BrokerReader(settings, r)
+    t0 = time.time()
+    v1 = reader.read(now=t0, claims={}, inspected_at=t0)
+    assert by_name(v1)["celery"].messages == 1 and len(v1.unacked) == 20
+    reader.read(now=t0 + 1, claims={}, inspected_at=t0)  # steady: bands known, window fingerprinted
+    # a band that did not exist before (priority 9 -> band key 'priority\x06\x169') shows at the next read
+    demo_app.send_task("demo_tasks.tasks.prioritized", args=(1,), priority=9)
+    q = by_name(reader.read(now=t0 + 2, claims={}, inspected_at=t0))["priority"]
+    assert q.messages == 1 and dict(q.by_priority) == llen_truth(r, settings, "priority")
+    assert q.oldest_age_s == 0.0
+    # the head is consumed and another message published between two reads: same depth, new head
+    assert by_name(reader.read(now=t0 + 10, claims={}, inspected_at=t0))["celery"].oldest_age_s == pytest.approx(10)
+    r.rpop("celery")
+    demo_app.send_task("demo_tasks.tasks.add", args=(3, 4), queue="celery")
+    ages = [by_name(reader.read(now=t0 + 11 + i, claims={}, inspected_at=t0))["celery"].oldest_age_s
+            for i in range(3)]
+    assert ages[0] == 0.0 and ages[-1] == pytest.approx(2)  # re-read at once (few queues: all in the slice)
+    # an ack inside the fingerprinted window (kombu: ZREM + HDEL) is seen at the next read
+    before = {e.delivery_tag for e in reader.read(now=t0 + 20, claims={}, inspected_at=t0).unacked}
+    assert "qa-tag-3" in before
+    r.zrem("unacked_index", "qa-tag-3")
+    r.hdel("unacked", "qa-tag-3")
+    after = reader.read(now=t0 + 21, claims={}, inspected_at=t0)
+    tags = [e.delivery_tag for e in after.unacked]
+    assert "qa-tag-3" not in tags and len(tags) == 20 and tags[-1] == "qa-tag-20"
+    assert after.unacked_total == 59 and after.round_trips <= 3
