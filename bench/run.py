@@ -1279,12 +1279,13 @@ Collector. Its causes and the fixes now shipped:
 
 1. **Queue probe** (was 51 ms of Redis time: a Lua `LLEN` of all 4 band keys of every queue + `LINDEX` of
    every head on every refresh). Now a plain pipelined `LLEN` of band 0 and of the band keys that existed at
-   the last read; absent bands are re-checked with one `EXISTS` per queue for a round-robin slice of 64
+   the last read; absent bands are re-checked with one `EXISTS` per queue for a round-robin slice of 32
    queues. The head-probe script (tag extraction, big messages never transferred whole) runs only for new
-   queues, queues whose depths changed or whose head was never seen, and a round-robin slice of 16 others.
+   queues, queues whose depths changed or whose head was never seen; a round-robin slice of 16 others is
+   re-read with a plain `LINDEX key -1` when the head seen last was at most 4 KiB (the script otherwise).
 2. **Binding tables** (was 9.7 ms: `SSCAN` of every table every refresh). Now plain `SSCAN` of new tables at
-   once, of tables in the middle of a pass, and of a round-robin slice of 64 known ones. The keyspace SCAN
-   step for new tables drops from COUNT 1000 to COUNT 100 once its first pass is complete.
+   once, of tables in the middle of a pass, and of a round-robin slice of 32 known ones. The keyspace SCAN
+   step for new tables drops from COUNT 1000 to COUNT 50 once its first pass is complete.
 3. **Per-queue unacked counts** (was 21 ms: `HSCAN COUNT 2000` returning 256-byte tails). Now one Lua
    `HSCAN COUNT 32` step that aggregates the routes inside Redis and returns ONE short bulk string. A
    100,000-entry ledger takes ~3,100 refreshes per pass (the first pass shows scaled estimates; HLEN, the
@@ -1294,7 +1295,7 @@ Collector. Its causes and the fixes now shipped:
    entry (`ZRANGE idx N-1 N-1 WITHSCORES`) and read again only when that entry moved (or every 30 reads);
    only tags whose (tag, score) was not decoded yet are fetched, `HEXISTS` only when `HLEN != ZCARD`.
 5. **S2 in the Collector.** `ResultsMonitor.start()` runs the SCAN steps on its own thread, paced by an
-   estimated Redis-time budget (9 % of a core), with a plain `GETRANGE key 0 47` pipeline instead of the Lua
+   estimated Redis-time budget (9.6 % of a core), with a plain `GETRANGE key 0 47` pipeline instead of the Lua
    status script; `collect()` only PINGs the backend while that thread runs.
 
 **Still missed: client time.** What is left of a refresh at S1 is ≈35 ms inside redis-py (pure-Python

@@ -7,8 +7,8 @@ plus small bounded slices (measured at 1,000 queues / 2M messages / 100k unacked
 time, see ``bench/RESULTS.md``).
 
 Round trip 1 (one plain pipeline)
-    * ``SCAN <cursor> MATCH <prefix>_kombu.binding.* COUNT 1000`` — one step of an endless incremental
-      scan; the binding-table keys it found are cached (KEYS is never used). Tables that a whole SCAN
+    * ``SCAN <cursor> MATCH <prefix>_kombu.binding.* COUNT 1000`` (``COUNT 50`` once a first pass is
+      complete) — one step of an endless incremental scan; the binding-table keys it found are cached (KEYS is never used). Tables that a whole SCAN
       pass no longer sees are forgotten. The tables ``_kombu.binding.<q>`` of the app's and workers'
       queues are read even before the scan reaches them (Celery binds queue ``q`` to exchange ``q``).
     * ``ZRANGE <prefix>_kombu.binding_deadlines 0 999`` — exchange names of expiring bindings.
@@ -118,18 +118,18 @@ HEAD_BYTES = 512
 TAIL_BYTES = 16384
 SCAN_COUNT = 1000
 """Keyspace SCAN step for binding tables until the first pass completes (fast discovery)..."""
-SCAN_COUNT_STEADY = 100
+SCAN_COUNT_STEADY = 50
 """...and afterwards (the tables of app/worker queues are read at once anyway)."""
 SSCAN_COUNT = 1000
 HSCAN_COUNT = 32
 """Unacked entries classified per refresh for the per-queue counts of a ledger bigger than the window."""
-TABLE_SLICE = 64
+TABLE_SLICE = 32
 """Known binding tables re-read per refresh (round robin); new ones are read at once."""
 HEAD_SLICE = 16
 PLAIN_HEAD_MAX = 4096
 """A head last seen at most this big is re-read in its round-robin turn with a plain LINDEX (no Lua)."""
 """Non-empty queues whose head is re-read per refresh although their depth did not change (round robin)."""
-BAND_SLICE = 64
+BAND_SLICE = 32
 """Queues whose absent priority-band keys are checked with one EXISTS per refresh (round robin)."""
 WINDOW_REFETCH = 30
 """A window whose fingerprint did not move is still re-read in full after this many refreshes."""
