@@ -11,7 +11,7 @@ Two feeds keep one in-memory map ``task id -> state`` current:
   in ``bench/RESULTS.md``), about half of what the same reads cost inside a Lua script.
 - ``start()`` runs those steps on the monitor's own daemon thread, **paced by a Redis-time budget**:
   after each step it sleeps so that the estimated Redis time of its steps (``SCAN_US_PER_SLOT`` per
-  SCAN slot + ``READ_US_PER_KEY`` per key read) stays at ``scan_budget`` (default 9.6 %) of one Redis
+  SCAN slot + ``READ_US_PER_KEY`` per key read) stays at ``scan_budget`` (default 9.2 %) of one Redis
   core. At that rate 1,000,000 results are counted in about a minute; a backend of a few thousand
   results in one step. After a complete pass the thread waits ``PASS_PAUSE_S`` before the next one
   (the live feed below keeps the counts current in between). The Collector then never steps itself.
@@ -61,7 +61,7 @@ OTHER = "(other)"
 
 PREFIX_BYTES = 48
 """Bytes read per key for its status (``{"status": "<STATE>", ...``); longer prefixes need a full GET."""
-SCAN_BUDGET = 0.096
+SCAN_BUDGET = 0.092
 """Fraction of one Redis core the background scan may use (estimated, see ``READ_US_PER_KEY``)."""
 SCAN_US_PER_SLOT = 1.0
 """Estimated Redis µs per slot a ``SCAN … COUNT n`` step visits (n slots, matching or not)."""
