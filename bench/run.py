@@ -1298,6 +1298,12 @@ Collector. Its causes and the fixes now shipped:
    estimated Redis-time budget (9.2 % of a core; measured share ≈ 1.05 × the estimate), with a plain `GETRANGE key 0 47` pipeline instead of the Lua
    status script; `collect()` only PINGs the backend while that thread runs.
 
+**S2: the two targets meet only at the edge.** One pass over 1,000,000 results costs Redis 5.6–6.3 s of
+CPU on this machine (SCAN + `GETRANGE` pipeline, INFO cpu; it varies run to run with the contention), so
+counting it in ≤ 60 s needs 9.3–10.5 % of a core on average. The pacing estimates Redis time from a per-key
+cost (it cannot measure its own share without `INFO`), aims at 9.2 %, and measured 9.1–10.9 % and 56–61 s
+over the last four runs: either target can be kept strictly by moving `scan_budget`, not both on every run.
+
 **Still missed: client time.** What is left of a refresh at S1 is ≈35 ms inside redis-py (pure-Python
 packing and parsing of ~1,800 pipelined commands, ~20 µs each on this loaded machine; ~1,700 of them are
 the `LLEN`s) and ≈30 ms of taskdash's own Python (1,000 `QueueInfo` and 500 `UnackedEntry` objects per
