@@ -37,10 +37,10 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from collectors.config import DEFAULT_VISIBILITY_TIMEOUT, Settings, mask_text, redis_client
+from collectors.messages import eta_timestamp
 from collectors.workers import WorkerMonitor, decode_event_message
 
 log = logging.getLogger(__name__)
@@ -202,17 +202,10 @@ def _truthy(value: Any) -> bool | None:
 
 
 def _eta_epoch(eta: Any) -> float | None:
+    """Epoch seconds of an ETA given as a number or Celery's ISO-8601 string."""
     if isinstance(eta, int | float):
         return float(eta)
-    if not isinstance(eta, str) or not eta:
-        return None
-    try:
-        dt = datetime.fromisoformat(eta)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return eta_timestamp(eta)
 
 
 def parse_registered(items: Any) -> dict[str, dict[str, str]]:

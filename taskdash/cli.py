@@ -40,6 +40,15 @@ def common_options(f: F) -> F:
     return f
 
 
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do it without asking for confirmation.")
+"""``--yes``: the CLI form of a confirmation dialog's "Yes" (every write command has it)."""
+
+
+def settings_for(ctx: click.Context, opts: dict[str, Any], **extra: Any) -> Settings:
+    """Settings for a sub-command from its ``**opts`` (connection/safety options only) plus ``extra``."""
+    return settings_from(ctx, **{k: opts.get(k) for k in _COMMON}, **extra)
+
+
 def settings_from(ctx: click.Context, **sub: Any) -> Settings:
     """Merge group-level and sub-command-level options (sub-command wins) and resolve Settings."""
     merged: dict[str, Any] = {}

@@ -25,16 +25,13 @@ from taskdash.cli import (
     common_options,
     fail,
     handle_errors,
-    settings_from,
+    settings_for,
+    yes_option,
 )
-
-_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log")
-
-yes_option = click.option("--yes", "-y", is_flag=True, help="Do it without asking for confirmation.")
 
 
 def _actions(ctx: click.Context, opts: dict[str, Any]) -> Actions:
-    settings = settings_from(ctx, **{k: opts.get(k) for k in _COMMON})
+    settings = settings_for(ctx, opts)
     return Actions(settings)
 
 

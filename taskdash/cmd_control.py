@@ -23,18 +23,16 @@ from taskdash.cli import (
     common_options,
     fail,
     handle_errors,
-    settings_from,
+    settings_for,
+    yes_option,
 )
 
-_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log")
-
-yes_option = click.option("--yes", "-y", is_flag=True, help="Do it without asking for confirmation.")
 dest_option = click.option("--destination", "-d", "destination", multiple=True, metavar="HOST",
                            help="Worker hostname (repeatable; default: every worker).")
 
 
 def _settings(ctx: click.Context, opts: dict[str, Any]) -> Settings:
-    return settings_from(ctx, **{k: opts.get(k) for k in _COMMON})
+    return settings_for(ctx, opts)
 
 
 def _die(exc: Exception, settings: Settings) -> NoReturn:

@@ -21,10 +21,8 @@ from taskdash.cli import (
     common_options,
     fail,
     handle_errors,
-    settings_from,
+    settings_for,
 )
-
-_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log")
 
 
 @click.command("metrics")
@@ -42,7 +40,7 @@ def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None,
     from collectors.collector import Collector
     from collectors.metrics import MetricsServer
 
-    settings = settings_from(ctx, **{k: opts.get(k) for k in _COMMON})
+    settings = settings_for(ctx, opts)
     collector = Collector(settings)
     problem = collector.ping_broker()
     if problem:
