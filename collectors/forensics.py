@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from collectors.messages import eta_timestamp
 from collectors.models import PoisonSuspect, Snapshot, TaskRef, WorkerInfo
 from collectors.workers import WorkersView
 
@@ -111,7 +112,7 @@ class Forensics:
             self._suspects[p.task_id] = p
         for f in snapshot.tasks.recent_failures:
             if f.exception.startswith("WorkerLostError"):
-                new.extend(self.observe_worker_lost(f.task_id, f.task, f.worker, _date_ts(f.date_done) or now,
+                new.extend(self.observe_worker_lost(f.task_id, f.task, f.worker, eta_timestamp(f.date_done) or now,
                                                     key=f.date_done))
         active: dict[str, list[TaskRef]] = {}
         for ref in (view.active if view is not None else ()):
@@ -306,20 +307,6 @@ class Forensics:
         """(task_id, task, processes taken down, workers) for every task linked to a death, worst first."""
         with self._lock:
             return self._killers()
-
-
-def _date_ts(value: str | None) -> float | None:
-    if not value:
-        return None
-    from datetime import UTC, datetime
-
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def format_timeline(events: Iterable[TimelineEvent], now: float | None = None) -> list[str]:

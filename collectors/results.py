@@ -40,12 +40,12 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import redis
 
 from collectors.config import Settings, mask_text, redis_client
+from collectors.messages import eta_timestamp
 from collectors.models import TaskFailure, TaskStats
 
 log = logging.getLogger(__name__)
@@ -234,15 +234,6 @@ def exception_text(result: Any) -> tuple[str, str | None]:
             msg = msg[0] if len(msg) == 1 else ", ".join(str(m) for m in msg)
         return f"{exc_type}: {msg}" if msg not in (None, "") else exc_type, exc_type
     return (_short(result, 300) or "unknown error"), None
-
-
-def _date_ts(date_done: Any) -> float | None:
-    if not isinstance(date_done, str):
-        return None
-    try:
-        return datetime.fromisoformat(date_done).timestamp()
-    except ValueError:
-        return None
 
 
 def _glob_escape(text: str) -> str:
@@ -448,7 +439,7 @@ class ResultsMonitor:
                 self._lost_reported[key] = None
                 while len(self._lost_reported) > 10_000:
                     self._lost_reported.popitem(last=False)
-                self._lost.append((task_id, name, worker, _date_ts(date_done) or time.time()))
+                self._lost.append((task_id, name, worker, eta_timestamp(date_done) or time.time()))
                 del self._lost[:-1000]
         order = date_done or ""
         if task_id not in self._failures and len(self._failures) >= self._recent:
