@@ -282,7 +282,7 @@ def run_child(kind: str, params: dict[str, Any], timeout: float = 300.0) -> dict
 
 
 def _settings(params: dict[str, Any]) -> Any:
-    from collectors.config import Settings
+    from collectors.core.config import Settings
 
     return Settings(broker_url=params["broker"], backend_url=params.get("backend"),
                     inspect_timeout=float(params.get("inspect_timeout", 1.0)),
@@ -291,9 +291,9 @@ def _settings(params: dict[str, Any]) -> Any:
 
 def child_broker(params: dict[str, Any]) -> dict[str, Any]:
     """taskdash BrokerReader at one scale: discovery, then steady refreshes (each metered)."""
-    from collectors.broker import BrokerReader
-    from collectors.config import redis_client
-    from collectors.models import TaskRef
+    from collectors.core.config import redis_client
+    from collectors.core.models import TaskRef
+    from collectors.reads.broker import BrokerReader
 
     settings = _settings(params)
     meter = Meter(params["broker"])
@@ -393,7 +393,7 @@ def child_flower_queues(params: dict[str, Any]) -> dict[str, Any]:
 
 def child_inspect_taskdash(params: dict[str, Any]) -> dict[str, Any]:
     """taskdash WorkerMonitor: one inspect window for ping/stats/active/reserved/scheduled/active_queues."""
-    from collectors.workers import WorkerMonitor
+    from collectors.reads.workers import WorkerMonitor
 
     settings = _settings(params)
     meter = Meter(params["broker"])
@@ -531,8 +531,8 @@ def run_collector(meter: Meter, params: dict[str, Any]) -> dict[str, Any]:
 
 def child_results_scan(params: dict[str, Any]) -> dict[str, Any]:
     """ResultsMonitor.step() in a loop until one full pass (optionally paced), with Redis cost and RSS."""
-    from collectors.config import redis_client
-    from collectors.results import ResultsMonitor
+    from collectors.core.config import redis_client
+    from collectors.reads.results import ResultsMonitor
 
     settings = _settings(params)
     meter = Meter(params["backend"])
@@ -585,8 +585,8 @@ def _publish_state(client: redis.Redis, tid: str, state: str) -> None:
 
 def child_results_background(params: dict[str, Any]) -> dict[str, Any]:
     """ResultsMonitor.start(): the paced background SCAN thread (as the Collector runs it) until one pass."""
-    from collectors.config import redis_client
-    from collectors.results import ResultsMonitor
+    from collectors.core.config import redis_client
+    from collectors.reads.results import ResultsMonitor
 
     settings = _settings(params)
     meter = Meter(params["backend"])

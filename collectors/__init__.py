@@ -20,14 +20,14 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Actions": "collectors.actions",
-    "ActionError": "collectors.actions",
-    "ActionResult": "collectors.actions",
-    "ReadOnlyError": "collectors.actions",
+    "Actions": "collectors.writes.actions",
+    "ActionError": "collectors.writes.actions",
+    "ActionResult": "collectors.writes.actions",
+    "ReadOnlyError": "collectors.writes.actions",
     "Collector": "collectors.collector",
-    "Settings": "collectors.config",
-    "resolve_settings": "collectors.config",
-    "Snapshot": "collectors.models",
+    "Settings": "collectors.core.config",
+    "resolve_settings": "collectors.core.config",
+    "Snapshot": "collectors.core.models",
 }
 
 

@@ -21,18 +21,18 @@ from typing import Any
 
 import redis
 
-from collectors.broker import BrokerReader, BrokerView
-from collectors.config import ConfigError, Settings, mask_text, mask_url, redis_client
-from collectors.models import (
+from collectors.analysis.poison import PoisonTracker
+from collectors.core.config import ConfigError, Settings, mask_text, mask_url, redis_client
+from collectors.core.models import (
     RefreshCost,
     Snapshot,
     SourceError,
     SourceStatus,
     TaskStats,
 )
-from collectors.poison import PoisonTracker
-from collectors.results import ResultsMonitor
-from collectors.workers import WorkerMonitor, WorkersView
+from collectors.reads.broker import BrokerReader, BrokerView
+from collectors.reads.results import ResultsMonitor
+from collectors.reads.workers import WorkerMonitor, WorkersView
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from collectors.config import ConfigError, Settings, resolve_settings
+from collectors.core.config import ConfigError, Settings, resolve_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,7 +113,7 @@ def handle_errors(f: F) -> F:
         except ConfigError as exc:
             fail(str(exc), EXIT_UNREACHABLE)
         except Exception as exc:  # noqa: BLE001 - last line of defence, message stays masked
-            from collectors.config import mask_text
+            from collectors.core.config import mask_text
 
             logging.getLogger("taskdash").debug("unhandled error", exc_info=True)
             fail(mask_text(f"{type(exc).__name__}: {exc}", *_known_urls()), EXIT_REFUSED)

@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 
 import click
 
-from collectors.actions import ActionError, ActionResult, Actions, BrokerUnreachableError
-from collectors.config import mask_text
-from collectors.messages import printable
+from collectors.core.config import mask_text
+from collectors.core.messages import printable
+from collectors.writes.actions import ActionError, ActionResult, Actions, BrokerUnreachableError
 from taskdash.cli import (
     EXIT_OK,
     EXIT_REFUSED,

@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
-from collectors.actions import ActionError, ActionResult, BrokerUnreachableError
-from collectors.config import Settings, mask_text
+from collectors.core.config import Settings, mask_text
+from collectors.writes.actions import ActionError, ActionResult, BrokerUnreachableError
 from taskdash.cli import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -44,7 +44,7 @@ def _die(exc: Exception, settings: Settings) -> NoReturn:
 def _write(ctx: click.Context, opts: dict[str, Any], what: str, destination: tuple[str, ...], yes: bool,
            do: Callable[[Any], ActionResult]) -> NoReturn:
     """Confirm, run one WorkerControl write, print the replies, exit with the convention's code."""
-    from collectors.control import WorkerControl
+    from collectors.writes.control import WorkerControl
 
     settings = _settings(ctx, opts)
     if settings.read_only:
@@ -241,7 +241,7 @@ def format_details(d: dict[str, Any]) -> str:
 @handle_errors
 def show_cmd(ctx: click.Context, host: str, as_json: bool, **opts: Any) -> None:
     """Show one worker: stats, registered tasks, active queues, configuration, revoked ids."""
-    from collectors.control import WorkerControl
+    from collectors.writes.control import WorkerControl
 
     settings = _settings(ctx, opts)
     d = WorkerControl(settings).worker_details(host)
@@ -269,7 +269,7 @@ def search_cmd(ctx: click.Context, query: tuple[str, ...], limit: int, scan_budg
     QUERY: free words match name, id, args/kwargs, state, worker, exception; field:value filters
     (name: id: state: worker: queue: exc: args:), "quoted phrases", -negation. Exit 0 when found, 1 when not.
     """
-    from collectors.search import SEARCH_HELP, SearchError, parse_query, search_all
+    from collectors.reads.search import SEARCH_HELP, SearchError, parse_query, search_all
 
     settings = _settings(ctx, opts)
     text = " ".join(query)

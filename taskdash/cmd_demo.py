@@ -31,7 +31,7 @@ def _base_settings(ctx: click.Context, broker: str) -> Any:
 
     No Celery app is loaded (``-A`` / ``TASKDASH_APP`` describe another system, not the demo).
     """
-    from collectors.config import ConfigError, resolve_settings
+    from collectors.core.config import ConfigError, resolve_settings
 
     merged: dict[str, Any] = {}
     chain: list[click.Context] = []

@@ -27,8 +27,8 @@ def lint_cmd(ctx: click.Context, as_json: bool, timeout: float | None, long_task
     Reads the broker transport options, the -A app's settings, and `inspect stats/conf/registered/
     active/scheduled` plus heartbeat clocks from live workers (one window, read-only).
     """
-    from collectors.config import redis_client
-    from collectors.lint import RULES, dumps, run_lint
+    from collectors.analysis.lint import RULES, dumps, run_lint
+    from collectors.core.config import redis_client
 
     settings = settings_from(ctx, **opts)
     try:
@@ -69,14 +69,14 @@ def health_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     """Redis health of the broker: memory vs maxmemory, eviction policy, clients, persistence (exit 3 on a warning)."""
     import json
 
-    from collectors.config import redis_client
-    from collectors.health import redis_health
+    from collectors.core.config import redis_client
+    from collectors.reads.health import redis_health
     from tui.screens.health import health_text
 
     settings = settings_from(ctx, **opts)
     health = redis_health(redis_client(settings.broker_url, settings))
     if health.error:
-        from collectors.config import mask_text
+        from collectors.core.config import mask_text
 
         fail(f"broker {settings.broker_masked} unreachable: {mask_text(health.error, settings.broker_url)}",
              EXIT_UNREACHABLE)
@@ -101,8 +101,8 @@ def forensics_cmd(ctx: click.Context, observe: float, as_json: bool, **opts: Any
     import json
     import time
 
+    from collectors.analysis.forensics import Forensics, format_timeline
     from collectors.collector import Collector
-    from collectors.forensics import Forensics, format_timeline
 
     settings = settings_from(ctx, **opts)
     # finer than the dashboard's 5 s: a poison task is on its process for a few seconds only
@@ -138,8 +138,8 @@ def forensics_cmd(ctx: click.Context, observe: float, as_json: bool, **opts: Any
 @click.command("contexts")
 def contexts_cmd() -> None:
     """List the contexts of ~/.config/taskdash/config.toml ($TASKDASH_CONFIG); * marks the default."""
-    from collectors.config import ConfigError
-    from collectors.contexts import config_path, list_contexts
+    from collectors.core.config import ConfigError
+    from collectors.core.contexts import config_path, list_contexts
 
     try:
         rows = list_contexts()

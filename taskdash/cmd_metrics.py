@@ -38,7 +38,7 @@ from taskdash.cli import (
 def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None, **opts: Any) -> None:
     """Serve Prometheus metrics (queues per priority, oldest age, unacked, orphans, poison, workers, tasks)."""
     from collectors.collector import Collector
-    from collectors.metrics import MetricsServer
+    from collectors.serving.metrics import MetricsServer
 
     settings = settings_for(ctx, opts)
     collector = Collector(settings)

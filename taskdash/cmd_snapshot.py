@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from collectors.messages import printable
-from collectors.models import Snapshot
+from collectors.core.messages import printable
+from collectors.core.models import Snapshot
 from taskdash.cli import (
     EXIT_FOUND,
     EXIT_OK,
@@ -34,7 +34,7 @@ def _age(v: float | None) -> str:
 
 
 safe_text = printable
-"""Data from Redis made safe for a terminal (see :func:`collectors.messages.printable`)."""
+"""Data from Redis made safe for a terminal (see :func:`collectors.core.messages.printable`)."""
 
 
 def render_tables(snap: Snapshot) -> str:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collectors.config import Settings, mask_url
+from collectors.core.config import Settings, mask_url
 from taskdash.procs import CeleryWorker, RedisServer
 
 DEMO_QUEUES: tuple[str, ...] = ("celery", "priority", "slow", "risky", "emails")
@@ -360,7 +360,7 @@ class Demo:
         queues and key layout are the demo's own (default kombu layout: its workers run with no transport
         options), whatever ``TASKDASH_*`` / ``-A`` said.
         """
-        from collectors.config import resolve_settings
+        from collectors.core.config import resolve_settings
 
         s = base if base is not None else resolve_settings(broker=self.broker_url, app=None)
         layout = Settings()
@@ -475,7 +475,7 @@ class Demo:
             time.sleep(0.1)
 
     def _check_external(self, url: str) -> None:
-        from collectors.config import redis_client
+        from collectors.core.config import redis_client
 
         try:
             client = redis_client(url)
@@ -513,7 +513,7 @@ class Demo:
     # ---- the scripted worker kill --------------------------------------------------------------------
     def unacked_on(self, queue: str, limit: int = 500) -> int:
         """How many entries of the unacked ledger (first ``limit``) came from ``queue``."""
-        from collectors.config import redis_client
+        from collectors.core.config import redis_client
 
         client = redis_client(self.broker_url)
         try:
@@ -745,7 +745,7 @@ def ground_truth(url: str, queues: tuple[str, ...] = DEMO_QUEUES, max_results: i
     result-backend states (first ``max_results`` result keys). Used when the collector is unavailable
     and as an independent cross-check.
     """
-    from collectors.config import Settings, redis_client
+    from collectors.core.config import Settings, redis_client
 
     s = Settings(broker_url=url)
     client = redis_client(url)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from collectors.audit import read_audit
+from collectors.core.audit import read_audit
 from taskdash.cli import cli
 from taskdash.procs import free_port
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from collectors.actions import ActionError, Actions, BrokerUnreachableError
-from collectors.audit import read_audit
-from collectors.config import Settings
+from collectors.core.audit import read_audit
+from collectors.core.config import Settings
+from collectors.writes.actions import ActionError, Actions, BrokerUnreachableError
 from taskdash.procs import free_port
 
 

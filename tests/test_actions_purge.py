@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from collectors.actions import ActionError, Actions, ReadOnlyError
-from collectors.audit import read_audit
-from collectors.config import Settings
+from collectors.core.audit import read_audit
+from collectors.core.config import Settings
+from collectors.writes.actions import ActionError, Actions, ReadOnlyError
 
 PRIO_KEYS = ("priority", "priority\x06\x163", "priority\x06\x166", "priority\x06\x169")
 

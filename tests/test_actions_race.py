@@ -26,9 +26,9 @@ from typing import Any
 
 from kombu import Connection
 
-from collectors.actions import ActionError, Actions
-from collectors.audit import read_audit
-from collectors.config import Settings
+from collectors.core.audit import read_audit
+from collectors.core.config import Settings
+from collectors.writes.actions import ActionError, Actions
 
 N = 1500
 WAVE = 300

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from collectors.actions import ActionError, Actions
-from collectors.audit import read_audit
-from collectors.config import Settings
+from collectors.core.audit import read_audit
+from collectors.core.config import Settings
+from collectors.writes.actions import ActionError, Actions
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 20.0, step: float = 0.1, what: str = "") -> Any:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from collectors.actions import ActionError, Actions
-from collectors.audit import read_audit
-from collectors.config import Settings
+from collectors.core.audit import read_audit
+from collectors.core.config import Settings
+from collectors.writes.actions import ActionError, Actions
 from tests.hostile_data import SEP, envelope
 
 

@@ -1,4 +1,4 @@
-"""collectors.broker against a real Redis: queues published by real Celery producers (no worker needed)."""
+"""collectors.reads.broker against a real Redis: queues published by real Celery producers (no worker needed)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import redis
 from kombu import Exchange, Queue
 
-from collectors.broker import HSCAN_COUNT, BrokerReader, BrokerView
-from collectors.config import Settings, app_queue_names
+from collectors.core.config import Settings, app_queue_names
+from collectors.reads.broker import HSCAN_COUNT, BrokerReader, BrokerView
 from demo_tasks.celery_app import make_app
 
 
@@ -293,7 +293,7 @@ def test_big_ledger_window_and_converging_counts(demo_app: Any, r: redis.Redis, 
 
 
 def test_classification_rules(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
-    from collectors.models import TaskRef
+    from collectors.core.models import TaskRef
 
     now = time.time()
     _fake_ledger(r, demo_app, {"qa": 4}, now - 3)  # reserved at now-1003 .. now-1000

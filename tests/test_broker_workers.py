@@ -1,4 +1,4 @@
-"""collectors.broker with real Celery workers: claimed entries, orphans after kill -9, a prefixed app,
+"""collectors.reads.broker with real Celery workers: claimed entries, orphans after kill -9, a prefixed app,
 and proof that reading never writes to the broker."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import kombu.pools
 import pytest
 import redis
 
-from collectors.broker import BrokerReader, BrokerView
-from collectors.config import Settings, app_queue_names
-from collectors.models import TaskRef
+from collectors.core.config import Settings, app_queue_names
+from collectors.core.models import TaskRef
+from collectors.reads.broker import BrokerReader, BrokerView
 from demo_tasks.celery_app import make_app
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from collectors.config import ConfigError, resolve_settings
-from collectors.contexts import config_path, list_contexts, load_contexts, switch
+from collectors.core.config import ConfigError, resolve_settings
+from collectors.core.contexts import config_path, list_contexts, load_contexts, switch
 
 CONFIG = """
 default = "local"

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from collectors.actions import ActionError, BrokerUnreachableError, ReadOnlyError
-from collectors.audit import read_audit
-from collectors.config import Settings
-from collectors.control import CONTROL_HELP, ControlCommand, WorkerControl, parse_command
+from collectors.core.audit import read_audit
+from collectors.core.config import Settings
+from collectors.writes.actions import ActionError, BrokerUnreachableError, ReadOnlyError
+from collectors.writes.control import CONTROL_HELP, ControlCommand, WorkerControl, parse_command
 from taskdash.cli import cli
 from taskdash.procs import CeleryWorker, RedisServer, free_port
 
@@ -265,7 +265,7 @@ def test_parse_command() -> None:
 
 
 def test_details_never_show_credentials() -> None:
-    from collectors.control import _masked_tree
+    from collectors.writes.control import _masked_tree
 
     s = Settings(broker_url="redis://:hunter22@h:6379/0")
     tree = {"broker_url": "redis://:hunter22@h:6379/0", "other": "redis://u:zzsecretzz@x/1",

@@ -369,7 +369,7 @@ _STUB_TUI = '''
 import glob, json, os, sys, time
 
 def run_tui(settings):
-    from collectors.config import redis_client
+    from collectors.core.config import redis_client
     states = glob.glob(os.path.join(os.environ["TMPDIR"], "taskdash-demo-*", "state.json"))
     report = {"broker": settings.broker_url, "queues": list(settings.app_queues),
               "ping": bool(redis_client(settings.broker_url).ping()), "tty": sys.stdout.isatty(),
@@ -504,7 +504,7 @@ def test_fresh_venv_install_the_readme_way_runs_the_demo(tmp_path: Path) -> None
 
 
 def test_readable_summary_of_the_final_snapshot() -> None:
-    from collectors.models import (
+    from collectors.core.models import (
         PoisonSuspect,
         QueueInfo,
         Snapshot,

@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from collectors.collector import Collector
-from collectors.config import resolve_settings
-from collectors.models import Snapshot
+from collectors.core.config import resolve_settings
+from collectors.core.models import Snapshot
 from taskdash.procs import RedisServer, free_port
 from tests.hostile_data import bind, envelope
 
@@ -350,7 +350,7 @@ def test_hung_worker_shown_unresponsive_collect_never_blocks(redis_url: str, sta
 def test_actions_fail_cleanly_on_busy_or_stalled_redis(servers: Any, tmp_path: Path) -> None:
     """A write attempted while Redis is busy (-BUSY) or stalled (DEBUG SLEEP): a clear, masked failure,
     no audit line, nothing changed (not even kombu's unacked mutex left behind)."""
-    from collectors.actions import ActionError, Actions
+    from collectors.writes.actions import ActionError, Actions
     from tests.hostile_data import plant_unacked
 
     srv = servers("--enable-debug-command", "yes", "--busy-reply-threshold", "100",

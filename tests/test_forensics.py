@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from collectors.analysis.forensics import Forensics, TimelineEvent, format_timeline
 from collectors.collector import Collector
-from collectors.config import resolve_settings
-from collectors.forensics import Forensics, TimelineEvent, format_timeline
-from collectors.models import (
+from collectors.core.config import resolve_settings
+from collectors.core.models import (
     PoisonSuspect,
     Snapshot,
     SourceStatus,
@@ -131,8 +131,8 @@ async def test_timeline_screen_renders() -> None:
 
 
 def test_finished_task_is_not_blamed_and_restart_is_not_churn() -> None:
-    from collectors.models import TaskRef
-    from collectors.workers import WorkersView
+    from collectors.core.models import TaskRef
+    from collectors.reads.workers import WorkersView
 
     def view(snap: Snapshot, active: tuple[TaskRef, ...]) -> WorkersView:
         return WorkersView(snap.workers, {}, None, True, snap.taken_at, None, active)

@@ -20,13 +20,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collectors.messages import (
+from collectors.core.messages import (
     decode_envelope,
     decode_truncated,
     decode_unacked,
     decode_unacked_truncated,
 )
-from collectors.models import DecodedMessage
+from collectors.core.models import DecodedMessage
 
 EXAMPLES = {"structured": 300, "bytes": 1000, "mutated": 500}
 """Hypothesis examples per strategy. Each example is expanded into ``VARIANTS`` derived inputs

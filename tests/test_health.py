@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from textual.app import App, ComposeResult
 
-from collectors.health import RedisHealth, human_bytes, redis_health
+from collectors.reads.health import RedisHealth, human_bytes, redis_health
 from taskdash.procs import RedisServer
 from tui.screens.health import HealthPanel, HealthScreen
 

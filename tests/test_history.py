@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collectors.analysis.history import History, sparkline
 from collectors.collector import Collector
-from collectors.config import resolve_settings
-from collectors.history import History, sparkline
-from collectors.models import PoisonSuspect, QueueInfo, Snapshot, SourceStatus, WorkerInfo
+from collectors.core.config import resolve_settings
+from collectors.core.models import PoisonSuspect, QueueInfo, Snapshot, SourceStatus, WorkerInfo
 
 OK = SourceStatus("redis://x", True)
 

@@ -22,8 +22,8 @@ import redis
 from click.testing import CliRunner
 
 from collectors.collector import Collector
-from collectors.config import resolve_settings
-from collectors.models import Snapshot
+from collectors.core.config import resolve_settings
+from collectors.core.models import Snapshot
 from demo_tasks.celery_app import make_app
 from taskdash.cli import cli
 from taskdash.cmd_snapshot import render_tables
@@ -252,7 +252,7 @@ def test_pickle_messages_never_executed_end_to_end(redis_url: str, r: redis.Redi
 
 
 def test_printable_escapes_what_a_terminal_would_obey() -> None:
-    from collectors.messages import printable
+    from collectors.core.messages import printable
 
     assert printable("plain ünï☃ [b]x[/b]") == "plain ünï☃ [b]x[/b]"
     assert printable("a\x1b[2Jb\x07c\td\ne") == "a\\x1b[2Jb\\x07c\\x09d\ne"
@@ -268,7 +268,7 @@ def test_hostile_topic_binding_cannot_freeze_a_refresh(redis_url: str, r: redis.
 
     from kombu.transport.virtual.exchange import TopicExchange
 
-    from collectors.broker import topic_match
+    from collectors.reads.broker import topic_match
 
     topic = TopicExchange(None)
     r.sadd("_kombu.binding.evil", f"x{SEP}(a+)+$" + SEP + "trap")
@@ -297,8 +297,8 @@ def test_hostile_topic_binding_cannot_freeze_a_refresh(redis_url: str, r: redis.
 
 def test_corrupt_export_file_restores_nothing(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
     """A hand-edited or damaged export (bad base64 / missing key on one line): refused whole, nothing written."""
-    from collectors.actions import ActionError, Actions
-    from collectors.config import Settings
+    from collectors.core.config import Settings
+    from collectors.writes.actions import ActionError, Actions
 
     export = tmp_path / "damaged.jsonl"
     lines = [{"type": "header", "format": "taskdash-export", "version": 1, "id": "dmg1", "action": "purge",

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from collectors.config import resolve_settings
-from collectors.lint import RULES, LintReport, lint, parse_registered, run_lint, seconds
-from collectors.workers import WorkerMonitor
+from collectors.analysis.lint import RULES, LintReport, lint, parse_registered, run_lint, seconds
+from collectors.core.config import resolve_settings
+from collectors.reads.workers import WorkerMonitor
 from taskdash.procs import CeleryWorker, RedisServer
 
 FAKETIME_LIB = next((p for p in (Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),

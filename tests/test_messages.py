@@ -1,4 +1,4 @@
-"""collectors.messages: real envelopes published by Celery/kombu to the test Redis, plus hostile input."""
+"""collectors.core.messages: real envelopes published by Celery/kombu to the test Redis, plus hostile input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import kombu.pools
 import pytest
 import redis
 
-from collectors.messages import (
+from collectors.core.messages import (
     MAX_BODY_BYTES,
     decode_envelope,
     decode_truncated,
@@ -282,6 +282,6 @@ def test_delivery_tag_fallback_identity() -> None:
 
 
 def test_no_unpickling_import_in_module() -> None:
-    src = Path(__file__).parent.parent.joinpath("collectors", "messages.py").read_text()
+    src = Path(__file__).parent.parent.joinpath("collectors", "core", "messages.py").read_text()
     assert "import pickle" not in src and "pickle.load" not in src and "yaml.load(" not in src
-    assert os.path.exists(Path(__file__).parent.parent / "collectors" / "messages.py")
+    assert os.path.exists(Path(__file__).parent.parent / "collectors" / "core" / "messages.py")

@@ -17,9 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.collector import Collector
-from collectors.config import resolve_settings
-from collectors.metrics import MetricsServer, render_metrics
-from collectors.models import (
+from collectors.core.config import resolve_settings
+from collectors.core.models import (
     QueueInfo,
     Snapshot,
     SourceError,
@@ -28,6 +27,7 @@ from collectors.models import (
     UnackedEntry,
     WorkerInfo,
 )
+from collectors.serving.metrics import MetricsServer, render_metrics
 from taskdash.procs import free_port
 
 

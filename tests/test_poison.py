@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from collectors.models import TaskRef, UnackedEntry
-from collectors.poison import PoisonTracker
+from collectors.analysis.poison import PoisonTracker
+from collectors.core.models import TaskRef, UnackedEntry
 
 
 def _entry(task_id: str, tag: str, score: float, *, redelivered: bool = False, queue: str = "risky",
@@ -24,8 +24,8 @@ def _active(task_id: str, host: str, pid: int, start: float, *, redelivered: boo
 
 
 def read_unacked(r: Any, settings: Any, now: float) -> list[UnackedEntry]:
-    """Raw read of the unacked ledger (ZRANGE + HMGET), decoded with collectors.messages."""
-    from collectors.messages import decode_unacked
+    """Raw read of the unacked ledger (ZRANGE + HMGET), decoded with collectors.core.messages."""
+    from collectors.core.messages import decode_unacked
 
     pairs = r.zrange(settings.unacked_zset, 0, 99, withscores=True)
     if not pairs:
@@ -160,8 +160,8 @@ def test_memory_is_bounded() -> None:
 
 def test_real_poison_loop_is_detected(start_worker: Any, demo_app: Any, redis_url: str, r: Any) -> None:
     """A task that SIGKILLs its pool process, reject_on_worker_lost: the loop is seen from real reads."""
-    from collectors.config import resolve_settings
-    from collectors.workers import WorkerMonitor
+    from collectors.core.config import resolve_settings
+    from collectors.reads.workers import WorkerMonitor
 
     worker = start_worker(("risky",), concurrency=1)
     settings = resolve_settings(broker=redis_url, env={}, inspect_timeout=0.5, inspect_interval=0.5)

@@ -17,8 +17,8 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from collectors.actions import Actions
-from collectors.config import Settings
+from collectors.core.config import Settings
+from collectors.writes.actions import Actions
 from taskdash.cli import cli
 
 WRITE_COMMANDS = {

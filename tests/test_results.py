@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import redis
 
-from collectors.config import Settings
-from collectors.results import PICKLED, ResultsMonitor, _StateTable, parse_value
+from collectors.core.config import Settings
+from collectors.reads.results import PICKLED, ResultsMonitor, _StateTable, parse_value
 from taskdash.procs import RedisServer, free_port
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from collectors.config import Settings
-from collectors.search import (
+from collectors.core.config import Settings
+from collectors.reads.search import (
     SEARCH_HELP,
     SearchError,
     Term,

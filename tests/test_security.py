@@ -18,9 +18,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from collectors.actions import Actions
 from collectors.collector import Collector, describe_error
-from collectors.config import mask_text, mask_url, resolve_settings
+from collectors.core.config import mask_text, mask_url, resolve_settings
+from collectors.writes.actions import Actions
 from taskdash.cli import cli
 from taskdash.cmd_snapshot import render_tables
 from taskdash.procs import RedisServer, find_redis_server, free_port

@@ -160,7 +160,7 @@ def test_headless_chromium_sees_the_queue_panel(served: tuple[str, Path], tmp_pa
 
 
 def test_serve_defaults_are_safe(redis_url: str) -> None:
-    from collectors.config import resolve_settings
+    from collectors.core.config import resolve_settings
 
     assert served_command(True).endswith("-m taskdash --read-only")
     assert "--read-only" not in served_command(False)

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from collectors.collector import Collector
-from collectors.config import resolve_settings
-from collectors.models import Snapshot
+from collectors.core.config import resolve_settings
+from collectors.core.models import Snapshot
 from taskdash.procs import free_port
 
 SEP = "\x06\x16"

@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from collectors.config import Settings, resolve_settings
-from collectors.workers import WorkerMonitor, WorkersView, decode_event_message
+from collectors.core.config import Settings, resolve_settings
+from collectors.reads.workers import WorkerMonitor, WorkersView, decode_event_message
 from taskdash.procs import free_port
 
 
@@ -302,7 +302,7 @@ def test_event_decoding_and_channel_pattern() -> None:
 
 
 def test_node_memory_is_bounded_and_gossip_ignored() -> None:
-    from collectors.workers import MAX_NODES
+    from collectors.reads.workers import MAX_NODES
 
     mon = WorkerMonitor(Settings())
     mon._on_events([{"type": "worker-heartbeat", "hostname": f"old{i}@h", "freq": 2.0} for i in range(MAX_NODES)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collectors.config import Settings
+    from collectors.core.config import Settings
 
 
 def run_tui(settings: Settings) -> int:

@@ -28,9 +28,9 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from collectors.config import Settings, mask_text
-from collectors.forensics import Forensics
-from collectors.models import Snapshot, SourceStatus
+from collectors.analysis.forensics import Forensics
+from collectors.core.config import Settings, mask_text
+from collectors.core.models import Snapshot, SourceStatus
 from tui import details
 from tui.format import safe
 from tui.history import History
@@ -109,7 +109,7 @@ class TaskDashCommands(Provider):
 def default_export_path(queue: str, now: float, export_dir: Path | None = None) -> Path:
     """Where a purge export goes: ``export_dir`` or taskdash's state dir (like the CLI), one file per purge."""
     if export_dir is None:
-        from collectors.audit import state_dir
+        from collectors.core.audit import state_dir
 
         export_dir = state_dir() / "exports"
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -220,7 +220,7 @@ class TaskDashApp(App[int]):
         """Bumped when ``:ctx`` replaces the collector: results of the old one are dropped."""
         self.history_path = history_path
         self.store: Any = None
-        """``collectors.history.History`` (SQLite) when ``history_path`` is given."""
+        """``collectors.analysis.history.History`` (SQLite) when ``history_path`` is given."""
         self._stored_deliveries: dict[str, int] = {}
         self._open_store()
 
@@ -228,7 +228,7 @@ class TaskDashApp(App[int]):
         """Open the persistent history for the current context and seed the depth trends from it."""
         if self.history_path is None:
             return
-        from collectors.history import History as Store
+        from collectors.analysis.history import History as Store
 
         try:
             self.store = Store(self.history_path, scope=self.settings.context or self.settings.broker_masked)
@@ -639,8 +639,8 @@ class TaskDashApp(App[int]):
     def _control_submitted(self, text: str) -> None:
         if not text:
             return
-        from collectors.actions import ActionError
-        from collectors.control import parse_command
+        from collectors.writes.actions import ActionError
+        from collectors.writes.control import parse_command
 
         try:
             command = parse_command(text)
@@ -673,8 +673,8 @@ class TaskDashApp(App[int]):
     # ---- contexts --------------------------------------------------------------------------------
     def action_ctx(self, name: str = "") -> None:
         """``:ctx`` lists the contexts of the config file; ``:ctx NAME`` switches to one."""
-        from collectors.config import ConfigError
-        from collectors.contexts import config_path, list_contexts, switch
+        from collectors.core.config import ConfigError
+        from collectors.core.contexts import config_path, list_contexts, switch
 
         if not name:
             try:
@@ -767,7 +767,7 @@ class TaskDashApp(App[int]):
     @work(thread=True, group="search", exclusive=True, exit_on_error=False, description="task search")
     def _run_search(self, text: str, snapshot: Snapshot | None) -> None:
         """``search_all`` over unacked, queued and stored results (thread), then the results screen."""
-        from collectors.search import SEARCH_HELP, SearchError, search_all
+        from collectors.reads.search import SEARCH_HELP, SearchError, search_all
 
         try:
             outcome = search_all(self.settings, text, limit=SEARCH_LIMIT, snapshot=snapshot)
@@ -818,8 +818,8 @@ class TaskDashApp(App[int]):
         self.push_screen(HealthScreen(self._redis_health))
 
     def _redis_health(self) -> Any:
-        from collectors.config import redis_client
-        from collectors.health import redis_health
+        from collectors.core.config import redis_client
+        from collectors.reads.health import redis_health
 
         client = redis_client(self.settings.broker_url, self.settings)
         try:
@@ -829,7 +829,7 @@ class TaskDashApp(App[int]):
 
     def action_lint(self) -> None:
         """``:lint``: Celery settings behind duplicates and poison loops (one inspect, in a thread)."""
-        from collectors.lint import run_lint
+        from collectors.analysis.lint import run_lint
         from tui.screens.lint import LintScreen
 
         self.push_screen(LintScreen(partial(run_lint, self.settings)))
@@ -899,7 +899,7 @@ class TaskDashApp(App[int]):
         """The ``WorkerControl`` (built on first use, from any thread)."""
         with self._control_lock:
             if self._control is None:
-                from collectors.control import WorkerControl
+                from collectors.writes.control import WorkerControl
 
                 self._control = WorkerControl(self.settings)
             return self._control
@@ -1171,7 +1171,7 @@ def setup_logging() -> Path | None:
     if root.handlers:
         return None
     try:
-        from collectors.audit import state_dir
+        from collectors.core.audit import state_dir
 
         path = state_dir() / "taskdash.log"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1194,13 +1194,13 @@ def run(settings: Settings) -> int:
     app: TaskDashApp | None = None
 
     def make_actions() -> Any:
-        from collectors.actions import Actions
+        from collectors.writes.actions import Actions
 
         return Actions(app.settings if app is not None else settings)  # :ctx may have switched
 
     collector = RealCollector(settings)
     try:
-        from collectors.history import default_path
+        from collectors.analysis.history import default_path
 
         app = TaskDashApp(collector, actions_factory=make_actions, collector_factory=RealCollector,
                           history_path=default_path())

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from collectors.models import (
+from collectors.core.models import (
     PoisonSuspect,
     QueueInfo,
     Snapshot,

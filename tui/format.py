@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from collectors.messages import printable
+from collectors.core.messages import printable
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
@@ -80,7 +80,7 @@ def truncate(text: str | None, width: int) -> str:
 
 
 def safe(value: object) -> str:
-    """Redis-derived text made terminal-safe (``collectors.messages.printable``): ESC and other control
+    """Redis-derived text made terminal-safe (``collectors.core.messages.printable``): ESC and other control
     characters and surrogate-escaped bytes become ``\\xNN``, so a queue named ``"evil\\x1b[2J"`` cannot
     clear the screen."""
     return printable(value)

@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from collectors.models import Snapshot
+from collectors.core.models import Snapshot
 
 
 @dataclass

@@ -11,8 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from collectors.config import Settings, mask_text, redis_client
-from collectors.messages import decode_unacked
+from collectors.core.config import Settings, mask_text, redis_client
+from collectors.core.messages import decode_unacked
 
 MAX_BYTES = 1_000_000
 """Larger values are not fetched for a detail screen."""

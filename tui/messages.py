@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from collectors.models import Snapshot
+from collectors.core.models import Snapshot
 
 
 @dataclass
@@ -52,7 +52,7 @@ class WriteRequested(Message):
     kind: str
     items: tuple[Any, ...] = ()
     command: Any = None
-    """For "control": the parsed ``collectors.control.ControlCommand``."""
+    """For "control": the parsed ``collectors.writes.control.ControlCommand``."""
 
 
 @dataclass

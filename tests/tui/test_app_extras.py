@@ -24,10 +24,10 @@ from tui_fakes import (
 )
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
-from collectors.config import Settings
-from collectors.control import CONTROL_HELP
-from collectors.models import QueueInfo, SourceError, SourceStatus, TaskRef
-from collectors.search import SEARCH_HELP
+from collectors.core.config import Settings
+from collectors.core.models import QueueInfo, SourceError, SourceStatus, TaskRef
+from collectors.reads.search import SEARCH_HELP
+from collectors.writes.control import CONTROL_HELP
 from tui.app import TaskDashApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen

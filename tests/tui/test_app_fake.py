@@ -16,8 +16,8 @@ from tui_fakes import (
 )
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
-from collectors.actions import ActionResult
-from collectors.models import QueueInfo
+from collectors.core.models import QueueInfo
+from collectors.writes.actions import ActionResult
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
@@ -390,7 +390,7 @@ async def test_retry_and_revoke_with_terminate() -> None:
 
 
 class FakeControl:
-    """Stands in for collectors.control.WorkerControl (records the commands)."""
+    """Stands in for collectors.writes.control.WorkerControl (records the commands)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[object, ...], object]] = []

@@ -9,9 +9,9 @@ import redis
 from textual.widgets import Checkbox
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
-from collectors.actions import Actions
 from collectors.collector import Collector
-from collectors.config import resolve_settings
+from collectors.core.config import resolve_settings
+from collectors.writes.actions import Actions
 from taskdash.procs import CeleryWorker, RedisServer
 from tui.app import TaskDashApp
 from tui.screens.confirm import ConfirmScreen

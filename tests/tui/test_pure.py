@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from tui_fakes import FAILURES, POISON, QUEUES, T0, UNACKED, WORKERS, down_snapshot, make_snapshot
 
-from collectors.models import SourceError
+from collectors.core.models import SourceError
 from tui import details
 from tui.app import resolve_view
 from tui.format import by_priority_text, fmt_age, fmt_rate, sparkline, truncate

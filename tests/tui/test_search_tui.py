@@ -11,8 +11,8 @@ import redis
 from tui_fakes import FakeActions, FakeCollector, make_snapshot
 from tui_helpers import notifications, settle, wait_until, widget_text
 
-from collectors.config import Settings
-from collectors.search import SEARCH_HELP
+from collectors.core.config import Settings
+from collectors.reads.search import SEARCH_HELP
 from tui.app import TaskDashApp
 from tui.screens.detail import DetailScreen
 from tui.screens.search import SearchScreen

@@ -8,8 +8,8 @@ from typing import Any
 from textual.app import App
 from tui_helpers import screen_text, settle, wait_until, widget_text
 
-from collectors.config import Settings
-from collectors.control import WorkerControl
+from collectors.core.config import Settings
+from collectors.writes.control import WorkerControl
 from tui.screens.worker_detail import WorkerDetailScreen, worker_sections
 
 DETAILS: dict[str, Any] = {

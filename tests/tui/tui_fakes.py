@@ -9,9 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from collectors.actions import ActionResult, PurgePreview, QuarantinedMessage
-from collectors.config import Settings
-from collectors.models import (
+from collectors.core.config import Settings
+from collectors.core.models import (
     PoisonSuspect,
     QueueInfo,
     RefreshCost,
@@ -23,6 +22,7 @@ from collectors.models import (
     UnackedEntry,
     WorkerInfo,
 )
+from collectors.writes.actions import ActionResult, PurgePreview, QuarantinedMessage
 from tui.app import TaskDashApp
 
 T0 = 1_780_000_000.0
@@ -155,7 +155,7 @@ def FakeResult(action: str, count: int, message: str) -> ActionResult:  # noqa: 
 
 
 class FakeActions:
-    """Same API as ``collectors.actions.Actions``; records every call, returns real result types."""
+    """Same API as ``collectors.writes.actions.Actions``; records every call, returns real result types."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []

@@ -1,8 +1,8 @@
 """Redis health and crash forensics: panels and modal screens (no collector logic here).
 
-``HealthPanel.show_health(h)`` renders a ``collectors.health.RedisHealth``; ``HealthScreen(loader)``
+``HealthPanel.show_health(h)`` renders a ``collectors.reads.health.RedisHealth``; ``HealthScreen(loader)``
 calls ``loader()`` (blocking: one INFO) in a thread worker on open and every ``interval`` seconds.
-``TimelineScreen(forensics)`` shows a ``collectors.forensics.Forensics`` timeline (in memory, read on
+``TimelineScreen(forensics)`` shows a ``collectors.analysis.forensics.Forensics`` timeline (in memory, read on
 the UI thread every second): every worker's events, or one worker's, and the tasks that killed
 pool processes.
 """
@@ -20,8 +20,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from collectors.forensics import Forensics, TimelineEvent
-from collectors.health import RedisHealth, human_bytes
+from collectors.analysis.forensics import Forensics, TimelineEvent
+from collectors.reads.health import RedisHealth, human_bytes
 from tui.format import safe_text
 
 

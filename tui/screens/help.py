@@ -11,8 +11,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from collectors.control import CONTROL_HELP
-from collectors.search import SEARCH_HELP
+from collectors.reads.search import SEARCH_HELP
+from collectors.writes.control import CONTROL_HELP
 
 GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
     ("?", "this help"),

@@ -17,8 +17,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from collectors.config import mask_text
-from collectors.lint import RULES, LintReport
+from collectors.analysis.lint import RULES, LintReport
+from collectors.core.config import mask_text
 from tui.format import safe_text
 
 

@@ -1,6 +1,6 @@
 """SearchScreen: the hits of one task search (``/`` in the Tasks view), enter opens a hit's details.
 
-The search itself (``collectors.search.search_all``) runs in the app's thread worker; this screen only
+The search itself (``collectors.reads.search.search_all``) runs in the app's thread worker; this screen only
 shows a finished ``SearchOutcome`` in a ``KeyedTable`` (cells made terminal-safe there).
 """
 
@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
-from collectors.search import FREE_FIELDS, SearchHit, SearchOutcome, parse_query
+from collectors.reads.search import FREE_FIELDS, SearchHit, SearchOutcome, parse_query
 from tui import details
 from tui.format import short_id, truncate
 from tui.screens.detail import DetailScreen

@@ -11,7 +11,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from collectors.config import DEFAULT_BROKER
+from collectors.core.config import DEFAULT_BROKER
 from tui.format import safe_text
 
 

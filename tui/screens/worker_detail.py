@@ -1,6 +1,6 @@
 """WorkerDetailScreen: one worker as it reports itself (Flower's worker page, from the keyboard).
 
-Shows what ``collectors.control.WorkerControl.worker_details(hostname)`` returns: stats (pool,
+Shows what ``collectors.writes.control.WorkerControl.worker_details(hostname)`` returns: stats (pool,
 prefetch, rusage, broker and its transport options, task totals), active queues, registered tasks,
 the worker's configuration (``inspect conf``) and revoked task ids. Give it the dict, or a loader
 callable that is run in a thread worker (``r`` runs it again). ``escape``/``q`` close it.

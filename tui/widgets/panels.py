@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from collectors.models import (
+from collectors.core.models import (
     PoisonSuspect,
     QueueInfo,
     Snapshot,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.widgets import Static
 
-from collectors.config import mask_text
-from collectors.models import Snapshot
+from collectors.core.config import mask_text
+from collectors.core.models import Snapshot
 from tui.format import fmt_age, safe_text
 
 

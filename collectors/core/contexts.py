@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collectors.config import ConfigError, Settings, mask_url
+from collectors.core.config import ConfigError, Settings, mask_url
 
 _KEYS = {"broker", "backend", "app", "read_only", "interval", "visibility_timeout", "global_keyprefix",
          "audit_log", "description"}
@@ -198,7 +198,7 @@ def switch(name: str, current: Settings, env: Mapping[str, str] | None = None) -
     carry over unless the context sets its own. Raises ConfigError (unknown context, bad file,
     unloadable app, bad URL) so the caller can show the message and stay on the current context.
     """
-    from collectors.config import resolve_settings
+    from collectors.core.config import resolve_settings
 
     env = os.environ if env is None else env
     clean = {k: v for k, v in env.items() if k not in ("TASKDASH_BROKER", "TASKDASH_BACKEND", "TASKDASH_APP")}

@@ -23,7 +23,7 @@ What is read, and what it costs:
   is what the broker reader's Lua scripts return for values above their inline limit.
 
 No function here raises on bad input: garbage, non-Celery JSON, wrong base64, binary data and empty
-values all come back as a :class:`~collectors.models.DecodedMessage` with ``error`` set.
+values all come back as a :class:`~collectors.core.models.DecodedMessage` with ``error`` set.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from collectors.models import DecodedMessage
+from collectors.core.models import DecodedMessage
 
 MAX_BODY_BYTES = 1_000_000
 """Largest (base64) body that is decoded at all; larger bodies are reported, not decoded."""

@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from collectors.messages import eta_timestamp
-from collectors.models import PoisonSuspect, Snapshot, TaskRef, WorkerInfo
-from collectors.workers import WorkersView
+from collectors.core.messages import eta_timestamp
+from collectors.core.models import PoisonSuspect, Snapshot, TaskRef, WorkerInfo
+from collectors.reads.workers import WorkersView
 
 EventKind = Literal["online", "offline", "restarted", "heartbeat-gap", "heartbeat-back", "process-died",
                     "process-started", "worker-lost"]

@@ -32,10 +32,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.config import Settings, redis_client
-from collectors.messages import decode_envelope
-from collectors.models import Snapshot, UnackedEntry
-from collectors.results import PICKLED, UNKNOWN, exception_text, parse_value
+from collectors.core.config import Settings, redis_client
+from collectors.core.messages import decode_envelope
+from collectors.core.models import Snapshot, UnackedEntry
+from collectors.reads.results import PICKLED, UNKNOWN, exception_text, parse_value
 
 SEARCH_HELP = """\
 Search tasks (result backend with result_extended, unacked and queued messages)
@@ -400,7 +400,7 @@ def search_all(settings: Settings, query: Query | str, *, limit: int = 50, scan_
 
     Without a ``snapshot`` the broker is read once (a BrokerReader pass: queues + unacked window).
     """
-    from collectors.broker import BrokerReader
+    from collectors.reads.broker import BrokerReader
 
     q = parse_query(query) if isinstance(query, str) else query
     t0 = time.perf_counter()

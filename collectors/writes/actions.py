@@ -5,7 +5,7 @@ Used by both the TUI (from a worker thread) and the CLI. Every method that chang
 * raises :class:`ReadOnlyError` (and touches nothing, writes no audit line) when ``settings.read_only``;
 * changes each message in ONE atomic step (a Lua script that compares-and-moves the exact bytes it read),
   so it cannot race a worker's ack, kombu's visibility restore or a producer into a loss or a duplicate;
-* appends one JSON line to the audit log (``collectors.audit``) with enough detail to undo it.
+* appends one JSON line to the audit log (``collectors.core.audit``) with enough detail to undo it.
 
 Key layout and kombu's own restore are described in REDIS_LAYOUT.md sections 1, 3 and 9. Keys are
 built with ``Settings.key()`` (global_keyprefix), priority lists with ``Settings.queue_key()``.
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import redis
 
-from collectors.audit import AuditLog, audit_path, default_actor, default_audit_path, state_dir
-from collectors.broker import topic_match
-from collectors.config import Settings, mask_text, redis_client
+from collectors.core.audit import AuditLog, audit_path, default_actor, default_audit_path, state_dir
+from collectors.core.config import Settings, mask_text, redis_client
+from collectors.reads.broker import topic_match
 
 if TYPE_CHECKING:
     from celery import Celery

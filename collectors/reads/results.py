@@ -44,9 +44,9 @@ from typing import Any
 
 import redis
 
-from collectors.config import Settings, mask_text, redis_client
-from collectors.messages import eta_timestamp
-from collectors.models import TaskFailure, TaskStats
+from collectors.core.config import Settings, mask_text, redis_client
+from collectors.core.messages import eta_timestamp
+from collectors.core.models import TaskFailure, TaskStats
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The audit log: one JSON line per write action (who, when, what, how many, how to undo it).
 
-Every write in ``collectors.actions`` appends exactly one line here after it changed something; a
+Every write in ``collectors.writes.actions`` appends exactly one line here after it changed something; a
 refused write (read-only mode, a live worker owns the message, nothing matched before any change) writes
 nothing. The default location is ``<user state dir>/taskdash/audit.jsonl`` (platformdirs); it can be set
 with ``--audit-log`` / ``TASKDASH_AUDIT_LOG`` (``Settings.audit_log``).
@@ -20,7 +20,7 @@ from typing import Any
 
 import platformdirs
 
-from collectors.config import Settings, mask_text
+from collectors.core.config import Settings, mask_text
 
 _LOCK = threading.Lock()
 

@@ -28,7 +28,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.models import PoisonSuspect, TaskRef, UnackedEntry
+from collectors.core.models import PoisonSuspect, TaskRef, UnackedEntry
 
 log = logging.getLogger(__name__)
 

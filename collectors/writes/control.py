@@ -2,16 +2,16 @@
 
 Every command goes out as a Celery remote-control broadcast (``app.control.broadcast(...,
 reply=True, destination=[...])``) on a kombu connection opened with ``ack_emulation=False`` (the
-same app/connection approach as :class:`collectors.workers.WorkerMonitor`), so taskdash never runs
+same app/connection approach as :class:`collectors.reads.workers.WorkerMonitor`), so taskdash never runs
 kombu's unacked restore sweep. Replies are accepted as JSON only (never unpickled).
 
-Safety is the same as :mod:`collectors.actions`:
+Safety is the same as :mod:`collectors.writes.actions`:
 
-* ``settings.read_only`` raises :class:`~collectors.actions.ReadOnlyError` before anything is sent
+* ``settings.read_only`` raises :class:`~collectors.writes.actions.ReadOnlyError` before anything is sent
   and writes no audit line;
 * each command that was sent appends exactly one audit line (``worker-<command>``) listing the
   destination and every worker's reply;
-* failures raise :class:`~collectors.actions.ActionError` (or ``BrokerUnreachableError``) with
+* failures raise :class:`~collectors.writes.actions.ActionError` (or ``BrokerUnreachableError``) with
   credentials masked.
 
 A worker that refuses a command answers ``{"error": "..."}`` (e.g. ``pool_restart`` without
@@ -28,10 +28,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collectors.actions import ActionError, ActionResult, BrokerUnreachableError, ReadOnlyError
-from collectors.audit import AuditLog, audit_path, default_actor
-from collectors.config import Settings, mask_text
-from collectors.workers import WorkerMonitor
+from collectors.core.audit import AuditLog, audit_path, default_actor
+from collectors.core.config import Settings, mask_text
+from collectors.reads.workers import WorkerMonitor
+from collectors.writes.actions import ActionError, ActionResult, BrokerUnreachableError, ReadOnlyError
 
 log = logging.getLogger(__name__)
 

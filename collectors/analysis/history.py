@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from collectors.models import Snapshot
+from collectors.core.models import Snapshot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS depth (
@@ -43,7 +43,7 @@ DEFAULT_CAPS = {"depth": 200_000, "throughput": 50_000, "deliveries": 10_000}
 
 def default_path() -> Path:
     """``<user state dir>/taskdash/history.sqlite3``."""
-    from collectors.audit import state_dir
+    from collectors.core.audit import state_dir
 
     return state_dir() / "history.sqlite3"
 

@@ -39,9 +39,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from collectors.config import DEFAULT_VISIBILITY_TIMEOUT, Settings, mask_text, redis_client
-from collectors.messages import eta_timestamp
-from collectors.workers import WorkerMonitor, decode_event_message
+from collectors.core.config import DEFAULT_VISIBILITY_TIMEOUT, Settings, mask_text, redis_client
+from collectors.core.messages import eta_timestamp
+from collectors.reads.workers import WorkerMonitor, decode_event_message
 
 log = logging.getLogger(__name__)
 
@@ -735,7 +735,7 @@ def run_lint(settings: Settings, app: Any | None = None, monitor: WorkerMonitor 
              max_clock_skew_s: float = 2.0) -> LintReport:
     """``gather`` + ``lint``: what ``taskdash lint`` and the ``:lint`` view run (blocking, ~1-3 s)."""
     if app is None and settings.app:
-        from collectors.config import load_app
+        from collectors.core.config import load_app
 
         app = load_app(settings.app)
     inputs = gather(settings, monitor, timeout=timeout)

@@ -104,7 +104,7 @@ class Settings:
     socket_timeout: float = 5.0
     audit_log: str | None = None
     context: str | None = None
-    """Name of the context (collectors.contexts) these settings came from, if any."""
+    """Name of the context (collectors.core.contexts) these settings came from, if any."""
     broker_use_ssl: Mapping[str, Any] = field(default_factory=dict)
     """The -A app's ``broker_use_ssl`` (ssl_cert_reqs, ssl_ca_certs, ...) for ``rediss://`` brokers."""
     backend_use_ssl: Mapping[str, Any] = field(default_factory=dict)
@@ -235,10 +235,10 @@ def resolve_settings(
     """Build Settings from flags, environment and an optional Celery app (DESIGN.md section 5).
 
     ``context`` (or ``TASKDASH_CONTEXT``, or the config file's ``default``) selects a context of
-    ``~/.config/taskdash/config.toml`` (``$TASKDASH_CONFIG``); see collectors.contexts.
+    ``~/.config/taskdash/config.toml`` (``$TASKDASH_CONFIG``); see collectors.core.contexts.
     """
     env = os.environ if env is None else env
-    from collectors.contexts import apply_context
+    from collectors.core.contexts import apply_context
 
     broker, backend, app, env, ctx_read_only, context = apply_context(context, env, broker, backend, app)
     if ctx_read_only:
@@ -342,7 +342,7 @@ def redis_client(url: str, settings: Settings | None = None, *, db_default: int 
         "socket_timeout": timeout,
         "socket_connect_timeout": min(timeout, 3.0),
         "health_check_interval": 0,
-        # Key names read back from Redis keep undecodable bytes as surrogates (collectors.broker): encode
+        # Key names read back from Redis keep undecodable bytes as surrogates (collectors.reads.broker): encode
         # them back to the same bytes instead of failing.
         "encoding_errors": "surrogateescape",
     }

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from collectors.models import Snapshot
+from collectors.core.models import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from typing import Any
 
 import redis
 
-from collectors.config import Settings, load_app, mask_text, redis_client
-from collectors.models import TaskRef, WorkerInfo
+from collectors.core.config import Settings, load_app, mask_text, redis_client
+from collectors.core.models import TaskRef, WorkerInfo
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ Round trip 2 (one pipeline; skipped when there is nothing to send)
     * ``EVALSHA unacked-window``: ``HGET`` only of the window tags whose (tag, score) the reader has not
       decoded yet (a redelivery changes the score); values up to 64 KiB come back whole, bigger ones as
       size, first 512 bytes and last 16 KiB (enough for the headers, see
-      :func:`collectors.messages.decode_truncated`). Only when ``HLEN != ZCARD`` (a half-written or
+      :func:`collectors.core.messages.decode_truncated`). Only when ``HLEN != ZCARD`` (a half-written or
       hand-edited ledger) are the already decoded tags checked with ``HEXISTS``.
     * when the ledger is larger than the window: one ``EVALSHA unacked-scan`` step, ``HSCAN unacked
       <cursor> COUNT 32``, that returns ONE bulk string of ``count<TAB>exchange<TAB>routing_key`` lines
@@ -101,8 +101,8 @@ from typing import Any
 
 import redis
 
-from collectors.config import Settings
-from collectors.messages import (
+from collectors.core.config import Settings
+from collectors.core.messages import (
     decode_envelope,
     decode_truncated,
     decode_unacked,
@@ -110,7 +110,7 @@ from collectors.messages import (
     delivery_tag_of,
     eta_timestamp,
 )
-from collectors.models import DecodedMessage, QueueInfo, TaskRef, UnackedEntry, UnackedState
+from collectors.core.models import DecodedMessage, QueueInfo, TaskRef, UnackedEntry, UnackedState
 
 INLINE_MAX = 65536
 """Values up to this size are transferred whole; bigger ones as size + head + tail."""

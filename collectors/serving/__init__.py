@@ -1,0 +1,1 @@
+"""Serving layer: renders snapshots for other programs (the Prometheus ``taskdash metrics`` endpoint)."""
