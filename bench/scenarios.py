@@ -10,7 +10,7 @@
   (``result_extended`` fields), mixed states and realistic payload sizes (small results, some large
   ones, FAILUREs with tracebacks).
 
-Envelopes follow REDIS_LAYOUT.md §4 (protocol 2, JSON body, base64 body encoding; the delivery tag is in
+Envelopes follow docs/redis-layout.md#message-envelope (protocol 2, JSON body, base64 body encoding; the delivery tag is in
 ``properties`` at the end of the JSON, where kombu puts it).
 """
 
