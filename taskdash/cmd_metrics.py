@@ -47,8 +47,13 @@ def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None,
         collector.close()
         fail(f"cannot reach the broker {settings.broker_masked}: {problem}", EXIT_UNREACHABLE)
     try:
+        from collectors.core.config import redis_client
+        from collectors.reads.health import redis_health
+
+        health_client = redis_client(settings.broker_url, settings)  # one INFO per 15 s: memory/eviction alerts
         server = MetricsServer(collector.collect, host=host, port=port,
-                               cache_s=cache_s if cache_s is not None else settings.interval)
+                               cache_s=cache_s if cache_s is not None else settings.interval,
+                               health=lambda: redis_health(health_client))
     except OSError as exc:
         collector.close()
         fail(f"cannot listen on {host}:{port}: {exc}", EXIT_REFUSED)

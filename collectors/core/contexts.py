@@ -16,6 +16,10 @@ File: ``$TASKDASH_CONFIG``, else ``$XDG_CONFIG_HOME/taskdash/config.toml``, else
 
 Optional keys: ``interval``, ``visibility_timeout``, ``global_keyprefix``, ``audit_log``.
 
+Alert rules for ``taskdash watch`` (collectors.analysis.alerts): a top-level ``[alerts]`` table for every
+context and ``[contexts.NAME.alerts]`` over it (thresholds, ``enabled``/``disabled`` rules, ``for`` and
+``severity`` per rule, ``cooldown``). They are kept here as raw tables and validated by the alerts module.
+
 Precedence (``resolve_settings(context=...)``): an explicitly chosen context (``--context NAME``,
 ``TASKDASH_CONTEXT``, ``:ctx NAME``) acts like command-line flags (only real flags beat it); the
 file's ``default`` context acts like ``TASKDASH_*`` variables (the real environment beats it) and is
@@ -27,14 +31,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from collectors.core.config import ConfigError, Settings, mask_url
 
 _KEYS = {"broker", "backend", "app", "read_only", "interval", "visibility_timeout", "global_keyprefix",
-         "audit_log", "description"}
+         "audit_log", "description", "alerts"}
 _ENV_NAMES = {"broker": "TASKDASH_BROKER", "backend": "TASKDASH_BACKEND", "app": "TASKDASH_APP",
               "interval": "TASKDASH_INTERVAL", "visibility_timeout": "TASKDASH_VISIBILITY_TIMEOUT",
               "global_keyprefix": "TASKDASH_GLOBAL_KEYPREFIX", "audit_log": "TASKDASH_AUDIT_LOG"}
@@ -54,6 +58,8 @@ class Context:
     global_keyprefix: str | None = None
     audit_log: str | None = None
     description: str | None = None
+    alerts: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """The context's ``[contexts.NAME.alerts]`` table (raw; see collectors.analysis.alerts)."""
 
     def describe(self) -> str:
         """One line with credentials masked (for lists and notifications)."""
@@ -74,6 +80,8 @@ class ContextsFile:
     path: Path | None
     contexts: Mapping[str, Context]
     default: str | None = None
+    alerts: Mapping[str, Any] = field(default_factory=dict)
+    """The top-level ``[alerts]`` table (every context; raw, see collectors.analysis.alerts)."""
 
     def names(self) -> list[str]:
         return sorted(self.contexts)
@@ -125,13 +133,26 @@ def load_contexts(path: str | Path | None = None, env: Mapping[str, str] | None 
                 visibility_timeout=_opt_float(values.get("visibility_timeout")),
                 global_keyprefix=_opt_str(values.get("global_keyprefix")),
                 audit_log=_opt_str(values.get("audit_log")), description=_opt_str(values.get("description")),
+                alerts=_opt_table(values.get("alerts"), f"contexts.{name}.alerts"),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{p}: contexts.{name}: {exc}") from exc
     default = data.get("default")
     if default is not None and (not isinstance(default, str) or default not in contexts):
         raise ConfigError(f"{p}: default = {default!r} is not one of the contexts ({', '.join(sorted(contexts))})")
-    return ContextsFile(p, contexts, default)
+    try:
+        alerts = _opt_table(data.get("alerts"), "alerts")
+    except TypeError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+    return ContextsFile(p, contexts, default, alerts)
+
+
+def _opt_table(v: Any, what: str) -> Mapping[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise TypeError(f"{what} must be a table")
+    return v
 
 
 def _opt_str(v: Any) -> str | None:

@@ -21,10 +21,13 @@ Metric families (all gauges unless noted; ``taskdash_`` prefix):
 ``unacked_stale_messages``                       window entries older than the visibility timeout
 ``orphaned_messages``                            orphaned unacked entries (in the window)
 ``poison_suspects``                              tasks delivered again and again
+``poison_looping_suspects``                      suspects whose loop still runs (in the unacked window or
+                                                 delivered within the last 120 s; quarantine ends it)
 ``workers{state}``                               workers online / offline (ever seen)
 ``workers_online``                               workers online
 ``worker_up{worker}``                            1 online, 0 offline
 ``worker_active_tasks{worker}``                  tasks the worker is running
+``worker_responding{worker}``                    1 when an online worker answers inspect, 0 otherwise
 ``task_states{state}``                           result-backend entries per state (incremental SCAN)
 ``tasks_scanned`` / ``tasks_scan_complete``      progress of that SCAN
 ``source_errors{source}``                        problems in the last refresh, per source
@@ -32,6 +35,11 @@ Metric families (all gauges unless noted; ``taskdash_`` prefix):
 ``scrape_duration_seconds``                      wall time of the collect() behind this scrape
 ``scrape_errors`` (counter, ``_total``)          scrapes whose collect() raised
 ``snapshot_age_seconds``                         how old the served snapshot is
+``redis_memory_used_bytes``                      broker Redis ``used_memory`` (INFO, when a health source is given)
+``redis_maxmemory_bytes``                        broker Redis ``maxmemory`` (0 = no limit)
+``redis_maxmemory_evicting{policy}``             1 when maxmemory is set with a policy that deletes keys
+``redis_evicted_keys`` (counter, ``_total``)     keys the broker Redis evicted since its start
+``redis_health_up``                              the last INFO read succeeded (1/0)
 ==============================================  =========================================================
 """
 
@@ -45,7 +53,9 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from collectors.analysis.alerts import looping_suspects
 from collectors.core.models import Snapshot
+from collectors.reads.health import RedisHealth
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +102,7 @@ class _Writer:
 
 
 def render_metrics(snapshot: Snapshot | None, *, scrape_duration_s: float | None = None, scrape_errors: int = 0,
-                   now: float | None = None) -> str:
+                   now: float | None = None, health: RedisHealth | None = None) -> str:
     """The Prometheus text format for one Snapshot (pure: no I/O).
 
     Args:
@@ -100,6 +110,7 @@ def render_metrics(snapshot: Snapshot | None, *, scrape_duration_s: float | None
         scrape_duration_s: wall time of the collect() that produced ``snapshot``.
         scrape_errors: scrapes whose collect() raised so far (a counter).
         now: reference time for ``snapshot_age_seconds`` (default: time.time()).
+        health: the broker's Redis health (INFO); None leaves the ``redis_*`` families out.
     """
     w = _Writer()
     if snapshot is not None:
@@ -126,6 +137,8 @@ def render_metrics(snapshot: Snapshot | None, *, scrape_duration_s: float | None
                  [({}, len(s.orphaned))])
         w.family("poison_suspects", "Tasks delivered again and again (probably killing their worker).",
                  [({}, len(s.poison))])
+        w.family("poison_looping_suspects", "Poison suspects still being delivered (quarantine or revoke ends it).",
+                 [({}, len(looping_suspects(s)))])
         online = sum(1 for wk in s.workers if wk.online)
         w.family("workers", "Workers seen, by state.",
                  [({"state": "online"}, online), ({"state": "offline"}, len(s.workers) - online)])
@@ -134,6 +147,8 @@ def render_metrics(snapshot: Snapshot | None, *, scrape_duration_s: float | None
                  [({"worker": wk.hostname}, wk.online) for wk in s.workers])
         w.family("worker_active_tasks", "Tasks the worker is running.",
                  [({"worker": wk.hostname}, wk.active) for wk in s.workers])
+        w.family("worker_responding", "Online worker answering inspect (1) or not (0: heartbeats only, or offline).",
+                 [({"worker": wk.hostname}, wk.online and wk.responding) for wk in s.workers])
         w.family("task_states", "Result-backend entries per task state (incremental SCAN plus live updates).",
                  [({"state": st}, n) for st, n in s.tasks.states])
         w.family("tasks_scanned", "Result-backend keys visited by the current SCAN pass.", [({}, s.tasks.scanned)])
@@ -145,6 +160,19 @@ def render_metrics(snapshot: Snapshot | None, *, scrape_duration_s: float | None
         w.family("refresh_round_trips", "Redis round trips of the last broker read.", [({}, s.cost.round_trips)])
         w.family("snapshot_age_seconds", "Age of the snapshot served by this scrape.",
                  [({}, max(0.0, (now if now is not None else time.time()) - s.taken_at))])
+    if health is not None:
+        w.family("redis_health_up", "The last INFO of the broker's Redis succeeded (1/0).",
+                 [({}, health.error is None and health.used_memory is not None)])
+        if health.used_memory is not None:
+            w.family("redis_memory_used_bytes", "used_memory of the broker's Redis.", [({}, health.used_memory)])
+        if health.maxmemory is not None:
+            w.family("redis_maxmemory_bytes", "maxmemory of the broker's Redis (0: no limit).",
+                     [({}, health.maxmemory)])
+            w.family("redis_maxmemory_evicting", "maxmemory set with a policy that deletes keys (1/0).",
+                     [({"policy": health.maxmemory_policy or "unknown"}, health.may_evict)])
+        if health.evicted_keys is not None:
+            w.family("redis_evicted_keys", "Keys evicted by the broker's Redis since it started.",
+                     [({}, health.evicted_keys)], kind="counter")
     if scrape_duration_s is not None:
         w.family("scrape_duration_seconds", "Wall time of the collect() behind this scrape.",
                  [({}, scrape_duration_s)])
@@ -160,11 +188,18 @@ class MetricsServer:
         host: bind address (default 127.0.0.1: not exposed to the network).
         port: TCP port (0 picks a free one; see ``port`` after ``start``).
         cache_s: a snapshot younger than this is served again instead of collecting.
+        health: returns the broker's Redis health (one INFO); called at most once per ``health_interval``.
+        health_interval: seconds an INFO reading is reused between scrapes.
     """
 
     def __init__(self, collect: Callable[[], Snapshot], host: str = "127.0.0.1", port: int = 9808,
-                 cache_s: float = 1.0) -> None:
+                 cache_s: float = 1.0, health: Callable[[], RedisHealth] | None = None,
+                 health_interval: float = 15.0) -> None:
         self._collect = collect
+        self._health_fn = health
+        self.health_interval = health_interval
+        self._health: RedisHealth | None = None
+        self._health_at = 0.0
         self.host = host
         self.cache_s = cache_s
         self._lock = threading.Lock()
@@ -201,8 +236,15 @@ class MetricsServer:
                     self._snapshot, self._at = snap, time.monotonic()
                     self._duration = time.perf_counter() - t0
                     self.collects += 1
+            if self._health_fn is not None and (
+                    self._health is None or time.monotonic() - self._health_at >= self.health_interval):
+                try:
+                    self._health = self._health_fn()
+                except Exception:  # noqa: BLE001 - the queue metrics must still be served
+                    log.warning("health read failed during a scrape", exc_info=True)
+                self._health_at = time.monotonic()
             return render_metrics(self._snapshot, scrape_duration_s=self._duration,
-                                  scrape_errors=self.scrape_errors)
+                                  scrape_errors=self.scrape_errors, health=self._health)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
