@@ -21,9 +21,9 @@ __all__ = [
 
 _LAZY = {
     "Actions": "collectors.writes.actions",
-    "ActionError": "collectors.writes.actions",
-    "ActionResult": "collectors.writes.actions",
-    "ReadOnlyError": "collectors.writes.actions",
+    "ActionError": "collectors.writes.base",
+    "ActionResult": "collectors.writes.base",
+    "ReadOnlyError": "collectors.writes.base",
     "Collector": "collectors.collector",
     "Settings": "collectors.core.config",
     "resolve_settings": "collectors.core.config",

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from collectors.core.config import DEFAULT_VISIBILITY_TIMEOUT, Settings, mask_text, redis_client
 from collectors.core.messages import eta_timestamp
+from collectors.keyspace.keys import KeyLayout
 from collectors.reads.workers import WorkerMonitor, decode_event_message
 
 log = logging.getLogger(__name__)
@@ -416,9 +417,9 @@ def inspect_window(monitor: WorkerMonitor, methods: Iterable[tuple[str, Mapping[
         conn = monitor._connection()  # noqa: SLF001
         try:
             chan = conn.default_channel
-            exchange = Exchange(f"{s.control_exchange}.pidbox", type="fanout", durable=False,
-                                delivery_mode="transient")
-            reply_exchange = Exchange(f"reply.{s.control_exchange}.pidbox", type="direct", durable=False,
+            layout = KeyLayout.from_settings(s)
+            exchange = Exchange(layout.pidbox_exchange, type="fanout", durable=False, delivery_mode="transient")
+            reply_exchange = Exchange(layout.reply_exchange, type="direct", durable=False,
                                       delivery_mode="transient")
             queue = Queue(f"{oid}.{reply_exchange.name}", exchange=reply_exchange, routing_key=oid,
                           durable=False, auto_delete=True, expires=10.0, message_ttl=300.0)

@@ -135,7 +135,10 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
-    # ---- broker key naming (kombu/transport/redis.py) -------------------------------------------
+    # ---- key naming: compatibility mirror of collectors.keyspace.keys.KeyLayout ----------------
+    # KeyLayout (``KeyLayout.from_settings(self)``) is the home of every key name. The core layer cannot
+    # import it, so these few accessors stay for callers outside collectors/ (tui/loaders.py,
+    # taskdash/demo.py, tests); tests/test_keys.py checks that they name the same keys as KeyLayout.
     def key(self, name: str) -> str:
         """A broker key with ``global_keyprefix`` applied."""
         return f"{self.global_keyprefix}{name}"

@@ -55,8 +55,11 @@ Round trip 2 (one pipeline; skipped when there is nothing to send)
 Round trip 3 (rare: the SCAN step found new binding tables, or the window moved)
     * probes of the queues named by the tables read in round trip 2, and the window fetch.
 
-If Redis lost the scripts (restart, ``SCRIPT FLUSH``), the read is redone once after reloading them
-(the view's ``round_trips`` then counts both attempts).
+The scripts (``queue``, ``window``, ``scan``) live in :mod:`collectors.keyspace.scripts` and key names
+in :class:`collectors.keyspace.keys.KeyLayout`. They run as precomputed-SHA ``EVALSHA`` inside the
+pipelines (loaded with ``SCRIPT LOAD`` in the first pipeline of a reader); if Redis lost them
+(restart, ``SCRIPT FLUSH``), the read is redone once after reloading them (the view's ``round_trips``
+then counts both attempts).
 
 Oldest waiting age
     Messages carry no enqueue time. The reader remembers when it first saw each message at the consuming
@@ -111,6 +114,8 @@ from collectors.core.messages import (
     eta_timestamp,
 )
 from collectors.core.models import DecodedMessage, QueueInfo, TaskRef, UnackedEntry, UnackedState
+from collectors.keyspace import scripts
+from collectors.keyspace.keys import KeyLayout
 
 INLINE_MAX = 65536
 """Values up to this size are transferred whole; bigger ones as size + head + tail."""
@@ -138,117 +143,8 @@ BATCH = 256
 """Queues (or binding tables) handled by one script call: bounds how long one call blocks Redis."""
 DEADLINES_LIMIT = 1000
 
-# KEYS: the band keys of several queues, band 0 first, ARGV[1] keys per queue. ARGV: bands, inline max,
-# head bytes, tail bytes, then per queue the delivery tag of the message seen last time ('' if none).
-# Returns one item per queue:
-# {wrong_type_flag, {llen or -1 per band}[, band index, size[, value | head, tail]]}
-# where a missing value means "the same delivery tag as last time" (the message is not sent again).
-# Used only for the queues whose head must be looked at this refresh (new queue, new priority band,
-# changed length, round-robin slice); with one key per queue (ARGV[1] = 1) it is a pure head probe.
-LUA_QUEUE_PROBE = """
-local nb = tonumber(ARGV[1])
-local inline = tonumber(ARGV[2])
-local hb = tonumber(ARGV[3])
-local tb = tonumber(ARGV[4])
-local out = {}
-for q = 0, (#KEYS / nb) - 1 do
-  local wrong = 0
-  local lens = {}
-  local first = 0
-  for b = 1, nb do
-    local n = redis.pcall('LLEN', KEYS[q * nb + b])
-    if type(n) ~= 'number' then wrong = 1; n = -1 end
-    lens[b] = n
-    if first == 0 and n > 0 then first = b end
-  end
-  local item = {wrong, lens}
-  if first > 0 then
-    local v = redis.call('LINDEX', KEYS[q * nb + first], -1)
-    if v then
-      local size = string.len(v)
-      item[3] = first
-      item[4] = size
-      local tag = nil
-      local from = size - 1023
-      if from < 1 then from = 1 end
-      while true do
-        local p = string.find(v, '"delivery_tag":', from, true)
-        if not p then break end
-        tag = string.match(v, '^"delivery_tag":%s*"([^"]*)"', p) or tag
-        from = p + 15
-      end
-      local known = ARGV[5 + q]
-      if tag and known and known ~= '' and tag == known then
-        -- unchanged: nothing more to send
-      elseif size <= inline then
-        item[5] = v
-      else
-        item[5] = string.sub(v, 1, hb)
-        item[6] = string.sub(v, -tb)
-      end
-    end
-  end
-  out[#out + 1] = item
-end
-return out
-"""
-
-# KEYS: unacked hash. ARGV: inline max, head bytes, tail bytes, n, then n tags to fetch, then tags whose
-# existence is to be checked. Returns {item per fetched tag..., checks} with item = {size, value} |
-# {size, head, tail} | {-1} (not in the hash) and checks = one '1'/'0' character per checked tag.
-LUA_WINDOW_FETCH = """
-local inline = tonumber(ARGV[1])
-local hb = tonumber(ARGV[2])
-local tb = tonumber(ARGV[3])
-local nf = tonumber(ARGV[4])
-local out = {}
-for i = 5, 4 + nf do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if not v then
-    out[#out + 1] = {-1}
-  else
-    local size = string.len(v)
-    if size <= inline then
-      out[#out + 1] = {size, v}
-    else
-      out[#out + 1] = {size, string.sub(v, 1, hb), string.sub(v, -tb)}
-    end
-  end
-end
-local checks = {}
-for i = 5 + nf, #ARGV do
-  checks[#checks + 1] = tostring(redis.call('HEXISTS', KEYS[1], ARGV[i]))
-end
-out[#out + 1] = table.concat(checks)
-return out
-"""
-
-# KEYS: unacked hash. ARGV: cursor, count. One HSCAN step; returns {cursor, lines} where lines is ONE
-# bulk string of 'count<TAB>exchange<TAB>routing_key' lines, one per distinct route of the step (the
-# value ends with '"exchange", "routing_key"]'); routes with escaped characters count under '?'.
-LUA_UNACKED_ROUTES = """
-local t = redis.pcall('TYPE', KEYS[1])
-if type(t) == 'table' and t.ok ~= 'hash' then return {'0', ''} end
-local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local agg = {}
-local order = {}
-local kv = r[2]
-for i = 2, #kv, 2 do
-  -- the value ends with '"exchange", "routing_key"]': match the reversed tail, anchored (linear time)
-  local krev, xrev = string.match(string.reverse(string.sub(kv[i], -600)),
-    '^%s*%]%s*"([^"\\\\]*)"%s*,%s*"([^"\\\\]*)"')
-  local key = '?'
-  if krev then key = string.reverse(xrev) .. '\\t' .. string.reverse(krev) end
-  if not agg[key] then agg[key] = 0; order[#order + 1] = key end
-  agg[key] = agg[key] + 1
-end
-local out = {}
-for _, key in ipairs(order) do out[#out + 1] = agg[key] .. '\\t' .. key end
-return {r[1], table.concat(out, '\\n')}
-"""
-
-_SCRIPTS = {"queue": LUA_QUEUE_PROBE, "window": LUA_WINDOW_FETCH, "scan": LUA_UNACKED_ROUTES}
-_SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
+_SHAS = {script.name: script.sha for script in scripts.BROKER_SCRIPTS}
+"""name -> SHA1 of the broker scripts (bench labels EVALSHA calls with it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,10 +339,10 @@ class BrokerReader:
         self._tables_version = 0
         """Bumped whenever binding rows change: invalidates the cached queue names."""
         self._names_cache: tuple[Any, list[str], dict[str, set[str]]] | None = None
-        self._binding_prefix = settings.key("_kombu.binding.")
-        self._deadlines_key = settings.key("_kombu.binding_deadlines")
-        ctl = settings.control_exchange
-        self._internal_exchanges = {f"{ctl}.pidbox", f"reply.{ctl}.pidbox", settings.event_exchange, "C.dq2"}
+        self.keys = KeyLayout.from_settings(settings)
+        self._binding_prefix = self.keys.binding_prefix
+        self._deadlines_key = self.keys.binding_deadlines
+        self._internal_exchanges = self.keys.internal_exchanges
 
     # ---- public ----------------------------------------------------------------------------------
     def read(self, *, now: float, worker_queues: Mapping[str, int] | None = None,
@@ -474,13 +370,7 @@ class BrokerReader:
 
     def is_internal_queue(self, name: str) -> bool:
         """True for Celery's own queues (pidbox, reply, event receivers, worker-direct)."""
-        ev = self.settings.event_exchange
-        return (
-            name.endswith(".pidbox")
-            or name.startswith(f"{ev}.")
-            or name == ev
-            or name.endswith(".dq2")
-        )
+        return self.keys.is_internal_queue(name)
 
     def queue_for(self, exchange: str | None, routing_key: str | None) -> str | None:
         """The queue a message published with (exchange, routing_key) lands in, from the binding tables."""
@@ -535,8 +425,8 @@ class BrokerReader:
         # ---- round trip 1: discovery step, binding tables, ledger size + window, queue depths ----
         pipe = self.client.pipeline(transaction=False)
         if not self._scripts_loaded:
-            for src in _SCRIPTS.values():
-                pipe.script_load(src)
+            for script in scripts.BROKER_SCRIPTS:
+                script.load(pipe)
         n_load = len(pipe.command_stack)
         pipe.scan(self._scan_cursor, match=_glob_escape(self._binding_prefix) + "*",
                   count=SCAN_COUNT if not self._discovery_passes else SCAN_COUNT_STEADY)
@@ -544,12 +434,12 @@ class BrokerReader:
         to_read = self._tables_to_read()
         for key in to_read:
             self._queue_sscan(pipe, key)
-        pipe.hlen(s.unacked_hash)
-        pipe.zcard(s.unacked_zset)
+        pipe.hlen(self.keys.unacked)
+        pipe.zcard(self.keys.unacked_index)
         # Fingerprint mode: only the window's last entry; the window is re-read when it moved.
         fp_mode = self._win is not None and win_n > 0 and self._win_reads < WINDOW_REFETCH
         if win_n:
-            pipe.zrange(s.unacked_zset, win_n - 1 if fp_mode else 0, win_n - 1, withscores=True)
+            pipe.zrange(self.keys.unacked_index, win_n - 1 if fp_mode else 0, win_n - 1, withscores=True)
         names0, _src0 = self._queue_names(worker_queues)
         llen_plan: list[tuple[str, int]] = []
         for name in names0:
@@ -638,11 +528,11 @@ class BrokerReader:
         fetch_plan: tuple[list[str], list[str]] | None = None
         window_late = pairs is None
         if pairs is None:
-            pipe.zrange(s.unacked_zset, 0, win_n - 1, withscores=True)
+            pipe.zrange(self.keys.unacked_index, 0, win_n - 1, withscores=True)
         else:
             fetch_plan = self._queue_window_fetch(pipe, pairs, unacked_total != index_total)
         if need_scan:
-            pipe.evalsha(_SHAS["scan"], 1, s.unacked_hash, self._hscan_cursor, HSCAN_COUNT)
+            scripts.unacked_routes(pipe, self.keys.unacked, self._hscan_cursor, HSCAN_COUNT)
         res = self._execute(pipe, cost)
         it = iter(res)
         for key in new_tables:
@@ -734,12 +624,12 @@ class BrokerReader:
         return out
 
     def _qkeys(self, name: str) -> list[tuple[int, str]]:
-        """``settings.queue_keys(name)``, cached (called several times per queue and refresh)."""
+        """``KeyLayout.queue_keys(name)``, cached (called several times per queue and refresh)."""
         keys = self._keys_cache.get(name)
         if keys is None:
             if len(self._keys_cache) > 100_000:
                 self._keys_cache.clear()
-            keys = self._keys_cache[name] = self.settings.queue_keys(name)
+            keys = self._keys_cache[name] = self.keys.queue_keys(name)
         return keys
 
     def _queue_names(self, worker_queues: Mapping[str, int] | None) -> tuple[list[str], dict[str, set[str]]]:
@@ -827,7 +717,7 @@ class BrokerReader:
                     keys.append(self._qkeys(name)[first][1])
                 known = [self._last_identity(name) for name, _row in chunk]
                 nb = 1
-            pipe.evalsha(_SHAS["queue"], len(keys), *keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, *known)
+            scripts.queue_probe(pipe, keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, known)
             calls += 1
         return calls
 
@@ -841,14 +731,12 @@ class BrokerReader:
                             ) -> tuple[list[str], list[str]] | None:
         """Queue one fetch of the window tags not decoded yet (and, when the hash and the index disagree,
         an existence check of the ones that are). Returns (fetched, checked), None when nothing is sent."""
-        s = self.settings
         fetch = [t for t, sc in pairs if t not in self._window_cache or self._window_cache[t][0] != sc]
         fetch_set = set(fetch)
         check = [t for t, _sc in pairs if t not in fetch_set] if verify else []
         if not fetch and not check:
             return None
-        pipe.evalsha(_SHAS["window"], 1, s.unacked_hash, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, len(fetch),
-                     *fetch, *check)
+        scripts.window_fetch(pipe, self.keys.unacked, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, fetch, check)
         return fetch, check
 
     def _absorb_window(self, pairs: Sequence[tuple[str, float | None]],
@@ -936,7 +824,7 @@ class BrokerReader:
             table.rows, table.partial, table.cursor = frozenset(), set(), 0
         else:
             cursor, members = r
-            sep = self.settings.sep
+            sep = self.keys.sep
             for m in members:
                 parts = _text(m).split(sep)
                 if len(parts) == 3:

@@ -47,6 +47,7 @@ import redis
 from collectors.core.config import Settings, mask_text, redis_client
 from collectors.core.messages import eta_timestamp
 from collectors.core.models import TaskFailure, TaskStats
+from collectors.keyspace.keys import KeyLayout
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ class ResultsMonitor:
         self._client = client
         self._own_client = client is None
         self._recent = recent
-        self._prefix = f"{settings.result_keyprefix}celery-task-meta-"
+        self._prefix = KeyLayout.from_settings(settings).result_prefix
         self._pattern = _glob_escape(self._prefix) + "*"
         self._lock = threading.Lock()
         self._names: list[str] = [""]

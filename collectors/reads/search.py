@@ -35,6 +35,7 @@ from typing import Any
 from collectors.core.config import Settings, redis_client
 from collectors.core.messages import decode_envelope
 from collectors.core.models import Snapshot, UnackedEntry
+from collectors.keyspace.keys import KeyLayout
 from collectors.reads.results import PICKLED, UNKNOWN, exception_text, parse_value
 
 SEARCH_HELP = """\
@@ -319,14 +320,15 @@ def search_results(client: Any, settings: Settings, query: Query | str, limit: i
     t0 = time.perf_counter()
     whole_id = next((t.value for t in q.terms if t.field == "id" and not t.negate and _UUID.fullmatch(t.value)),
                     None)
+    layout = KeyLayout.from_settings(settings)
     if whole_id is not None:
-        parsed = parse_value(client.get(settings.result_key(whole_id)))
+        parsed = parse_value(client.get(layout.result_key(whole_id)))
         if parsed is not None:  # else: maybe an upper-case id, fall back to the scan
             meta = parsed.meta if parsed.state not in (PICKLED, UNKNOWN) else None
             hit = hit_from_meta(whole_id, meta, parsed.state)
             found = (hit,) if q.matches(hit) and limit > 0 else ()
             return SearchOutcome(q.text, found, 1, False, True, round((time.perf_counter() - t0) * 1000, 3))
-    prefix = settings.result_key("")
+    prefix = layout.result_prefix
     hits: list[SearchHit] = []
     scanned = 0
     cursor: int = 0
@@ -334,7 +336,7 @@ def search_results(client: Any, settings: Settings, query: Query | str, limit: i
     full = False
     calls = 0
     while not full:
-        cursor, keys = client.scan(cursor=cursor, match=settings.result_pattern, count=batch)
+        cursor, keys = client.scan(cursor=cursor, match=layout.result_pattern, count=batch)
         calls += 1
         if keys:
             pipe = client.pipeline(transaction=False)
@@ -370,7 +372,7 @@ def search_queued(client: Any, settings: Settings, queues: Sequence[str], query:
                   window: int = QUEUE_WINDOW) -> list[SearchHit]:
     """Queued messages (``window`` at each end of every priority list of ``queues``) that match; one pipeline."""
     q = parse_query(query) if isinstance(query, str) else query
-    keys: list[tuple[str, str]] = [(queue, key) for queue in queues for _band, key in settings.queue_keys(queue)]
+    keys: list[tuple[str, str]] = [(queue, key) for queue in queues for _band, key in KeyLayout.from_settings(settings).queue_keys(queue)]
     if not keys:
         return []
     pipe = client.pipeline(transaction=False)

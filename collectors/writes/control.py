@@ -1,17 +1,22 @@
-"""Worker remote control (what Flower's worker pages do): pool, autoscale, consumers, limits, shutdown.
+"""Celery control broadcasts: revoke and retry of tasks, and worker remote control (what Flower's worker
+pages do: pool, autoscale, consumers, limits, shutdown).
+
+:class:`ControlWrites` (part of :class:`collectors.writes.actions.Actions`) revokes a task on every
+worker and retries a FAILURE task from its stored arguments. :class:`WorkerControl` sends one worker
+command at a time.
 
 Every command goes out as a Celery remote-control broadcast (``app.control.broadcast(...,
 reply=True, destination=[...])``) on a kombu connection opened with ``ack_emulation=False`` (the
 same app/connection approach as :class:`collectors.reads.workers.WorkerMonitor`), so taskdash never runs
 kombu's unacked restore sweep. Replies are accepted as JSON only (never unpickled).
 
-Safety is the same as :mod:`collectors.writes.actions`:
+Safety is the same as every write (:class:`collectors.writes.base.Guarded`):
 
-* ``settings.read_only`` raises :class:`~collectors.writes.actions.ReadOnlyError` before anything is sent
+* ``settings.read_only`` raises :class:`~collectors.writes.base.ReadOnlyError` before anything is sent
   and writes no audit line;
 * each command that was sent appends exactly one audit line (``worker-<command>``) listing the
   destination and every worker's reply;
-* failures raise :class:`~collectors.writes.actions.ActionError` (or ``BrokerUnreachableError``) with
+* failures raise :class:`~collectors.writes.base.ActionError` (or ``BrokerUnreachableError``) with
   credentials masked.
 
 A worker that refuses a command answers ``{"error": "..."}`` (e.g. ``pool_restart`` without
@@ -22,16 +27,30 @@ result's ``details["replies"]`` keeps each reply and ``details["refused"]`` name
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from collectors.core.audit import AuditLog, audit_path, default_actor
-from collectors.core.config import Settings, mask_text
+import redis
+
+from collectors.core.config import Settings, mask_text, redis_client
 from collectors.reads.workers import WorkerMonitor
-from collectors.writes.actions import ActionError, ActionResult, BrokerUnreachableError, ReadOnlyError
+from collectors.writes.base import (
+    ActionError,
+    ActionResult,
+    BrokerUnreachableError,
+    Guarded,
+    ReadOnlyError,
+    WriteBase,
+)
+
+__all__ = [
+    "COMMANDS", "CONTROL_HELP", "REPLY_TIMEOUT", "ActionError", "ActionResult", "BrokerUnreachableError",
+    "ControlCommand", "ControlWrites", "ReadOnlyError", "WorkerControl", "parse_command",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +78,61 @@ def _is_error(reply: Any) -> bool:
     return isinstance(reply, Mapping) and "error" in reply and "ok" not in reply
 
 
-class WorkerControl:
+class ControlWrites(WriteBase):
+    """Task-level control of :class:`~collectors.writes.actions.Actions`: revoke, and retry from the backend."""
+
+    def revoke(self, task_id: str, *, terminate: bool = False) -> ActionResult:
+        """Revoke a task on every worker (``terminate`` also kills it if running) via Celery control."""
+        self._guard("revoke")
+        self._check_reachable("revoke")
+        try:
+            app = self._control_app()
+            with self._connection() as conn:
+                app.control.revoke(task_id, terminate=terminate, connection=conn)
+        except Exception as exc:  # noqa: BLE001 - kombu raises many types; all are "unreachable" here
+            raise BrokerUnreachableError(self._mask(f"revoke: {type(exc).__name__}: {exc}")) from exc
+        self._record("revoke", task_id, 1, terminate=terminate)
+        verb = "revoked and terminated" if terminate else "revoked"
+        return ActionResult("revoke", 1, f"{verb} task {task_id} (sent to all workers)",
+                            {"task_id": task_id, "terminate": terminate})
+
+    def retry(self, task_id: str) -> ActionResult:
+        """Send a FAILURE task again with its stored name/args/kwargs (needs ``result_extended``)."""
+        self._guard("retry")
+        backend = redis_client(self.settings.effective_backend_url, self.settings)
+        try:
+            raw = backend.get(self.keys.result_key(task_id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnreachableError(self._mask(
+                f"retry: cannot reach the result backend {self.settings.backend_masked}: {exc}")) from exc
+        if raw is None:
+            raise ActionError(f"retry: no stored result for task {task_id}")
+        try:
+            meta = json.loads(raw)
+        except ValueError as exc:
+            raise ActionError(f"retry: the stored result of {task_id} is not JSON; not retried") from exc
+        status = meta.get("status")
+        if status != "FAILURE":
+            raise ActionError(f"retry: task {task_id} is {status}, only FAILURE tasks are retried")
+        name = meta.get("name")
+        if not name or ("args" not in meta and "kwargs" not in meta):
+            raise ActionError(f"retry: the backend has no name/args for {task_id} (enable result_extended)")
+        args = list(meta.get("args") or [])
+        kwargs = dict(meta.get("kwargs") or {})
+        queue = meta.get("queue") or None
+        self._check_reachable("retry")
+        try:
+            app = self._control_app()
+            with self._connection() as conn:
+                res = app.send_task(name, args=args, kwargs=kwargs, queue=queue, connection=conn)
+        except Exception as exc:  # noqa: BLE001
+            raise BrokerUnreachableError(self._mask(f"retry: {type(exc).__name__}: {exc}")) from exc
+        self._record("retry", task_id, 1, new_task_id=res.id, task=name, queue=queue)
+        return ActionResult("retry", 1, f"retried {name} as {res.id}" + (f" on {queue}" if queue else ""),
+                            {"task_id": task_id, "new_task_id": res.id, "task": name, "queue": queue})
+
+
+class WorkerControl(Guarded):
     """Sends Celery remote-control commands to workers, guarded (read-only) and audited.
 
     Args:
@@ -70,12 +143,13 @@ class WorkerControl:
         timeout: Seconds to wait for replies.
     """
 
+    _refused: ClassVar[str] = "nothing was sent to the workers (run without --read-only to control workers)"
+
     def __init__(self, settings: Settings, app: Any | None = None, *, actor: str | None = None,
                  timeout: float = REPLY_TIMEOUT) -> None:
-        self.settings = settings
+        self._init_guarded(settings, actor)
         self.timeout = timeout
         self._monitor = WorkerMonitor(settings, app)
-        self.audit = AuditLog(audit_path(settings), actor or default_actor(), settings.broker_url)
 
     # ---- plumbing -------------------------------------------------------------------------------
     @property
@@ -84,9 +158,6 @@ class WorkerControl:
         app = self._monitor.app
         app.control.mailbox.accept = ["json"]
         return app
-
-    def _mask(self, text: str) -> str:
-        return mask_text(text, self.settings.broker_url, self.settings.backend_url)
 
     @contextlib.contextmanager
     def _connection(self, action: str) -> Iterator[Any]:
@@ -106,11 +177,6 @@ class WorkerControl:
         finally:
             with contextlib.suppress(Exception):
                 conn.release()
-
-    def _guard(self, action: str) -> None:
-        if self.settings.read_only:
-            raise ReadOnlyError(f"read-only mode: {action} refused, nothing was sent to the workers "
-                                "(run without --read-only to control workers)")
 
     def broadcast(self, command: str, arguments: Mapping[str, Any] | None = None,
                   destination: Sequence[str] | None = None, *, reply: bool = True) -> dict[str, Any]:

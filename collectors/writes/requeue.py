@@ -1,0 +1,250 @@
+"""Writes to the unacked ledger: requeue (unacked → its queue) and requeue of every orphaned entry.
+
+Each message moves in one compare-and-swap script (``scripts.MOVE_UNACKED``) while taskdash holds
+kombu's ``unacked_mutex``, exactly as kombu's own visibility restore would (REDIS_LAYOUT.md sections
+3 and 9): the entry is removed from ``unacked``/``unacked_index`` and RPUSHed, with ``redelivered``
+set, onto the priority list of its queue (the end consumed next). Messages a live worker reports are
+refused unless forced.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import redis
+
+from collectors.keyspace import scripts
+from collectors.writes.base import (
+    BATCH,
+    FRESH_MARGIN,
+    ActionError,
+    ActionResult,
+    _Entry,
+    _parse_entry,
+    _priority_of,
+    _restored_payload,
+)
+from collectors.writes.lookup import LedgerLookup
+
+
+class RequeueWrites(LedgerLookup):
+    """Moves unacked messages back onto their queues (one by tag, or every orphaned one)."""
+
+
+    @contextmanager
+    def _sweep_mutex(self, force: bool, wait: float = 5.0) -> Iterator[bool]:
+        """Hold kombu's ``unacked_mutex`` (as its visibility restore does) while moving unacked entries.
+
+        Holding it stops a concurrent sweep from restoring, from a stale ZRANGE, a tag that we just
+        requeued and a worker already received again (REDIS_LAYOUT.md section 9, step 1). With
+        ``force`` a mutex that stays held (e.g. left by a crashed sweeper) is ignored after ``wait``.
+        """
+        key = self.keys.unacked_mutex
+        expire_ms = int(float(self.settings.transport_options.get("unacked_mutex_expire", 300)) * 1000)
+        token = uuid.uuid1().hex
+        deadline = time.monotonic() + wait
+        acquired = False
+        while True:
+            if self.client.set(key, token, nx=True, px=expire_ms):
+                acquired = True
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        if not acquired and not force:
+            raise ActionError("kombu's visibility restore holds the unacked mutex "
+                              f"({key!r}); try again in a moment (or use force)")
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                with suppress(redis.RedisError):
+                    scripts.release_mutex(self.client, key, token)
+
+    def _target_keys(self, entry: _Entry) -> list[str]:
+        queues = self._queues_for(entry.exchange, entry.routing_key)
+        pri = _priority_of(entry.payload)
+        return [self.keys.queue_key(q, pri) for q in queues]
+
+    def _requeue_entries(self, entries: Sequence[_Entry], stats: dict[str, list[Any]]) -> int:
+        moved = 0
+        for entry in entries:
+            keys = self._target_keys(entry)
+            if not keys:
+                stats["unroutable"].append(entry.tag)
+                continue
+            score = "" if entry.score is None else repr(float(entry.score))
+            rc = scripts.move_unacked(self.client, unacked=self.keys.unacked, index=self.keys.unacked_index,
+                                      targets=keys, tag=entry.tag, expected=entry.raw, score=score,
+                                      message=_restored_payload(entry), end="R")
+            if rc == 1:
+                moved += 1
+                stats["tags"].append(entry.tag)
+                stats["task_ids"].append(entry.task_id)
+                for k in keys:
+                    stats["targets"].setdefault(k, 0)
+                    stats["targets"][k] += 1
+            elif rc == 0:
+                stats["gone"].append(entry.tag)
+            else:
+                stats["changed"].append(entry.tag)
+        return moved
+
+    @staticmethod
+    def _new_stats() -> dict[str, Any]:
+        return {"tags": [], "task_ids": [], "gone": [], "changed": [], "refused": [], "unroutable": [],
+                "targets": {}}
+
+    def _requeue_message(self, n: int, stats: Mapping[str, Any], what: str) -> str:
+        parts = [f"requeued {n} {what}"]
+        if stats["targets"]:
+            parts[0] += " to " + ", ".join(sorted({self.display_key(k) for k in stats["targets"]}))
+        for key, label in (("refused", "refused (a live worker has or may have it)"),
+                           ("gone", "already acked/restored"),
+                           ("changed", "redelivered meanwhile"), ("unroutable", "without a matching queue")):
+            if stats[key]:
+                parts.append(f"{len(stats[key])} {label}")
+        return "; ".join(parts)
+
+    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None) -> ActionResult:
+        """Move unacked messages back onto their queue (right priority list, the end consumed next).
+
+        Each message moves in one atomic script that checks the entry is still exactly what was read
+        (same bytes, same delivery time) and then removes it from ``unacked``/``unacked_index`` and
+        RPUSHes it with ``redelivered`` set, like kombu's ``restore_by_tag``. Messages a live worker
+        reports (active/reserved/scheduled) are refused unless ``force``.
+
+        Args:
+            tags: Delivery tags (keys of the ``unacked`` hash).
+            force: Requeue even when a worker claims the task (it may then run twice).
+            live: Task ids known to be live (skips asking the workers); None asks them now.
+
+        Raises:
+            ReadOnlyError: in read-only mode.
+            ActionError: every requested message was refused, or workers could not be asked.
+        """
+        self._guard("requeue")
+        tags = list(dict.fromkeys(str(t) for t in tags))
+        if not tags:
+            return ActionResult("requeue", 0, "nothing to requeue", {})
+        self._check_reachable("requeue")
+        asked_at: float | None = None
+        if live is None and not force:
+            asked_at = time.time()
+            live = self.live_task_ids()  # asked BEFORE reading the entries: see requeue_orphaned
+            if live is None:
+                raise ActionError("requeue refused: cannot ask the workers what they are running "
+                                  "(no reply to inspect); use force to requeue anyway")
+        live = live or set()
+        stats = self._new_stats()
+        refused_ids: list[str] = []
+        moved = 0
+        with self._errors("requeue"):
+            for i in range(0, len(tags), BATCH):
+                chunk = tags[i:i + BATCH]
+                with self._sweep_mutex(force):
+                    entries = self._read_entries(chunk)
+                    todo: list[_Entry] = []
+                    for tag in chunk:
+                        entry = entries[tag]
+                        if entry is None:
+                            if self.client.hexists(self.keys.unacked, tag):
+                                stats["unroutable"].append(tag)  # unparsable: leave it alone
+                            else:
+                                self.client.zrem(self.keys.unacked_index, tag)
+                                stats["gone"].append(tag)
+                        elif not force and entry.task_id and entry.task_id in live:
+                            stats["refused"].append(tag)
+                            refused_ids.append(entry.task_id)
+                        elif (asked_at is not None and entry.score is not None
+                              and entry.score > asked_at - FRESH_MARGIN):
+                            # delivered while (or after) the workers were asked: their answer cannot
+                            # tell whether a live worker holds it
+                            stats["refused"].append(tag)
+                            refused_ids.append(entry.task_id or tag)
+                        else:
+                            todo.append(entry)
+                    moved += self._requeue_entries(todo, stats)
+        if moved == 0 and stats["refused"]:
+            raise ActionError(f"requeue refused: a live worker is (or may be) running task(s) "
+                              f"{', '.join(sorted(set(refused_ids)))[:300]} "
+                              "(requeueing would run it twice); use force to override")
+        msg = self._requeue_message(moved, stats, "message(s)")
+        if moved:
+            self._record("requeue", tags, moved, force=force, **stats)
+        return ActionResult("requeue", moved, msg, stats)
+
+    def orphaned(self, *, older_than: float | None = None, live: set[str] | None = None,
+                 limit: int | None = None) -> list[tuple[str, float, str | None, str | None]]:
+        """Unacked entries no responding worker claims, older than the grace: (tag, score, task_id, queue)."""
+        self._check_reachable("orphaned")
+        t0 = time.time()
+        if live is None:
+            live = self.live_task_ids()
+            if live is None:
+                raise ActionError("cannot ask the workers what they are running (no reply to inspect)")
+        cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
+        out: list[tuple[str, float, str | None, str | None]] = []
+        with self._errors("orphaned"):
+            for page in self._iter_unacked_batches(cutoff, limit=limit):
+                tags = [t for t, _ in page]
+                raws = self.client.hmget(self.keys.unacked, tags)
+                for (tag, score), raw in zip(page, raws, strict=True):
+                    entry = _parse_entry(tag, raw, score)
+                    if entry is None or (entry.task_id and entry.task_id in live):
+                        continue
+                    queues = self._queues_for(entry.exchange, entry.routing_key)
+                    out.append((tag, score, entry.task_id, queues[0] if queues else None))
+        return out
+
+    def requeue_orphaned(self, *, older_than: float | None = None, force: bool = False) -> ActionResult:
+        """Requeue every orphaned unacked message (no responding worker claims it, older than a grace).
+
+        The workers are asked first and the cutoff is taken from before that question, so a message
+        delivered after the answer is never considered; each move then re-checks the entry's bytes
+        and delivery time atomically. Pages of ``BATCH`` entries are read with ZRANGE ... LIMIT while
+        holding kombu's ``unacked_mutex``; the ledger is never read whole.
+
+        Args:
+            older_than: Only entries delivered more than this many seconds ago (default: a grace of
+                ``max(2*interval, 2*inspect_timeout, 2)`` seconds).
+            force: Proceed when the workers cannot be asked (then every old entry counts as orphaned).
+        """
+        self._guard("requeue")
+        self._check_reachable("requeue")
+        t0 = time.time()
+        live = self.live_task_ids()
+        if live is None:
+            if not force:
+                raise ActionError("requeue refused: cannot ask the workers what they are running "
+                                  "(no reply to inspect); use force to requeue anyway")
+            live = set()
+        cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
+        stats = self._new_stats()
+        moved = 0
+        with self._errors("requeue"):
+            for page in self._iter_unacked_batches(cutoff):
+                with self._sweep_mutex(force):
+                    raws = self.client.hmget(self.keys.unacked, [t for t, _ in page])
+                    todo: list[_Entry] = []
+                    for (tag, score), raw in zip(page, raws, strict=True):
+                        entry = _parse_entry(tag, raw, score)
+                        if entry is None:
+                            if raw is None:
+                                self.client.zrem(self.keys.unacked_index, tag)
+                            else:
+                                stats["unroutable"].append(tag)
+                        elif entry.task_id and entry.task_id in live:
+                            stats["refused"].append(tag)
+                        else:
+                            todo.append(entry)
+                    moved += self._requeue_entries(todo, stats)
+        msg = self._requeue_message(moved, stats, "orphaned message(s)")
+        if moved:
+            self._record("requeue_orphaned", {"older_than": older_than, "cutoff": cutoff}, moved,
+                         force=force, **stats)
+        return ActionResult("requeue_orphaned", moved, msg, stats)
