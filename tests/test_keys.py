@@ -50,6 +50,13 @@ def test_ledger_bindings_results_and_own_keys() -> None:
     assert k.restored_marker("e1") == "app:taskdash.restored.e1"
 
 
+def test_fanout_channels() -> None:
+    k = KeyLayout(global_keyprefix="app:")
+    assert k.fanout_channel(k.pidbox_exchange, 0) == "app:/0.celery.pidbox"
+    assert k.fanout_channel(k.event_exchange, 3) == "app:/3.celeryev"
+    assert k.fanout_channel("x", 1, "pre.") == "app:pre.x" and k.fanout_channel("x", 1, False) == "app:x"
+
+
 def test_internal_queue_filter() -> None:
     k = KeyLayout(control_exchange="celery", event_exchange="celeryev")
     assert k.control_event_exchanges == {"celery.pidbox", "reply.celery.pidbox", "celeryev"}

@@ -198,6 +198,19 @@ class KeyLayout:
             or name.endswith(WORKER_DIRECT_SUFFIX)
         )
 
+    @staticmethod
+    def fanout_prefix(db: int, fanout_prefix: bool | str = True) -> str:
+        """kombu's ``keyprefix_fanout`` for transport option ``fanout_prefix`` (``/<db>.`` by default)."""
+        if fanout_prefix is True:
+            return f"/{db}."
+        if isinstance(fanout_prefix, str):
+            return fanout_prefix
+        return ""
+
+    def fanout_channel(self, exchange: str, db: int, fanout_prefix: bool | str = True) -> str:
+        """The PUB/SUB channel of a fanout exchange (``<prefix>/<db>.<exchange>``, kombu ``_get_publish_topic``)."""
+        return f"{self.global_keyprefix}{self.fanout_prefix(db, fanout_prefix)}{exchange}"
+
     # ---- result backend (celery/backends/base.py KeyValueStoreBackend) --------------------------
     @property
     def result_prefix(self) -> str:
