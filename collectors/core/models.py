@@ -12,7 +12,13 @@ from typing import Any, Literal
 
 SCHEMA_VERSION = 1
 
-UnackedState = Literal["active", "reserved", "scheduled", "orphaned", "unknown"]
+UnackedState = Literal["active", "reserved", "scheduled", "orphaned", "unknown", "held-by-silent", "may-be-held"]
+"""``held-by-silent``: a silent (not proven dead) worker that was alive at the delivery and consumes the
+queue may hold it; ``may-be-held``: no worker reports it, but a responding worker alive at the delivery and
+consuming the queue may hold it unreported (rate limit, prefetch). Neither is ever requeued without force."""
+
+Liveness = Literal["responding", "silent", "dead", "ghost"]
+"""Worker liveness decided by evidence (collectors/analysis/liveness.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +155,15 @@ class UnackedEntry:
     eta: str | None = None
     size: int = 0
     decode_error: str | None = None
+    possible_holders: tuple[str, ...] = ()
+    """Workers that could have received it (consuming its queue, alive at its delivery) — liveness issue."""
+    state_reason: str | None = None
+    """Why the entry has its state (the evidence, in words)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "possible_holders": list(self.possible_holders),
+            "state_reason": self.state_reason,
             "delivery_tag": self.delivery_tag,
             "task_id": self.task_id,
             "task": self.task,
@@ -215,9 +227,21 @@ class WorkerInfo:
     responding: bool = True
     """False when heartbeats arrive but inspect got no reply (hung or busy main process)."""
     pool_pids: tuple[int, ...] = ()
+    liveness: Liveness | None = None
+    """responding / silent / dead / ghost (None: not decided yet)."""
+    liveness_evidence: str | None = None
+    """The evidence that decided ``liveness``, in words ("worker-offline event", "heartbeat 1s ago")."""
+    liveness_since: float | None = None
+    """Epoch seconds since when the evidence holds."""
+    boot_at: float | None = None
+    """When this worker process started (stats uptime or worker-online event), taskdash's clock."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "liveness": self.liveness,
+            "liveness_evidence": self.liveness_evidence,
+            "liveness_since": self.liveness_since,
+            "boot_at": self.boot_at,
             "hostname": self.hostname,
             "online": self.online,
             "pool": self.pool,

@@ -15,6 +15,32 @@ Two feeds, each on its own daemon thread:
   on ``worker-offline``; it is shown with "last seen", never dropped). Task events (``task.multi``
   list bodies when workers run with ``-E``) are buffered for the poison tracker.
 
+- **liveness evidence** (issue 12; the decision itself is ``collectors.analysis.liveness``): per worker
+  *incarnation* (hostname + pid; a new pid under the same hostname = a restart, which proves the old
+  process gone), its boot time (``stats`` uptime or the ``worker-online`` timestamp), ``worker-offline``
+  events, and its Redis connections, probed on a third daemon thread at most once a second while some
+  worker is silent (else once per inspect interval), one command per probe:
+
+  * ``CLIENT LIST`` where permitted. kombu/Celery connections carry no name by default (kombu's
+    ``client_name`` transport option is unset), and CLIENT LIST does not say which patterns a ``psub``
+    connection follows, so a connection is attributed by **time**: a worker opens its consumer, pidbox
+    subscriber and event connections in a burst at start-up, so the connections created inside its boot
+    window (``BOOT_WINDOW``, from the boot time) are its *candidates*; connections named exactly like the
+    worker (``client_name``) are attributed by name. A candidate set must have been seen non-empty at a
+    probe before the worker's last sign of life (else the attribution is unusable for that worker, e.g.
+    after a reconnect, and connections prove nothing about it). Foreign connections created inside the
+    window (a producer that connected at the same second) only keep the worker from being proven dead:
+    the error is always on the safe side. taskdash's own connections are excluded by local address.
+  * where CLIENT LIST is refused (NOPERM, renamed, managed Redis): ``PUBSUB NUMSUB`` is of no use —
+    kombu subscribes to the pidbox and event channels with **PSUBSCRIBE**, which NUMSUB does not count,
+    and ``PUBSUB NUMPAT`` counts *unique* patterns on Redis ≥ 7 (two workers on ``/0.celery.pidbox`` count
+    1). What a plain client can count is the receivers of a ``PUBLISH`` on the pidbox channel: taskdash
+    publishes a no-op control message addressed to no node (``destination: ["taskdash-liveness-probe"]``,
+    ignored silently by every worker; no key is written), whose reply is the number of pidbox
+    subscribers. Followed over time against the workers known, a drop by as many subscribers as workers
+    went silent proves those workers' connections gone. Needs only ``+publish`` on that channel.
+  * neither permitted: no connection evidence; the other proofs still hold, and the view says so.
+
 **Never a side effect from reading**: the kombu connection is opened with
 ``ack_emulation=False`` (plain virtual QoS), so kombu's unacked restore sweep can never run from
 taskdash, whatever visibility timeout the app uses. Replies are decoded as JSON only (never
@@ -60,8 +86,73 @@ EVENT_BUFFER = 10_000
 OFFLINE_SLACK_S = 1.0
 """Extra seconds on top of 2 heartbeat periods before a silent worker is shown offline."""
 _JSON = "application/json"
+BOOT_WINDOW = (-4.0, 6.0)
+"""Seconds around a worker's boot estimate in which its start-up connections are created (CLIENT LIST's
+``age`` is whole seconds; uptime is rounded to a second; measured: 0.8 s after the process start)."""
+PROBE_MIN_INTERVAL = 1.0
+"""Connection probes run at most this often (only while some worker is silent; else per inspect interval)."""
+PROBE_TAG = "taskdash-liveness-probe"
+"""Destination of the no-op pidbox message whose PUBLISH reply counts the pidbox subscribers."""
+MAX_PAST = 4
+"""Past incarnations (restarted processes) remembered per hostname."""
 _POOL_ALIASES = {"thread": "threads"}
 """Module names of celery.concurrency that differ from the ``-P`` name users know."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnEvidence:
+    """What the connection probe says about one worker incarnation."""
+
+    source: str
+    """"CLIENT LIST" or "PUBLISH count"."""
+    checked_at: float
+    """When the latest probe ran (taskdash's clock)."""
+    present: bool | None
+    """Its connections are there (True), proven gone (False), or attribution unusable (None)."""
+    gone_since: float | None = None
+    """First probe after its last sign of life at which its connections were gone."""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Incarnation:
+    """Evidence about one worker process (hostname + pid); a restart makes a new incarnation."""
+
+    hostname: str
+    pid: int | None
+    first_seen: float
+    boot_at: float | None
+    """Process start (stats uptime / worker-online timestamp); a lower bound after a clean restart."""
+    last_heartbeat: float | None
+    last_reply: float | None
+    heartbeat_freq: float
+    replied: bool
+    """Answered the last successful inspect window."""
+    offline_at: float | None
+    replaced_at: float | None
+    """When another pid first spoke under the same hostname (this process is gone since)."""
+    replaced_by_pid: int | None
+    queues: tuple[str, ...] | None
+    """Every queue it reported consuming since boot (None: never reported)."""
+    current_queues: tuple[str, ...] | None
+    conn: ConnEvidence | None
+    processed: int | None
+    activity_changed_at: float
+    """Last time its processed count or active count changed (or first seen)."""
+    active: int
+    reserved: int
+    concurrency: int | None
+    prefetch_count: int | None
+    visibility_timeout: float | None
+    current: bool
+    """The newest incarnation of its hostname (the one shown as the worker row)."""
+    pid_conflict: bool = False
+    """Two live processes answer under this hostname (a restart is then no proof)."""
+
+    @property
+    def last_seen(self) -> float | None:
+        seen = [t for t in (self.last_heartbeat, self.last_reply) if t is not None]
+        return max(seen) if seen else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +171,12 @@ class WorkersView:
     error: str | None
     active: tuple[TaskRef, ...]
     """Every active task of an online, responding worker (for poison tracking)."""
+    incarnations: tuple[Incarnation, ...] = ()
+    """Liveness evidence per worker process, current and past (restarted) ones."""
+    inspect_denied: str | None = None
+    """Why inspect is not permitted (no write rights): workers then come from heartbeats/events only."""
+    conn_note: str | None = None
+    """Which connection evidence is available ("CLIENT LIST", "PUBLISH count", or why none)."""
 
 
 @dataclass(slots=True)
@@ -104,6 +201,23 @@ class _Node:
     active: tuple[TaskRef, ...] = ()
     reserved: tuple[TaskRef, ...] = ()
     scheduled: tuple[TaskRef, ...] = ()
+    first_seen: float = 0.0
+    boot_at: float | None = None
+    queues_seen: tuple[str, ...] | None = None
+    queues_known: bool = False
+    activity_key: tuple[int | None, int | None] = (None, None)
+    activity_changed_at: float = 0.0
+    past: list[_Past] = field(default_factory=list)
+    pid_conflict: bool = False
+    conn_ok_at: float | None = None
+    """Latest probe at which candidates were present (for the current incarnation)."""
+    conn_lost_alive: bool = False
+    """A probe found no candidate although the worker spoke after it: attribution unusable."""
+    conn_gone_at: float | None = None
+    conn_checked_at: float | None = None
+    conn_present: bool | None = None
+    conn_detail: str = ""
+    conn_source: str = ""
 
     @property
     def last_seen(self) -> float | None:
@@ -119,6 +233,13 @@ class _Node:
         if self.last_hb is not None:
             return now - last <= 2 * self.freq + OFFLINE_SLACK_S
         return self.replied
+
+
+@dataclass(slots=True)
+class _Past:
+    """A restarted (replaced) incarnation, frozen at the moment another pid spoke."""
+
+    inc: Incarnation
 
 
 @dataclass(slots=True)
@@ -199,6 +320,50 @@ def pool_name(stats: Mapping[str, Any] | None) -> str | None:
     return _POOL_ALIASES.get(name, name)
 
 
+def _is_noperm(exc: BaseException) -> bool:
+    """A permission refusal (ACL NOPERM, a renamed/disabled command), also when kombu wrapped it."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, redis.exceptions.NoPermissionError):
+            return True
+        text = str(cur).lower()
+        if "noperm" in text or "no permissions" in text or "unknown command" in text:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _sock_addr(conn: Any) -> str | None:
+    """``ip:port`` of a redis-py connection's local end (what CLIENT LIST shows as ``addr``)."""
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        return None
+    try:
+        host, port = sock.getsockname()[:2]
+    except (OSError, ValueError, TypeError):
+        return None
+    return f"{host}:{port}"
+
+
+def _pool_addrs(client: Any) -> set[str]:
+    """Local addresses of every connection of a redis-py client (or PubSub), best effort."""
+    out: set[str] = set()
+    with contextlib.suppress(Exception):
+        conn = getattr(client, "connection", None)
+        if conn is not None and (a := _sock_addr(conn)):
+            out.add(a)
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            conns = list(getattr(pool, "_available_connections", []) or [])
+            conns += list(getattr(pool, "_in_use_connections", []) or [])
+            for c in conns:
+                if a := _sock_addr(c):
+                    out.add(a)
+    return out
+
+
 def decode_event_message(data: bytes | str) -> list[dict[str, Any]]:
     """Events in one pub/sub message (a kombu envelope; ``task.multi`` bodies are lists). Never raises."""
     try:
@@ -249,6 +414,16 @@ class WorkerMonitor:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._inspect_denied: str | None = None
+        self._probe_client: Any = None
+        self._probe_mode: str | None = None
+        """None (not tried), "client" (CLIENT LIST), "publish" (PUBLISH count) or "none"."""
+        self._probe_note: str | None = None
+        self._last_probe: float | None = None
+        self._pub_base: tuple[int, frozenset[str]] | None = None
+        self._pubsub: Any = None
+        self._own_clients: list[Any] = []
+        self.probes = 0
         self.windows = 0
         self.last_missing: list[tuple[str, str]] = []
         self.last_window_s: float | None = None
@@ -322,6 +497,7 @@ class WorkerMonitor:
         self._threads = [
             threading.Thread(target=self._run_events, name="taskdash-events", daemon=True),
             threading.Thread(target=self._run_inspect, name="taskdash-inspect", daemon=True),
+            threading.Thread(target=self._run_probe, name="taskdash-liveness", daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -335,6 +511,10 @@ class WorkerMonitor:
         self._threads = []
         with self._conn_lock:
             self._drop_connection()
+        client, self._probe_client = self._probe_client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def request_inspect(self) -> None:
         """Ask the background thread for an inspect window now (returns at once)."""
@@ -367,6 +547,9 @@ class WorkerMonitor:
             with self._state_lock:
                 self._inspect_ok = False
                 self._inspect_error = self._mask(exc)
+                if _is_noperm(exc):
+                    self._inspect_denied = (f"inspect not permitted ({self._inspect_error}): workers come "
+                                            "from heartbeats/events only")
             log.debug("inspect window failed: %s", self._inspect_error)
             return
         finally:
@@ -468,20 +651,31 @@ class WorkerMonitor:
                 node.replied = False
                 node.stats_fresh = False
             for host in responded:
-                node = self._nodes.get(host) or self._nodes.setdefault(host, _Node(hostname=host))
+                node = self._node(host, now)
+                stats = replies["stats"].get(host)
+                if isinstance(stats, Mapping) and not self._saw_pid(node, _int(stats.get("pid")), now):
+                    continue  # the other process of a duplicated hostname: not this row's evidence
                 node.replied = True
                 node.last_reply = now
-                if host in replies["stats"] and isinstance(replies["stats"][host], Mapping):
-                    node.stats = dict(replies["stats"][host])
+                self._spoke(node, now)
+                if isinstance(stats, Mapping):
+                    node.stats = dict(stats)
                     node.stats_fresh = True
-                    node.pid = _int(node.stats.get("pid")) or node.pid
+                    uptime = _float(stats.get("uptime"))
+                    if uptime is not None:
+                        node.boot_at = started - uptime
                 if host in replies["active_queues"] and isinstance(replies["active_queues"][host], list):
                     node.queues = tuple(q["name"] for q in replies["active_queues"][host]
                                         if isinstance(q, Mapping) and isinstance(q.get("name"), str))
+                    node.queues_known = True
+                    seen = node.queues_seen or ()
+                    node.queues_seen = seen + tuple(q for q in node.queues if q not in seen)
                 for method, attr in (("active", "active"), ("reserved", "reserved"), ("scheduled", "scheduled")):
                     if host in replies[method]:
                         setattr(node, attr, _refs(replies[method][host], method, host))
+                self._activity(node, now)
             self._trim_nodes(now)
+            self._inspect_denied = None
             self._inspect_ok = True
             self._inspected_at = started
             self._ever_answered = True
@@ -496,6 +690,265 @@ class WorkerMonitor:
                          key=lambda n: n.last_seen or 0.0)
         for node in offline[:excess]:
             del self._nodes[node.hostname]
+
+    # ---- liveness evidence -----------------------------------------------------------------------
+    def _node(self, host: str, now: float) -> _Node:
+        node = self._nodes.get(host)
+        if node is None:
+            node = self._nodes[host] = _Node(hostname=host, first_seen=now, activity_changed_at=now)
+        return node
+
+    def _saw_pid(self, node: _Node, pid: int | None, now: float) -> bool:
+        """Note the pid a worker spoke with; a new pid is a restart. False: a past pid spoke (conflict)."""
+        if pid is None or node.pid == pid:
+            return True
+        if node.pid is None:
+            node.pid = pid
+            return True
+        if any(p.inc.pid == pid for p in node.past):
+            node.pid_conflict = True  # two live processes share the hostname: a "restart" proves nothing
+            return False
+        old = self._incarnation(node, now, current=False, replaced=(now, pid))
+        node.past.append(_Past(old))
+        del node.past[:-MAX_PAST]
+        node.pid = pid
+        node.first_seen = now
+        node.boot_at = old.last_seen  # a lower bound: it started after the old process last spoke
+        node.last_hb = node.last_reply = None
+        node.replied = node.stats_fresh = False
+        node.stats = None
+        node.offline_at = None
+        node.queues = ()
+        node.queues_known = False
+        node.queues_seen = None
+        node.active = node.reserved = node.scheduled = ()
+        node.hb_active = node.hb_processed = None
+        node.activity_key = (None, None)
+        node.activity_changed_at = now
+        node.conn_ok_at = node.conn_gone_at = node.conn_checked_at = node.conn_present = None
+        node.conn_lost_alive = False
+        node.conn_detail = ""
+        return True
+
+    @staticmethod
+    def _spoke(node: _Node, now: float) -> None:
+        """A sign of life: a connection probe that found none before it proved nothing."""
+        if node.conn_gone_at is not None and now > node.conn_gone_at:
+            node.conn_lost_alive = True
+            node.conn_gone_at = None
+            node.conn_present = None
+            node.conn_detail = "its connections are not recognisable (it spoke after a probe found none)"
+
+    @staticmethod
+    def _activity(node: _Node, now: float) -> None:
+        processed = node.hb_processed
+        total = (node.stats or {}).get("total") if node.stats_fresh else None
+        if isinstance(total, Mapping):
+            processed = max(processed or 0, sum(v for v in total.values() if isinstance(v, int)))
+        active = len(node.active) if node.replied else node.hb_active
+        key = (processed, active)
+        if key != node.activity_key:
+            if node.activity_key != (None, None):
+                node.activity_changed_at = now
+            node.activity_key = key
+
+    def _incarnation(self, node: _Node, now: float, *, current: bool,
+                     replaced: tuple[float, int] | None = None) -> Incarnation:
+        stats = node.stats or {}
+        pool = stats.get("pool") if isinstance(stats.get("pool"), Mapping) else {}
+        broker = stats.get("broker") if isinstance(stats.get("broker"), Mapping) else {}
+        topts = broker.get("transport_options") if isinstance(broker.get("transport_options"), Mapping) else {}
+        conn = None
+        if node.conn_checked_at is not None:
+            present = node.conn_present
+            if present is False and (node.conn_lost_alive or node.conn_ok_at is None):
+                present = None
+            conn = ConnEvidence(source=node.conn_source, checked_at=node.conn_checked_at, present=present,
+                                gone_since=node.conn_gone_at if present is False else None,
+                                detail=node.conn_detail)
+        return Incarnation(
+            hostname=node.hostname, pid=node.pid, first_seen=node.first_seen, boot_at=node.boot_at,
+            last_heartbeat=node.last_hb, last_reply=node.last_reply, heartbeat_freq=node.freq,
+            replied=node.replied, offline_at=node.offline_at,
+            replaced_at=replaced[0] if replaced else None, replaced_by_pid=replaced[1] if replaced else None,
+            queues=node.queues_seen, current_queues=node.queues if node.queues_known else None,
+            conn=conn, processed=node.activity_key[0], activity_changed_at=node.activity_changed_at,
+            active=len(node.active) if node.replied else (node.hb_active or 0),
+            reserved=len(node.reserved) if node.replied else 0,
+            concurrency=_int(pool.get("max-concurrency")), prefetch_count=_int(stats.get("prefetch_count")),
+            visibility_timeout=_float(topts.get("visibility_timeout")), current=current,
+            pid_conflict=node.pid_conflict,
+        )
+
+    def register_own_client(self, client: Any) -> None:
+        """A redis-py client of taskdash's (the broker reader's): its connections are never a worker's."""
+        self._own_clients.append(client)
+
+    def _own_addrs(self) -> set[str]:
+        out: set[str] = set()
+        for c in (self._probe_client, self._pubsub, *self._own_clients):
+            if c is not None:
+                out |= _pool_addrs(c)
+        conn = self._conn
+        with contextlib.suppress(Exception):
+            chan = conn.default_channel if conn is not None else None
+            if chan is not None:
+                for pool in (getattr(chan, "_pool", None), getattr(chan, "_async_pool", None)):
+                    if pool is None:
+                        continue
+                    for c in list(getattr(pool, "_available_connections", []) or []) + list(
+                            getattr(pool, "_in_use_connections", []) or []):
+                        if a := _sock_addr(c):
+                            out.add(a)
+        return out
+
+    def pidbox_channel(self, db: int) -> str:
+        """The PUB/SUB channel of the control (pidbox) exchange that every worker PSUBSCRIBEs."""
+        opts = self.settings.transport_options
+        fanout_prefix = opts.get("fanout_prefix", True)
+        if fanout_prefix is True:
+            keyprefix_fanout = f"/{db}."
+        elif isinstance(fanout_prefix, str):
+            keyprefix_fanout = fanout_prefix
+        else:
+            keyprefix_fanout = ""
+        return f"{self.settings.global_keyprefix}{keyprefix_fanout}{self.settings.control_exchange}.pidbox"
+
+    def _probe_message(self) -> str:
+        body = {"method": "ping", "arguments": {}, "destination": [PROBE_TAG], "pattern": None,
+                "matcher": None, "ticket": str(uuid.uuid4()), "reply_to": None}
+        return json.dumps({
+            "body": base64.b64encode(json.dumps(body).encode()).decode(),
+            "content-encoding": "utf-8", "content-type": _JSON,
+            "headers": {"clock": 0, "expires": time.time() + 1.0},
+            "properties": {"delivery_mode": 1, "priority": 0, "body_encoding": "base64",
+                           "delivery_info": {"exchange": f"{self.settings.control_exchange}.pidbox",
+                                             "routing_key": ""},
+                           "delivery_tag": str(uuid.uuid4())},
+        })
+
+    def _probe_due(self, now: float) -> bool:
+        if self._last_probe is None or now - self._last_probe >= max(self.settings.inspect_interval, 1.0):
+            return True
+        if now - self._last_probe < PROBE_MIN_INTERVAL:
+            return False
+        with self._state_lock:
+            return any(n.offline_at is None and n.conn_gone_at is None and not n.is_online(now)
+                       and n.last_seen is not None for n in self._nodes.values())
+
+    def _run_probe(self) -> None:
+        while not self._stop.wait(0.25):
+            now = time.time()
+            if self._probe_mode == "none" or not self._probe_due(now):
+                continue
+            self.probe_connections(now)
+
+    def probe_connections(self, now: float | None = None) -> None:
+        """One connection probe (one Redis command): CLIENT LIST, else a PUBLISH count; never raises."""
+        now = time.time() if now is None else now
+        self._last_probe = now
+        try:
+            if self._probe_client is None:
+                self._probe_client = redis_client(self.settings.broker_url, self.settings)
+            client = self._probe_client
+            if self._probe_mode in (None, "client"):
+                try:
+                    clients = client.client_list()
+                except redis.ResponseError as exc:
+                    if not _is_noperm(exc):
+                        raise
+                    self._probe_note = f"CLIENT LIST refused ({self._mask(exc)})"
+                    self._probe_mode = "publish"
+                else:
+                    self._probe_mode = "client"
+                    self.probes += 1
+                    self._absorb_client_list(clients, time.time())
+                    return
+            if self._probe_mode == "publish":
+                db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+                try:
+                    n = int(client.publish(self.pidbox_channel(db), self._probe_message()))
+                except redis.ResponseError as exc:
+                    if not _is_noperm(exc):
+                        raise
+                    self._probe_note = (f"{self._probe_note or 'CLIENT LIST refused'}; PUBLISH to the pidbox "
+                                        f"channel refused ({self._mask(exc)}): no connection evidence")
+                    self._probe_mode = "none"
+                    return
+                self.probes += 1
+                self._absorb_publish_count(n, time.time())
+        except (redis.RedisError, OSError) as exc:
+            log.debug("connection probe failed: %s", self._mask(exc))
+
+    def _absorb_client_list(self, clients: list[dict[str, Any]], now: float) -> None:
+        own = self._own_addrs()
+        lo, hi = BOOT_WINDOW
+        foreign: list[tuple[str, float, float]] = []  # (name, created_min, created_max)
+        for c in clients:
+            if str(c.get("cmd", "")).startswith("client|") or c.get("addr") in own:
+                continue
+            age = _float(c.get("age")) or 0.0
+            foreign.append((str(c.get("name") or ""), now - age - 1.0, now - age))
+        with self._state_lock:
+            for node in self._nodes.values():
+                node.conn_source = "CLIENT LIST"
+                node.conn_checked_at = now
+                named = sum(1 for name, _, _ in foreign if name == node.hostname)
+                if named:
+                    n, how = named, "named after it"
+                elif node.boot_at is None:
+                    node.conn_present = None
+                    node.conn_detail = "boot time unknown: its connections cannot be told apart (CLIENT LIST)"
+                    continue
+                else:
+                    b = node.boot_at
+                    n = sum(1 for _, cmin, cmax in foreign if cmin <= b + hi and cmax >= b + lo)
+                    how = "opened at its start"
+                if n:
+                    node.conn_present = True
+                    node.conn_ok_at = now
+                    node.conn_gone_at = None
+                    node.conn_detail = f"{n} connection(s) {how} still open (CLIENT LIST)"
+                elif node.conn_gone_at is None and not node.conn_lost_alive:
+                    node.conn_present = False
+                    node.conn_gone_at = now
+                    node.conn_detail = "no Redis connection (CLIENT LIST)"
+
+    def _absorb_publish_count(self, n: int, now: float) -> None:
+        with self._state_lock:
+            live = [nd for nd in self._nodes.values() if nd.offline_at is None]
+            fresh = {nd.hostname for nd in live if nd.is_online(now)}
+            silent = [nd for nd in live if nd.hostname not in fresh and nd.conn_gone_at is None]
+            for nd in live:
+                nd.conn_source = "PUBLISH count"
+                nd.conn_checked_at = now
+            if not silent and n == len(fresh):
+                self._pub_base = (n, frozenset(fresh))  # every subscriber is a known, speaking worker
+                for nd in live:
+                    nd.conn_ok_at = now
+                    nd.conn_present = True
+                    nd.conn_detail = f"pidbox subscribers {n} = workers speaking {len(fresh)} (PUBLISH count)"
+                return
+            base = self._pub_base
+            if base is None:
+                for nd in silent:
+                    nd.conn_present = None
+                    nd.conn_detail = (f"pidbox subscribers {n} for {len(fresh)} speaking worker(s), never "
+                                      "counted while all spoke: cannot attribute (PUBLISH count)")
+                return
+            base_n, base_set = base
+            gone = [nd for nd in silent if nd.hostname in base_set and not nd.conn_lost_alive]
+            if gone and len(gone) == len(silent) and n <= base_n - len(gone):
+                for nd in gone:
+                    nd.conn_present = False
+                    nd.conn_gone_at = now
+                    nd.conn_detail = (f"pidbox subscribers {base_n} → {n} while {len(gone)} worker(s) went "
+                                      "silent: its subscription is gone (PUBLISH count)")
+            else:
+                for nd in silent:
+                    nd.conn_present = True if n >= base_n else None
+                    nd.conn_detail = (f"pidbox subscribers {n} (were {base_n}): its subscription may still be "
+                                      "open (PUBLISH count)")
 
     # ---- heartbeats and events -------------------------------------------------------------------
     def event_pattern(self, db: int) -> str:
@@ -521,6 +974,7 @@ class WorkerMonitor:
                 db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(self.event_pattern(db))
+                self._pubsub = pubsub
                 with self._state_lock:
                     self._events_error = None
                     if self._events_since is None:
@@ -556,20 +1010,29 @@ class WorkerMonitor:
                 host = ev.get("hostname")
                 if etype.startswith("worker-") and isinstance(host, str):
                     if etype == "worker-offline":
-                        if host in self._nodes:
-                            self._nodes[host].offline_at = now
+                        node = self._nodes.get(host)
+                        pid = _int(ev.get("pid"))
+                        if node is not None and (pid is None or node.pid is None or pid == node.pid):
+                            node.offline_at = now
                         continue
                     if etype not in ("worker-heartbeat", "worker-online"):
                         continue  # gossip (worker-elect...) says nothing about liveness here
-                    node = self._nodes.get(host) or self._nodes.setdefault(host, _Node(hostname=host))
+                    node = self._node(host, now)
+                    if not self._saw_pid(node, _int(ev.get("pid")), now):
+                        continue
+                    if etype == "worker-online":
+                        ts = _float(ev.get("timestamp"))
+                        node.boot_at = min(now, ts) if ts is not None else now
+                        node.offline_at = None
                     node.last_hb = now
+                    self._spoke(node, now)
                     if len(self._nodes) > MAX_NODES:
                         self._trim_nodes(now)
                     node.freq = _float(ev.get("freq")) or node.freq
                     node.hb_active = _int(ev.get("active"))
                     node.hb_processed = _int(ev.get("processed"))
-                    node.pid = _int(ev.get("pid")) or node.pid
                     node.sw_ver = ev.get("sw_ver") if isinstance(ev.get("sw_ver"), str) else node.sw_ver
+                    self._activity(node, now)
                 elif etype.startswith("task-"):
                     self._events.append(ev)
 
@@ -596,6 +1059,7 @@ class WorkerMonitor:
             claims: dict[str, TaskRef] = {}
             queues: dict[str, int] = {}
             active: list[TaskRef] = []
+            incarnations: list[Incarnation] = []
             inspected = self._inspect_ok is not None and self._ever_answered
             for node in sorted(self._nodes.values(), key=lambda n: n.hostname):
                 online = node.is_online(now)
@@ -636,7 +1100,10 @@ class WorkerMonitor:
                     visibility_timeout=_float(topts.get("visibility_timeout")),
                     responding=responding and online,
                     pool_pids=tuple(p for p in pids if isinstance(p, int)),
+                    boot_at=node.boot_at,
                 ))
+                incarnations.extend(p.inc for p in node.past)
+                incarnations.append(self._incarnation(node, now, current=True))
             error = self._inspect_error
             if self._events_error:
                 error = f"{error}; events: {self._events_error}" if error else f"events: {self._events_error}"
@@ -648,7 +1115,20 @@ class WorkerMonitor:
                 inspected_at=self._inspected_at,
                 error=error,
                 active=tuple(active),
+                incarnations=tuple(incarnations),
+                inspect_denied=self._inspect_denied,
+                conn_note=self._conn_note(),
             )
+
+    def _conn_note(self) -> str | None:
+        mode = self._probe_mode
+        if mode == "client":
+            return "connection evidence: CLIENT LIST"
+        if mode == "publish":
+            return f"connection evidence: PUBLISH count on the pidbox channel ({self._probe_note})"
+        if mode == "none":
+            return self._probe_note
+        return None
 
     def wait_for(self, predicate: Callable[[WorkersView], bool], timeout: float) -> WorkersView:
         """Poll ``view`` until ``predicate`` holds or ``timeout`` passes (for tests and the CLI)."""

@@ -1,0 +1,242 @@
+"""Worker liveness by evidence, and the unacked classification that follows from it (issue 12).
+
+Pure functions over the evidence ``collectors.reads.workers`` gathers (``Incarnation``: one worker
+process, hostname + pid). No I/O, no clock: ``now`` is always passed in.
+
+Liveness of one incarnation, first match wins:
+
+``dead`` — only on proof:
+    a ``worker-offline`` event (clean shutdown); another pid speaking under the same hostname (a restart;
+    no proof when two live processes share the hostname); its Redis connections gone while it is silent
+    (CLIENT LIST, or the pidbox subscriber count — see ``collectors.reads.workers``); or silence longer
+    than the visibility timeout (kombu redelivers its messages by then anyway).
+``responding`` — a fresh heartbeat (within 2 heartbeat periods + 1 s) or a reply in the last inspect
+    window (``reply_fresh_s``);
+``ghost`` — responding, but a queue it consumes (or consumed since it started) has had a backlog for
+    ``ghost_after`` seconds while its processed count and active count stayed flat with free pool slots
+    and prefetch room (the "stops consuming after a reconnect" failure). Shown and linted, never a
+    reason to requeue anything.
+``silent`` — nothing heard recently and nothing proves it gone. Silence is not death: a solo worker in
+    a CPU-bound task, a SIGSTOPped or GC-paused process and a partitioned host all look like this.
+
+Unacked classification (``classify_unacked``). The ``unacked`` hash does not record who took a message,
+so an entry's *possible holders* are the incarnations that consume its queue (every queue they reported
+since they started; unknown queues = any queue) and were alive at its delivery time (the
+``unacked_index`` score, the consuming worker's clock, compared with boot times and death proofs with a
+``skew_s`` margin: a process started after the delivery cannot hold it, one proven dead before it
+neither). Then:
+
+- a responding worker reports the task id (inspect) → ``active`` / ``reserved`` / ``scheduled``;
+- every possible holder is proven dead → ``orphaned`` (the only state ``requeue --orphaned`` moves);
+- a possible holder is silent → ``held-by-silent``;
+- otherwise a responding (or ghost) possible holder may hold it without reporting it (rate limits, a
+  prefetch buffer mid-handover, Celery versions that report less): "nobody claims it" is no proof, so
+  → ``may-be-held``;
+- no known worker could hold it (a worker taskdash never saw, the delivery before taskdash started) →
+  ``unknown``.
+Each entry carries its possible holders and a one-line reason; time to redelivery stays
+``visibility_timeout - age``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from collectors.core.models import Liveness, QueueInfo, TaskRef, UnackedEntry, WorkerInfo
+from collectors.reads.workers import OFFLINE_SLACK_S, Incarnation
+
+SKEW_S = 2.0
+"""Clock margin between a delivery score (worker clock) and boot/death times (taskdash clock)."""
+GHOST_AFTER_S = 30.0
+"""A backlog this old on a consumed queue, with no progress and free slots, makes a ghost."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The liveness of one incarnation and the evidence that decided it."""
+
+    liveness: Liveness
+    evidence: str
+    since: float | None
+    dead_at: float | None = None
+    """When death became provable (dead only): a delivery after this cannot be its."""
+
+
+def ago(seconds: float) -> str:
+    """``12s`` / ``4m`` / ``3h`` / ``2d`` (whole units, for evidence strings)."""
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.0f}m"
+    if s < 172800:
+        return f"{s / 3600:.0f}h"
+    return f"{s / 86400:.0f}d"
+
+
+def decide(inc: Incarnation, now: float, *, visibility_timeout: float, reply_fresh_s: float = 12.0,
+           backlog_since: Mapping[str, float] | None = None, ghost_after: float = GHOST_AFTER_S) -> Decision:
+    """Liveness of one incarnation (see the module docstring for the rules, in order)."""
+    last = inc.last_seen
+    if inc.offline_at is not None and (last is None or inc.offline_at >= last):
+        return Decision("dead", "worker-offline event", inc.offline_at, inc.offline_at)
+    if inc.replaced_at is not None and not inc.pid_conflict:
+        pid = f" {inc.replaced_by_pid}" if inc.replaced_by_pid is not None else ""
+        return Decision("dead", f"restarted: same hostname, new pid{pid}", inc.replaced_at, inc.replaced_at)
+    hb_fresh = inc.last_heartbeat is not None and now - inc.last_heartbeat <= 2 * inc.heartbeat_freq + OFFLINE_SLACK_S
+    reply_fresh = inc.replied and inc.last_reply is not None and now - inc.last_reply <= reply_fresh_s
+    if hb_fresh or reply_fresh:
+        ghost = _ghost(inc, now, backlog_since or {}, ghost_after)
+        if ghost is not None:
+            return Decision("ghost", ghost[0], ghost[1])
+        if hb_fresh:
+            assert inc.last_heartbeat is not None
+            return Decision("responding", f"heartbeat {ago(now - inc.last_heartbeat)} ago", inc.last_heartbeat)
+        assert inc.last_reply is not None
+        return Decision("responding", f"answered inspect {ago(now - inc.last_reply)} ago", inc.last_reply)
+    silent_for = None if last is None else now - last
+    conn = inc.conn
+    if conn is not None and conn.present is False and conn.gone_since is not None:
+        gone = f"{ago(now - last)}" if last is not None else "a while"
+        return Decision("dead", f"no Redis connection, silent {gone} ({conn.source}: {conn.detail})",
+                        conn.gone_since, conn.gone_since)
+    vt = inc.visibility_timeout or visibility_timeout
+    if last is not None and silent_for is not None and silent_for > vt:
+        return Decision("dead", f"silent {ago(silent_for)} > visibility_timeout {ago(vt)}", last + vt, last + vt)
+    why = f"no heartbeat or reply for {ago(silent_for)}" if silent_for is not None else "never heard"
+    if conn is not None and conn.detail:
+        why += f"; {conn.detail}"
+    else:
+        why += "; nothing proves it gone"
+    return Decision("silent", why, last)
+
+
+def _ghost(inc: Incarnation, now: float, backlog_since: Mapping[str, float], ghost_after: float
+           ) -> tuple[str, float] | None:
+    if not inc.queues or inc.concurrency is None or inc.active >= inc.concurrency:
+        return None
+    if inc.prefetch_count and inc.active + inc.reserved >= inc.prefetch_count:
+        return None
+    flat_since = max(inc.activity_changed_at, inc.first_seen)
+    if now - flat_since < ghost_after:
+        return None
+    for q in inc.queues:
+        since = backlog_since.get(q)
+        if since is None or now - since < ghost_after:
+            continue
+        dropped = inc.current_queues is not None and q not in inc.current_queues
+        text = (f"ghost: {q!r} has a backlog for {ago(now - since)}, processed flat at {inc.processed} for "
+                f"{ago(now - flat_since)}, {inc.active}/{inc.concurrency} slots busy")
+        if dropped:
+            text += f"; no longer consuming {q!r} (not in active_queues)"
+        return text, max(since, flat_since)
+    return None
+
+
+def decide_all(incarnations: Iterable[Incarnation], now: float, *, visibility_timeout: float,
+               reply_fresh_s: float = 12.0, backlog_since: Mapping[str, float] | None = None,
+               ghost_after: float = GHOST_AFTER_S) -> list[tuple[Incarnation, Decision]]:
+    """``decide`` for every incarnation, paired with it."""
+    return [(inc, decide(inc, now, visibility_timeout=visibility_timeout, reply_fresh_s=reply_fresh_s,
+                         backlog_since=backlog_since, ghost_after=ghost_after)) for inc in incarnations]
+
+
+def annotate_workers(workers: Sequence[WorkerInfo], decided: Sequence[tuple[Incarnation, Decision]]
+                     ) -> tuple[WorkerInfo, ...]:
+    """Worker rows with ``liveness``/``liveness_evidence``/``liveness_since`` of their current incarnation."""
+    current = {inc.hostname: (inc, d) for inc, d in decided if inc.current}
+    restarts = {inc.hostname: inc for inc, d in decided if not inc.current and inc.replaced_at is not None}
+    out: list[WorkerInfo] = []
+    for w in workers:
+        pair = current.get(w.hostname)
+        if pair is None:
+            out.append(w)
+            continue
+        _inc, d = pair
+        evidence = d.evidence
+        old = restarts.get(w.hostname)
+        if old is not None and d.liveness != "dead":
+            evidence += f"; restarted (old pid {old.pid} dead)"
+        out.append(replace(w, liveness=d.liveness, liveness_evidence=evidence, liveness_since=d.since))
+    return tuple(out)
+
+
+def could_hold(inc: Incarnation, d: Decision, queue: str | None, delivered_at: float,
+               skew_s: float = SKEW_S) -> bool:
+    """Could this process have received a message of ``queue`` delivered at ``delivered_at``?"""
+    if queue is not None and inc.queues is not None and queue not in inc.queues:
+        return False
+    if inc.boot_at is not None and inc.boot_at > delivered_at + skew_s:
+        return False  # started after the delivery
+    return not (d.liveness == "dead" and d.dead_at is not None and d.dead_at < delivered_at - skew_s)
+
+
+def classify_unacked(entries: Iterable[UnackedEntry], decided: Sequence[tuple[Incarnation, Decision]],
+                     claims: Mapping[str, TaskRef] | None, now: float, *, skew_s: float = SKEW_S
+                     ) -> tuple[UnackedEntry, ...]:
+    """Each entry's state by the rule of the module docstring (``state``, ``holder``, holders, reason).
+
+    ``claims``: task id → TaskRef reported by a responding worker in the last inspect (None: no inspect).
+    """
+    out: list[UnackedEntry] = []
+    for e in entries:
+        claim = claims.get(e.task_id) if (claims is not None and e.task_id) else None
+        if e.reserved_at is None:
+            out.append(replace(e, state="unknown", holder=None, state_reason="no delivery time in unacked_index"))
+            continue
+        cands = [(inc, d) for inc, d in decided if could_hold(inc, d, e.queue, e.reserved_at, skew_s)]
+        names = tuple(dict.fromkeys(_label(inc, decided) for inc, _ in cands))
+        redeliver = (f"; kombu redelivers it in {ago(e.time_to_redelivery_s)}"
+                     if e.time_to_redelivery_s is not None and e.time_to_redelivery_s > 0
+                     else "; past the visibility timeout: the next restore sweep redelivers it")
+        if claim is not None:
+            out.append(replace(e, state=claim.state, holder=claim.hostname, possible_holders=names,
+                               state_reason=f"{claim.hostname} reports it {claim.state}"))
+            continue
+        if not cands:
+            out.append(replace(e, state="unknown", holder=None, possible_holders=(),
+                               state_reason=f"no known worker consumed {e.queue!r} at its delivery" + redeliver))
+            continue
+        dead = [(inc, d) for inc, d in cands if d.liveness == "dead"]
+        if len(dead) == len(cands):
+            proofs = "; ".join(f"{_label(inc, decided)}: {d.evidence}" for inc, d in dead)
+            out.append(replace(e, state="orphaned", holder=None, possible_holders=names,
+                               state_reason=f"every possible holder is dead ({proofs})"))
+            continue
+        silent = [(inc, d) for inc, d in cands if d.liveness == "silent"]
+        if silent:
+            who = ", ".join(_label(inc, decided) for inc, _ in silent)
+            out.append(replace(e, state="held-by-silent",
+                               holder=silent[0][0].hostname if len(silent) == 1 else None,
+                               possible_holders=names,
+                               state_reason=f"may be held by silent {who} (not proven dead)" + redeliver))
+            continue
+        alive = [inc for inc, d in cands if d.liveness != "dead"]
+        who = ", ".join(_label(inc, decided) for inc in alive)
+        out.append(replace(e, state="may-be-held", holder=alive[0].hostname if len(alive) == 1 else None,
+                           possible_holders=names,
+                           state_reason=(f"not reported, but {who} (alive) consumed {e.queue!r} at its delivery "
+                                         "and may hold it unreported (rate limit, prefetch)") + redeliver))
+    return tuple(out)
+
+
+def _label(inc: Incarnation, decided: Sequence[tuple[Incarnation, Decision]]) -> str:
+    """The hostname, with the pid when the hostname has several incarnations."""
+    same = sum(1 for other, _ in decided if other.hostname == inc.hostname)
+    return f"{inc.hostname} (pid {inc.pid})" if same > 1 and inc.pid is not None else inc.hostname
+
+
+class BacklogClock:
+    """Since when each queue has had waiting messages without a break (for the ghost rule)."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+
+    def observe(self, queues: Iterable[QueueInfo], now: float) -> Mapping[str, float]:
+        seen: dict[str, float] = {}
+        for q in queues:
+            if q.messages > 0:
+                seen[q.name] = self._since.get(q.name, now)
+        self._since = seen
+        return dict(seen)
