@@ -9,6 +9,11 @@ Cost of one refresh (see README): the broker read is a constant number of pipeli
 bounded SCAN step per refresh only when the Collector runs without background threads); worker state comes from the
 WorkerMonitor's own cadence (inspect every ``inspect_interval`` s, heartbeats via PSUBSCRIBE), so a
 refresh never waits for an inspect window except the very first one.
+
+Attachments: a ``Forensics`` (crash forensics) and a persistent ``History`` (SQLite) can be given to
+the constructor or to ``attach()``; ``collect()`` then feeds them itself, in the calling (poll)
+thread, with the snapshot and the workers view of the same refresh, exactly as it feeds the poison
+tracker. A failing attachment is logged and never breaks the refresh.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -33,6 +38,10 @@ from collectors.core.models import (
 from collectors.reads.broker import BrokerReader, BrokerView
 from collectors.reads.results import ResultsMonitor
 from collectors.reads.workers import WorkerMonitor, WorkersView
+
+if TYPE_CHECKING:
+    from collectors.analysis.forensics import Forensics
+    from collectors.analysis.history import History
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +99,21 @@ class Collector:
     Not thread-safe for concurrent ``collect()`` calls: the TUI runs one poll at a time.
     """
 
-    def __init__(self, settings: Settings, *, background: bool = True) -> None:
+    def __init__(self, settings: Settings, *, background: bool = True, forensics: Forensics | None = None,
+                 history: History | None = None) -> None:
+        """Open the connections (nothing is read before the first ``collect()``).
+
+        Args:
+            settings: Broker/backend URLs, timeouts, transport options.
+            background: Run the results scan and the worker monitor in their own threads.
+            forensics: Crash forensics fed by every ``collect()`` (see ``attach``).
+            history: Persistent history recorded by every ``collect()`` (see ``attach``).
+        """
         self.settings = settings
+        self.forensics: Forensics | None = forensics
+        """Crash forensics observing each refresh with a reachable broker (None: not fed)."""
+        self.history: History | None = history
+        """Persistent history recording each refresh with a reachable broker (None: not recorded)."""
         self._background = background
         self._lock = threading.Lock()
         self._broker_client = redis_client(settings.broker_url, settings)
@@ -128,6 +150,11 @@ class Collector:
             log.debug("initial inspect failed: %s", exc)
         if self._background:
             self._workers.start()
+
+    def attach(self, *, forensics: Forensics | None, history: History | None) -> None:
+        """Set what ``collect()`` feeds from now on (None detaches); takes effect at the next refresh."""
+        self.forensics = forensics
+        self.history = history
 
     def inspect_soon(self) -> None:
         """Ask for a fresh worker inspect on the next ``collect()``."""
@@ -248,7 +275,7 @@ class Collector:
             errors.append(SourceError("poison", describe_error(exc, s)))
 
         wall_ms = (time.perf_counter() - t0) * 1000.0
-        return Snapshot(
+        snapshot = Snapshot(
             taken_at=now,
             broker=SourceStatus(s.broker_masked, broker_ok, broker_err),
             backend=SourceStatus(s.backend_masked, backend_ok, backend_err),
@@ -267,6 +294,24 @@ class Collector:
             visibility_timeout=s.visibility_timeout,
             inspect_ok=wv.inspect_ok if wv else False,
         )
+        self._feed(snapshot, wv)
+        return snapshot
+
+    def _feed(self, snapshot: Snapshot, view: WorkersView | None) -> None:
+        """Feed the attachments with this refresh (only when the broker answered)."""
+        if not snapshot.broker.ok:
+            return
+        forensics, history = self.forensics, self.history
+        if forensics is not None:
+            try:
+                forensics.observe(snapshot, view)
+            except Exception:  # noqa: BLE001 - forensics must never break a refresh
+                log.warning("forensics.observe failed", exc_info=True)
+        if history is not None:
+            try:
+                history.record(snapshot)
+            except Exception:  # noqa: BLE001 - a full disk must not break the refresh
+                log.warning("history.record failed", exc_info=True)
 
     def forget_poison(self, task_id: str) -> None:
         """Drop a task's delivery history (after it was quarantined or revoked)."""

@@ -109,12 +109,11 @@ def forensics_cmd(ctx: click.Context, observe: float, as_json: bool, **opts: Any
     settings = settings.with_(inspect_interval=min(settings.inspect_interval, 1.0))
     fx = Forensics()
     deadline = time.monotonic() + max(0.0, observe)
-    with Collector(settings) as collector:
+    with Collector(settings, forensics=fx) as collector:  # each collect() feeds fx with its workers view
         while True:
             snap = collector.collect()
             if not snap.broker.ok:
                 fail(f"broker {settings.broker_masked} unreachable: {snap.broker.error}", EXIT_UNREACHABLE)
-            fx.observe(snap, collector._workers.view(snap.taken_at))  # noqa: SLF001 - same refresh's view
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(settings.interval, max(0.0, deadline - time.monotonic())))

@@ -22,10 +22,11 @@ from collectors.core.models import (
 
 
 def _feed_until(collector: Collector, fx: Forensics, pred: Callable[[], bool], timeout: float) -> None:
+    """Refresh until ``pred``: the collector feeds ``fx`` itself (snapshot + the same refresh's WorkersView)."""
+    assert collector.forensics is fx
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        snap = collector.collect()
-        fx.observe(snap, collector._workers.view(snap.taken_at))  # noqa: SLF001 - the refresh's WorkersView
+        collector.collect()
         if pred():
             return
         time.sleep(0.25)
@@ -36,7 +37,7 @@ def test_poison_loop_timeline_names_the_killer(redis_url: str, start_worker: Any
     settings = resolve_settings(broker=redis_url, env={}, inspect_interval=0.5, inspect_timeout=0.4,
                                 poison_threshold=2)
     fx = Forensics()
-    with Collector(settings) as collector:
+    with Collector(settings, forensics=fx) as collector:
         _feed_until(collector, fx, lambda: bool(fx.timeline(worker.hostname)), 10)
         first = fx.timeline(worker.hostname)
         assert first and first[0].kind == "online"

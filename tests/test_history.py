@@ -42,6 +42,22 @@ def test_record_real_snapshots_and_reopen(redis_url: str, demo_app: Any, tmp_pat
     reopened.close()
 
 
+def test_collector_records_into_its_attached_history(redis_url: str, demo_app: Any, tmp_path: Path) -> None:
+    """``Collector(history=...)`` records every refresh itself (what the TUI's poll thread relies on)."""
+    path = tmp_path / "h.sqlite3"
+    settings = resolve_settings(broker=redis_url, env={}, inspect_timeout=0.3)
+    hist = History(path, scope=settings.broker_masked, sample_s=0)
+    with Collector(settings, background=False, history=hist) as collector:
+        for _ in range(2):
+            demo_app.send_task("demo_tasks.tasks.send_email", args=("a@b",))
+            collector.collect()
+        collector.attach(forensics=None, history=None)  # detached: this refresh is not recorded
+        demo_app.send_task("demo_tasks.tasks.send_email", args=("a@b",))
+        collector.collect()
+    assert [m for _, m in hist.series("emails")] == [1, 2]
+    hist.close()
+
+
 def test_throughput_and_deliveries_survive_restart(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
     t0 = time.time() - 60
