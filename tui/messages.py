@@ -56,6 +56,23 @@ class WriteRequested(Message):
 
 
 @dataclass
+class ActionDone(Message):
+    """A write finished (or was refused): posted by the action thread worker, notified by the app.
+
+    Unexpected crashes of the worker still arrive as ``Worker.StateChanged`` (state ERROR).
+    """
+
+    title: str
+    """Notification title ("Requeue", "Refused", "Failed (ConnectionError)", ...)."""
+    message: str
+    """Result line (credentials masked)."""
+    severity: str = "information"
+    """"information", "warning" (nothing changed) or "error"."""
+    quarantine_changed: bool = False
+    """The quarantine list changed: the app re-reads it."""
+
+
+@dataclass
 class DetailRequested(Message):
     """A panel asks for the detail screen of one row."""
 

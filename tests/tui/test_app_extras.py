@@ -150,16 +150,11 @@ class ViewCollector(FakeCollector):
         super().__init__(snapshots)
         self.actives = actives
         self.views = 0
-        self.last: Any = None
 
-    def collect(self) -> Any:
-        self.last = super().collect()
-        return self.last
-
-    def workers_view(self, now: float) -> Any:
+    def workers_view(self, snapshot: Any) -> Any:
         active = self.actives[min(self.views, len(self.actives) - 1)]
         self.views += 1
-        return SimpleNamespace(workers=self.last.workers, active=active)
+        return SimpleNamespace(workers=snapshot.workers, active=active)
 
 
 async def test_crash_forensics_timeline_and_poison_victims() -> None:

@@ -10,6 +10,7 @@ from tui_fakes import (
     SETTINGS,
     T0,
     FakeActions,
+    FakeControl,
     down_snapshot,
     make_app,
     make_snapshot,
@@ -17,7 +18,6 @@ from tui_fakes import (
 from tui_helpers import notifications, screen_text, settle, wait_until, widget_text
 
 from collectors.core.models import QueueInfo
-from collectors.writes.actions import ActionResult
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
@@ -389,21 +389,9 @@ async def test_retry_and_revoke_with_terminate() -> None:
         assert ("Revoke", "revoked 0a0a0a0a-0000-4000-8000-000000000002", "information") in notifications(app)
 
 
-class FakeControl:
-    """Stands in for collectors.writes.control.WorkerControl (records the commands)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[object, ...], object]] = []
-
-    def pool_grow(self, n: int, *, destination: object = None) -> ActionResult:
-        self.calls.append(("pool_grow", (n,), destination))
-        return ActionResult("pool_grow", 1, f"pool grown by {n}", {})
-
-
 async def test_worker_command_prompt_confirms_then_sends() -> None:
-    app = make_app()
     control = FakeControl()
-    app._control = control
+    app = make_app(control=control)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         app.show_view("workers")

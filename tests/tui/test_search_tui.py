@@ -53,12 +53,12 @@ async def test_search_finds_stored_results_and_opens_details(redis_url: str, r: 
         await settle(pilot)
         app.show_view("queues")
         await pilot.press("slash")  # in other views / is still the filter
-        assert app._prompt_mode == "filter"
+        assert app.dash.prompt_mode == "filter"
         await pilot.press("escape")
         app.show_view("tasks")
         await settle(pilot)
         await pilot.press("slash")
-        assert app._prompt_mode == "search"
+        assert app.dash.prompt_mode == "search"
         await pilot.press(*"name:charge state:fail args:user-1", "enter")
         await wait_until(pilot, lambda: isinstance(app.screen, SearchScreen), timeout=15)
         screen = app.screen

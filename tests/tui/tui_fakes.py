@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from collectors.analysis.forensics import Forensics
+from collectors.analysis.history import History
 from collectors.core.config import Settings
 from collectors.core.models import (
     PoisonSuspect,
@@ -129,6 +131,8 @@ class FakeCollector:
         self.release = threading.Event()
         self.release.set()
         self.in_flight = threading.Event()
+        self.forensics: Forensics | None = None
+        self.history: History | None = None
 
     def collect(self) -> Snapshot:
         self.calls += 1
@@ -138,9 +142,28 @@ class FakeCollector:
                 time.sleep(self.delay)
             self.release.wait(30)
             item = self.snapshots[0] if len(self.snapshots) == 1 else self.snapshots.pop(0)
-            return item() if callable(item) else item
+            snapshot = item() if callable(item) else item
+            self.feed(snapshot)
+            return snapshot
         finally:
             self.in_flight.clear()
+
+    def attach(self, *, forensics: Forensics | None, history: History | None) -> None:
+        self.forensics = forensics
+        self.history = history
+
+    def workers_view(self, snapshot: Snapshot) -> Any:
+        """The workers view fed to forensics with ``snapshot`` (None: the snapshot alone)."""
+        return None
+
+    def feed(self, snapshot: Snapshot) -> None:
+        """What ``Collector.collect()`` does with its attachments (broker reachable only)."""
+        if not snapshot.broker.ok:
+            return
+        if self.forensics is not None:
+            self.forensics.observe(snapshot, self.workers_view(snapshot))
+        if self.history is not None:
+            self.history.record(snapshot)
 
     def inspect_soon(self) -> None:
         self.inspects += 1
@@ -167,17 +190,24 @@ class FakeActions:
     def _rec(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
 
-    def requeue(self, tags: Sequence[str], *, force: bool = False) -> ActionResult:
-        self._rec("requeue", list(tags), force=force)
+    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None) -> ActionResult:
+        if live is None:
+            self._rec("requeue", list(tags), force=force)
+        else:
+            self._rec("requeue", list(tags), force=force, live=live)
         return FakeResult("requeue", len(tags), f"requeued {len(tags)} message(s)")
 
-    def requeue_orphaned(self, *, older_than: float | None = None) -> ActionResult:
-        self._rec("requeue_orphaned", older_than=older_than)
+    def requeue_orphaned(self, *, older_than: float | None = None, force: bool = False) -> ActionResult:
+        self._rec("requeue_orphaned", older_than=older_than, force=force)
         return FakeResult("requeue", 2, "requeued 2 message(s)")
 
     def quarantine(self, *, tags: Sequence[str] = (), task_ids: Sequence[str] = (), reason: str = "",
-                   deliveries: int | None = None) -> ActionResult:
-        self._rec("quarantine", tags=list(tags), task_ids=list(task_ids), reason=reason, deliveries=deliveries)
+                   deliveries: int | None = None, queues: Sequence[str] | None = None) -> ActionResult:
+        if queues is None:
+            self._rec("quarantine", tags=list(tags), task_ids=list(task_ids), reason=reason, deliveries=deliveries)
+        else:
+            self._rec("quarantine", tags=list(tags), task_ids=list(task_ids), reason=reason, deliveries=deliveries,
+                      queues=list(queues))
         return FakeResult("quarantine", len(tags) + len(task_ids), "quarantined")
 
     def list_quarantine(self, limit: int = 500) -> list[QuarantinedMessage]:
@@ -207,6 +237,77 @@ class FakeActions:
     def retry(self, task_id: str) -> ActionResult:
         self._rec("retry", task_id)
         return FakeResult("retry", 1, f"retried {task_id}")
+
+    def display_key(self, key: str) -> str:
+        return key
+
+    def export_quarantine(self, path: str) -> ActionResult:
+        self._rec("export_quarantine", path)
+        return FakeResult("export", len(self.quarantine_entries), f"exported to {path}")
+
+    def find_tags(self, task_id: str) -> list[str]:
+        return [e.delivery_tag for e in UNACKED if e.task_id == task_id]
+
+    def live_task_ids(self) -> set[str] | None:
+        return {e.task_id for e in UNACKED if e.holder and e.task_id}
+
+    def orphaned(self, *, older_than: float | None = None, live: set[str] | None = None,
+                 limit: int | None = None) -> list[tuple[str, float, str | None, str | None]]:
+        return [(e.delivery_tag, e.reserved_at, e.task_id, e.queue) for e in UNACKED if e.state == "orphaned"]
+
+    def restore(self, path: str, *, force: bool = False) -> ActionResult:
+        self._rec("restore", path, force=force)
+        return FakeResult("restore", 0, f"restored 0 message(s) from {path}")
+
+
+class FakeControl:
+    """Same API as ``collectors.writes.control.WorkerControl``; records (method, args, destination)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...], object]] = []
+
+    def _rec(self, method: str, args: tuple[object, ...], destination: Sequence[str] | None,
+             message: str) -> ActionResult:
+        self.calls.append((method, args, destination))
+        return ActionResult(method, len(destination or ()) or 1, message, {})
+
+    def add_consumer(self, queue: str, destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("add_consumer", (queue,), destination, f"consuming {queue}")
+
+    def autoscale(self, max_: int, min_: int, destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("autoscale", (max_, min_), destination, f"autoscale {max_}/{min_}")
+
+    def broadcast(self, command: str, arguments: Mapping[str, Any] | None = None,
+                  destination: Sequence[str] | None = None, *, reply: bool = True) -> dict[str, Any]:
+        self.calls.append(("broadcast", (command, dict(arguments or {})), destination))
+        return {}
+
+    def cancel_consumer(self, queue: str, destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("cancel_consumer", (queue,), destination, f"stopped consuming {queue}")
+
+    def pool_grow(self, n: int = 1, destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("pool_grow", (n,), destination, f"pool grown by {n}")
+
+    def pool_restart(self, destination: Sequence[str] | None = None, *, modules: Sequence[str] | None = None,
+                     reload: bool = False) -> ActionResult:
+        return self._rec("pool_restart", (), destination, "pool restarted")
+
+    def pool_shrink(self, n: int = 1, destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("pool_shrink", (n,), destination, f"pool shrunk by {n}")
+
+    def rate_limit(self, task_name: str, rate: str | int | None,
+                   destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("rate_limit", (task_name, rate), destination, f"rate limit {rate}")
+
+    def shutdown(self, destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("shutdown", (), destination, "shutdown sent")
+
+    def time_limit(self, task_name: str, soft: float | None, hard: float | None,
+                   destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("time_limit", (task_name, soft, hard), destination, f"time limits {soft}/{hard}")
+
+    def worker_details(self, hostname: str) -> dict[str, Any]:
+        return {}
 
 
 def make_app(snapshots: Sequence[Snapshot | Callable[[], Snapshot]] | None = None, *,

@@ -12,10 +12,15 @@ from textual.worker import WorkerCancelled, WorkerFailed
 
 
 async def settle(pilot: Pilot[object]) -> None:
-    """Wait for every worker (poll, actions) and let the resulting messages be handled."""
+    """Wait for every worker (poll, preview, actions) and let the resulting messages be handled.
+
+    A write flow (group "flows") waits on its confirm dialog, i.e. on the test's next key: not waited for.
+    """
     for _ in range(2):
+        busy = [w for w in pilot.app.workers if w.group != "flows"]
         try:
-            await pilot.app.workers.wait_for_complete()
+            if busy:
+                await pilot.app.workers.wait_for_complete(busy)
         except (WorkerCancelled, WorkerFailed):
             pass
         await pilot.pause()

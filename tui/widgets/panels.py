@@ -459,7 +459,7 @@ class WorkersPanel(Panel):
         if not targets:
             self.app.notify("no worker selected", severity="warning", timeout=3)
             return
-        self.app.open_control_prompt(targets)  # type: ignore[attr-defined]
+        self.screen.open_control_prompt(targets)  # type: ignore[attr-defined] - the DashboardScreen
 
     def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
         return snapshot.workers
