@@ -8,20 +8,32 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from collectors.core.config import ConfigError, Settings, resolve_settings
+from collectors.core.config import ConfigError, Settings, mask_url, resolve_settings
+from collectors.core.errors import (  # noqa: F401 - the exit-code table, re-exported for the cmd_* modules
+    EXIT_AUTH,
+    EXIT_CODES,
+    EXIT_FOUND,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_PERMISSION,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Kind,
+    RedisProblem,
+    classify,
+    classify_text,
+    user_of,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 2
-EXIT_FOUND = 3
 
 _COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log", "context")
 
@@ -39,6 +51,11 @@ def common_options(f: F) -> F:
     f = click.option("--broker", "-b", default=None, help="Broker URL (default redis://localhost:6379/0).")(f)
     return f
 
+
+strict_option = click.option(
+    "--strict", is_flag=True, default=False,
+    help=f"Exit {EXIT_PARTIAL} when any source could only be read partly (default: exit 0 and list it in errors).")
+"""``--strict``: a partial read (any entry in ``errors``) is a failure, not a note."""
 
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do it without asking for confirmation.")
 """``--yes``: the CLI form of a confirmation dialog's "Yes" (every write command has it)."""
@@ -73,12 +90,64 @@ def settings_from(ctx: click.Context, **sub: Any) -> Settings:
             audit_log=merged.get("audit_log"), context=merged.get("context"), **extra,
         )
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        err = click.ClickException(str(exc))
+        err.exit_code = EXIT_USAGE
+        raise err from exc
 
 
-def fail(message: str, code: int) -> None:
-    """One clear line on stderr, then exit with ``code`` (no traceback)."""
+def fail(message: str, code: int, *, exc: BaseException | None = None) -> NoReturn:
+    """One clear line on stderr, then exit with ``code`` (no traceback).
+
+    The exit-code table is kept true here for every caller: when ``code`` is the generic "unreachable" or
+    "refused" and the failure (``exc``, else the exception being handled, else the message text) is in
+    fact an authentication failure or a permission/disabled-command refusal, the code becomes 4 or 5
+    and a message that blamed the network names the credentials or the missing permission instead.
+    """
+    if code in (EXIT_UNREACHABLE, EXIT_REFUSED):
+        problem = classify(exc if exc is not None else sys.exc_info()[1])
+        if (problem is None or problem.kind is Kind.OTHER) and code == EXIT_UNREACHABLE:
+            problem = classify_text(message)
+        if problem is not None and problem.kind in (Kind.AUTH, Kind.PERMISSION, Kind.UNKNOWN_COMMAND):
+            code = problem.exit_code
+            url = _first_url(message)
+            if problem.kind is Kind.AUTH or _BLAMES_NETWORK.search(message):
+                role = "backend" if re.search(r"\bbackend\b", message) else "broker"
+                message = problem.describe(url, role=role)
+            elif "permission denied" not in message:
+                message = f"{message} (permission denied for user {user_of(url)}: {problem.reason()})"
     click.echo(f"taskdash: {message}", err=True)
+    sys.exit(code)
+
+
+_BLAMES_NETWORK = re.compile(r"unreachable|cannot reach|cannot connect", re.I)
+_URL_RE = re.compile(r"\b(?:rediss?|redis\+socket|unix|sentinels?)://[^\s,;)'\"]+")
+
+
+def _first_url(message: str) -> str | None:
+    m = _URL_RE.search(message)
+    if m:
+        return m.group(0).rstrip(":.")
+    urls = _known_urls()
+    return mask_url(urls[0]) if urls else None
+
+
+def fail_redis(problem: BaseException | str | None, settings: Settings, *, role: str = "broker",
+               default: int = EXIT_UNREACHABLE) -> NoReturn:
+    """Exit for a failed connection/read of the broker (or backend) with the table's code and a message
+    that names what really failed: "authentication failed for user X at <masked url>", "permission
+    denied ...", "... unreachable: ...". ``problem`` is the exception, or a reason whose exception is gone."""
+    url = settings.broker_url if role == "broker" else settings.effective_backend_url
+    p = classify(problem) if isinstance(problem, BaseException) else classify_text(problem)
+    if p is None:
+        p = RedisProblem(Kind.UNREACHABLE, "no answer")
+    from collectors.core.config import mask_text
+
+    text = p.describe(url, role=role)
+    text = mask_text(text, settings.broker_url, settings.backend_url)
+    code = p.exit_code if p.kind is not Kind.OTHER else default
+    if p.kind is Kind.OTHER and default == EXIT_UNREACHABLE:
+        text = f"{role} {mask_url(url)} unreachable: {mask_text(p.detail, settings.broker_url, settings.backend_url)}"
+    click.echo(f"taskdash: {text}", err=True)
     sys.exit(code)
 
 
@@ -111,19 +180,23 @@ def handle_errors(f: F) -> F:
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except ConfigError as exc:
-            fail(str(exc), EXIT_UNREACHABLE)
+            fail(str(exc), EXIT_USAGE)
         except Exception as exc:  # noqa: BLE001 - last line of defence, message stays masked
             from collectors.core.config import mask_text
 
             logging.getLogger("taskdash").debug("unhandled error", exc_info=True)
-            fail(mask_text(f"{type(exc).__name__}: {exc}", *_known_urls()), EXIT_REFUSED)
+            urls = _known_urls()
+            problem = classify(exc)
+            if problem is not None and problem.kind is not Kind.OTHER:
+                fail(mask_text(problem.describe(urls[0] if urls else None), *urls), problem.exit_code)
+            fail(mask_text(f"{type(exc).__name__}: {exc}", *urls), EXIT_REFUSED)
 
     return wrapper  # type: ignore[return-value]
 
 
 _COMMAND_MODULES = (
     "cmd_snapshot", "cmd_actions", "cmd_demo", "cmd_extra", "cmd_control", "cmd_metrics", "cmd_lint", "cmd_serve",
-    "cmd_watch",
+    "cmd_acl", "cmd_watch",
 )
 
 
@@ -159,8 +232,28 @@ class LazyGroup(click.Group):
         self._load()
         return super().get_command(ctx, cmd_name)
 
+    # Click exits 2 on a usage error, the code that means "unreachable" here: re-code them as 64.
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
 
-@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+
+def _exit_code_epilog() -> str:
+    return "\b\nExit codes (every command):\n" + "\n".join(f"  {e.code:>2}  {e.meaning}" for e in EXIT_CODES)
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_exit_code_epilog())
 @common_options
 @click.version_option(package_name="taskdash")
 @click.pass_context

@@ -14,11 +14,12 @@ from collectors.core.models import Snapshot
 from taskdash.cli import (
     EXIT_FOUND,
     EXIT_OK,
-    EXIT_UNREACHABLE,
+    EXIT_PARTIAL,
     common_options,
-    fail,
+    fail_redis,
     handle_errors,
     settings_from,
+    strict_option,
 )
 
 
@@ -133,10 +134,11 @@ def findings(snap: Snapshot, fail_on: str | None) -> list[str]:
 @click.option("--fail-on", type=click.Choice(["poison", "orphans", "any"]), default=None,
               help="Exit 3 when poison suspects / orphaned messages / any problem is found.")
 @click.option("--window", type=int, default=None, help="Unacked entries to decode (oldest first, default 500).")
+@strict_option
 @click.pass_context
 @handle_errors
 def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold: int | None,
-             fail_on: str | None, window: int | None, **opts: Any) -> None:
+             fail_on: str | None, window: int | None, strict: bool, **opts: Any) -> None:
     """Print one snapshot of queues, unacked messages, workers, task states and poison suspects."""
     settings = settings_from(ctx, poison_threshold=poison_threshold, unacked_window=window, **opts)
     from collectors.collector import Collector
@@ -145,7 +147,7 @@ def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold
     try:
         reason = collector.ping_broker()
         if reason:
-            fail(f"broker {settings.broker_masked} unreachable: {reason}", EXIT_UNREACHABLE)
+            fail_redis(reason, settings)
         snap = collector.collect()
         deadline = time.monotonic() + max(observe, 0.0)
         while time.monotonic() < deadline:
@@ -162,11 +164,26 @@ def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold
         click.echo(json.dumps(snap.to_json(), default=str))
     else:
         click.echo(render_tables(snap), nl=False)
+    sys.exit(exit_code(snap, fail_on, strict, settings))
+
+
+def exit_code(snap: Snapshot, fail_on: str | None, strict: bool, settings: Any) -> int:
+    """The exit code of a printed snapshot (one table, see ``taskdash --help``), with its stderr line.
+
+    A broker that answered PING but could not be read is never 0: its code says why (2 unreachable,
+    4 authentication, 5 permission). Then ``--fail-on`` findings (3), then ``--strict`` partial reads (6).
+    """
+    if not snap.broker.ok:
+        fail_redis(snap.broker.error or "no answer", settings)
     found = findings(snap, fail_on)
     if found:
         click.echo("taskdash: found " + "; ".join(found), err=True)
-        sys.exit(EXIT_FOUND)
-    sys.exit(EXIT_OK)
+        return EXIT_FOUND
+    if strict and snap.errors:
+        sources = sorted({e.source for e in snap.errors})
+        click.echo(f"taskdash: partial read (--strict): {', '.join(sources)} could not be read completely", err=True)
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 COMMANDS = [snapshot]

@@ -62,7 +62,7 @@ def test_requeue_asks_first_and_reports_one_line(run, r) -> None:
     res = run("requeue", "--orphaned", "--yes")
     assert res.exit_code == 1 and "no orphaned" in res.stdout
     res = run("requeue", "--tag", "a", "--orphaned")
-    assert res.exit_code == 2 and "exactly one" in res.stderr  # usage error
+    assert res.exit_code == 64 and "exactly one" in res.stderr  # usage error (64: 2 means unreachable)
 
 
 def test_purge_restore_quarantine_replay_cli(run, r, demo_app, tmp_path: Path) -> None:

@@ -103,10 +103,10 @@ def test_credentials_masked_in_json_tables_logs_errors_and_audit(acl_server: Red
         assert res.exit_code == 0, res.output
         assert_no_secret(res.output)
         assert "alice:***@" in res.output
-    # CLI errors: wrong password, unreachable, malformed URL (exit 2 / usage error), password in the query
+    # CLI errors: wrong password (4: authentication failed), unreachable (2), malformed URL, password in the query
     wrong = f"redis://alice:{SECRET}-wrong@127.0.0.1:{acl_server.port}/0"
-    for bad, code in ((wrong, 2), (f"redis://alice:{SECRET}@127.0.0.1:{free_port()}/0", 2),
-                      (f"redis://alice:{SECRET}@127.0.0.1:notaport/0", 1),
+    for bad, code in ((wrong, 4), (f"redis://alice:{SECRET}@127.0.0.1:{free_port()}/0", 2),
+                      (f"redis://alice:{SECRET}@127.0.0.1:notaport/0", 64),  # bad configuration
                       (f"redis://127.0.0.1:{free_port()}/0?password={SECRET}", 2)):
         res = run_cli("snapshot", "--json", "--broker", bad)
         assert res.returncode == code, (bad, res.returncode, res.stderr)
@@ -212,10 +212,12 @@ def test_rediss_wrong_ca_or_password_fails_clearly_and_masked(tls_server: dict[s
         t0 = time.monotonic()
         res = run_cli("snapshot", "--json", "--broker", bad)
         assert time.monotonic() - t0 < 30
-        assert res.returncode == 2, (bad, res.stderr)
+        auth = expect == "invalid username-password"
+        assert res.returncode == (4 if auth else 2), (bad, res.stderr)
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and res.stdout == "" and "Traceback" not in res.stderr, res.stderr
-        assert "unreachable" in lines[0] and "alice:***@" in lines[0]
+        assert ("authentication failed for user alice" if auth else "unreachable") in lines[0], lines[0]
+        assert "alice:***@" in lines[0]
         assert expect in lines[0].lower() or expect in lines[0], lines[0]
         assert_no_secret(res.stderr)
 

@@ -1,9 +1,16 @@
 """Redis health for a broker: memory vs maxmemory, eviction policy, clients, ops/s, persistence.
 
-``redis_health(client)`` costs one ``INFO`` (all default sections) plus, only when INFO does not
-carry it, one ``CONFIG GET maxmemory-policy`` (managed Redis often disables CONFIG: that is handled
-and reported, never an error). An evicting broker silently drops queue lists, bindings and unacked
-entries, so any policy other than ``noeviction`` with ``maxmemory`` set is a warning.
+``redis_health(client)`` costs one ``INFO`` (all default sections), one ``CONFIG GET`` (the RDB save
+schedule, and the policy when INFO does not carry it) and one ``CLIENT LIST TYPE pubsub`` (the
+subscribed connections: workers' event/control listeners). An evicting broker silently drops queue
+lists, bindings and unacked entries, so any policy other than ``noeviction`` with ``maxmemory`` set is
+a warning.
+
+Each read degrades on its own, field by field: a managed Redis or an ACL user may refuse or rename
+CONFIG, CLIENT or even INFO, or leave sections out of INFO. A field that could not be read stays None
+and ``RedisHealth.unreadable`` says why (``"NOPERM CONFIG|GET"``, ``"CONFIG disabled or renamed"``,
+``"not in INFO (section persistence)"``). ``error`` is set only when the server gave no usable answer
+at all (unreachable, authentication failed, not ready).
 """
 
 from __future__ import annotations
@@ -14,7 +21,31 @@ from typing import Any
 
 import redis
 
+from collectors.core.errors import Kind, RedisProblem, classify
+
 _EVICTING_OK = "noeviction"
+
+INFO_FIELDS: dict[str, tuple[str, str]] = {
+    # RedisHealth field: (INFO section, INFO key)
+    "version": ("server", "redis_version"),
+    "mode": ("server", "redis_mode"),
+    "uptime_s": ("server", "uptime_in_seconds"),
+    "role": ("replication", "role"),
+    "used_memory": ("memory", "used_memory"),
+    "used_memory_peak": ("memory", "used_memory_peak"),
+    "maxmemory": ("memory", "maxmemory"),
+    "maxmemory_policy": ("memory", "maxmemory_policy"),
+    "evicted_keys": ("stats", "evicted_keys"),
+    "expired_keys": ("stats", "expired_keys"),
+    "ops_per_sec": ("stats", "instantaneous_ops_per_sec"),
+    "blocked_clients": ("clients", "blocked_clients"),
+    "connected_clients": ("clients", "connected_clients"),
+    "rdb_last_save": ("persistence", "rdb_last_save_time"),
+    "rdb_last_status": ("persistence", "rdb_last_bgsave_status"),
+    "aof_enabled": ("persistence", "aof_enabled"),
+    "aof_last_status": ("persistence", "aof_last_write_status"),
+}
+"""Where each INFO-derived field comes from (to say which section was missing or refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +88,19 @@ class RedisHealth:
     aof_enabled: bool | None = None
     aof_last_status: str | None = None
     keys: int | None = None
-    """Keys in the connected db (from the keyspace section)."""
+    """Keys in the connected db (from the keyspace section, else DBSIZE)."""
+    pubsub_clients: int | None = None
+    """Connections in subscribed mode (``CLIENT LIST TYPE pubsub``): workers' event/control listeners."""
     warnings: tuple[HealthWarning, ...] = field(default_factory=tuple)
     error: str | None = None
+    """Set only when Redis gave no usable answer (unreachable, authentication failed, not ready)."""
+    unreadable: tuple[tuple[str, str], ...] = ()
+    """(field, why) for every field that could not be read: refused (NOPERM), disabled/renamed, or not
+    in the server's INFO. A None field without an entry here is simply not applicable."""
+
+    def why_unreadable(self, name: str) -> str | None:
+        """The reason ``name`` could not be read (None when it was read or does not apply)."""
+        return dict(self.unreadable).get(name)
 
     @property
     def memory_ratio(self) -> float | None:
@@ -91,8 +132,9 @@ class RedisHealth:
             "blocked_clients": self.blocked_clients, "connected_clients": self.connected_clients,
             "ops_per_sec": self.ops_per_sec, "persistence": self.persistence,
             "rdb_last_save": self.rdb_last_save, "rdb_last_status": self.rdb_last_status,
-            "aof_last_status": self.aof_last_status, "keys": self.keys,
+            "aof_last_status": self.aof_last_status, "keys": self.keys, "pubsub_clients": self.pubsub_clients,
             "warnings": [w.to_json() for w in self.warnings], "error": self.error,
+            "unreadable": dict(self.unreadable),
         }
 
 
@@ -170,10 +212,11 @@ def _with_warnings(h: RedisHealth) -> RedisHealth:
             "full Redis deletes keys — queued messages, bindings and unacked entries vanish silently "
             "(set maxmemory-policy noeviction on a broker)"))
     elif h.maxmemory and h.maxmemory_policy is None:
+        why = h.why_unreadable("maxmemory_policy") or "CONFIG disabled"
         out.append(HealthWarning(
             "policy-unknown",
-            f"maxmemory {human_bytes(h.maxmemory)} is set and the eviction policy cannot be read (CONFIG "
-            "disabled): make sure it is noeviction"))
+            f"maxmemory {human_bytes(h.maxmemory)} is set and the eviction policy cannot be read ({why}): "
+            "make sure it is noeviction"))
     if h.evicted_keys:
         out.append(HealthWarning("evicted", f"{h.evicted_keys:,} keys were evicted since Redis started"))
     ratio = h.memory_ratio
@@ -189,8 +232,17 @@ def _with_warnings(h: RedisHealth) -> RedisHealth:
     return replace(h, warnings=tuple(out))
 
 
+def _problem(exc: BaseException) -> RedisProblem:
+    return classify(exc) or RedisProblem(Kind.OTHER, str(exc))
+
+
+def _fatal(problem: RedisProblem) -> bool:
+    """The connection itself is unusable: no other command will answer either."""
+    return problem.kind in (Kind.UNREACHABLE, Kind.AUTH, Kind.NOT_READY)
+
+
 def redis_health(client: redis.Redis) -> RedisHealth:
-    """Read one ``INFO`` (+ ``CONFIG GET`` for the policy/save schedule when allowed); never raises.
+    """Read ``INFO``, ``CONFIG GET`` and ``CLIENT LIST TYPE pubsub``, each on its own; never raises.
 
     Args:
         client: a redis-py client on the broker (its db is used for the key count).
@@ -198,11 +250,18 @@ def redis_health(client: redis.Redis) -> RedisHealth:
     from dataclasses import replace
 
     now = time.time()
+    unreadable: dict[str, str] = {}
+    db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+    info: dict[str, Any] = {}
     try:
         info = client.info()
     except redis.RedisError as exc:
-        return RedisHealth(taken_at=now, error=f"{type(exc).__name__}: {exc}")
-    db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        p = _problem(exc)
+        if _fatal(p) or p.kind is Kind.OTHER:
+            return RedisHealth(taken_at=now, error=f"{type(exc).__name__}: {exc}")
+        for name in INFO_FIELDS:
+            unreadable[name] = f"{p.reason()} (INFO)" if p.command is None else p.reason()
+        unreadable["keys"] = unreadable["version"]
     policy = _str(info.get("maxmemory_policy"))
     source = "info" if policy else None
     rdb_enabled: bool | None = None
@@ -213,8 +272,32 @@ def redis_health(client: redis.Redis) -> RedisHealth:
         save = client.config_get("save").get("save")
         if save is not None:
             rdb_enabled = bool(_str(save).strip())
-    except redis.RedisError:
-        pass  # CONFIG renamed/disabled (managed Redis, ACL): INFO still gives the rest
-    h = parse_health(info, policy, source, db=db, now=now)
-    return _with_warnings(replace(h, rdb_enabled=rdb_enabled))
-
+    except redis.RedisError as exc:  # CONFIG renamed/disabled (managed Redis) or refused (ACL)
+        p = _problem(exc)
+        if _fatal(p):
+            return RedisHealth(taken_at=now, error=f"{type(exc).__name__}: {exc}")
+        why = p.reason() if p.kind is not Kind.OTHER else f"CONFIG GET failed: {p.detail}"
+        unreadable["rdb_enabled"] = why
+        if not policy:
+            unreadable["maxmemory_policy"] = why
+    pubsub_clients: int | None = None
+    try:
+        pubsub_clients = len(client.client_list(_type="pubsub"))
+    except redis.RedisError as exc:
+        p = _problem(exc)
+        unreadable["pubsub_clients"] = p.reason() if p.kind is not Kind.OTHER else f"CLIENT LIST failed: {p.detail}"
+    if info:
+        h = parse_health(info, policy, source, db=db, now=now)
+        for name, (section, key) in INFO_FIELDS.items():
+            if key not in info and getattr(h, name) is None and name not in unreadable:
+                unreadable[name] = f"not in INFO (section {section})"
+    else:
+        h = RedisHealth(taken_at=now, maxmemory_policy=policy, policy_source=source)
+        try:
+            h = replace(h, keys=int(client.dbsize()))
+            unreadable.pop("keys", None)
+        except redis.RedisError as exc:
+            unreadable["keys"] = _problem(exc).reason()
+    h = replace(h, rdb_enabled=rdb_enabled, pubsub_clients=pubsub_clients,
+                unreadable=tuple(sorted(unreadable.items())))
+    return _with_warnings(h)
