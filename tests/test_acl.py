@@ -197,5 +197,11 @@ def test_health_with_config_and_client_renamed() -> None:
         res = invoke("health", "--broker", s.url, "--json")
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)["unreadable"]["rdb_enabled"] == "CONFIG disabled or renamed"
+        # the broker reads need neither: the snapshot is complete and exits 0
+        seed_broker(s.client())
+        res = invoke("snapshot", "--json", "--broker", s.url)
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        assert doc["broker"]["ok"] and {q["name"]: q["messages"] for q in doc["queues"]} == {"celery": 1, "emails": 2}
     finally:
         s.cleanup()
