@@ -132,6 +132,13 @@ def test_source_errors_and_liveness_hook() -> None:
     assert worker_liveness(WorkerInfo("w", False)) == "offline"
     assert worker_liveness(WorkerInfo("w", True, responding=False)) == "unresponsive"
     assert worker_liveness(WorkerInfo("w", True)) == "responding"
+    assert worker_liveness(WorkerInfo("w", False, liveness="dead")) == "offline"
+    assert worker_liveness(WorkerInfo("w", True, liveness="silent")) == "silent"
+    assert worker_liveness(WorkerInfo("w", True, liveness="ghost")) == "ghost"
+    assert worker_liveness(WorkerInfo("w", True, liveness="responding", responding=False)) == "unresponsive"
+    ev = evaluate(snap(workers=(WorkerInfo("s@h", True, liveness="silent"), WorkerInfo("g@h", True, liveness="ghost"))))
+    assert idents(ev) == {("worker_silent", "s@h"), ("worker_ghost", "g@h")}
+    assert {f.severity for f in ev.findings} == {"warning", "critical"}
 
 
 def test_config_layers_thresholds_enabled_severity_for() -> None:

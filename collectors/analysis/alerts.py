@@ -97,7 +97,8 @@ PROMETHEUS_ONLY = ("TaskdashMetricsAbsent",)
 """Prometheus alerts with no Snapshot rule: the exporter itself is gone (nothing to evaluate locally)."""
 
 LIVENESS_RULES = ("worker_silent", "worker_ghost")
-"""Rules fed by :func:`worker_liveness` (worker liveness by evidence, issue 12)."""
+"""Rules fed by ``WorkerInfo.liveness`` (issue 12) through :func:`worker_liveness`; not in the Prometheus
+file until ``taskdash metrics`` exports worker liveness."""
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "oldest_age_s": 600.0,
@@ -114,15 +115,18 @@ _ALERT_KEYS = {"enabled", "disabled", "for", "severity", "cooldown", "resolve_af
 
 
 def worker_liveness(w: WorkerInfo) -> str:
-    """LIVENESS HOOK (issue 12): the liveness state of a worker as the alert rules see it.
+    """LIVENESS HOOK: the state of a worker as the alert rules see it.
 
-    Today WorkerInfo carries ``online`` and ``responding`` only, so this returns ``"offline"``,
-    ``"unresponsive"`` (heartbeats but no inspect reply) or ``"responding"``; ``worker_silent`` and
-    ``worker_ghost`` never fire yet. When WorkerInfo gets its ``liveness`` field
-    (responding/silent/dead/ghost), return it here (mapping ``dead`` to ``"offline"``) and the
-    silent/ghost rules start working with no other change.
+    From ``WorkerInfo.liveness`` (issue 12: responding / silent / dead / ghost, decided by evidence):
+    ``dead`` is ``"offline"``; a responding worker whose inspect got no reply (heartbeats only) is
+    ``"unresponsive"``. Before liveness is decided (None) it falls back to ``online``/``responding``.
+    Returns ``"offline"``, ``"silent"``, ``"ghost"``, ``"unresponsive"`` or ``"responding"``.
     """
-    if not w.online:
+    if w.liveness == "dead":
+        return "offline"
+    if w.liveness in ("silent", "ghost"):
+        return w.liveness
+    if w.liveness is None and not w.online:
         return "offline"
     if not w.responding:
         return "unresponsive"
