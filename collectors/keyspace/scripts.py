@@ -48,9 +48,22 @@ class Script:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
-    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg] = ()) -> None:
-        """Queue an ``EVALSHA`` in ``pipe`` (no ``SCRIPT EXISTS``; the caller handles ``NoScriptError``)."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg] = (), *, mode: str = "evalsha") -> None:
+        """Queue the script in ``pipe`` (no ``SCRIPT EXISTS``; the caller handles ``NoScriptError``).
+
+        ``mode``: ``"evalsha"`` (loaded with ``SCRIPT LOAD`` beforehand), ``"evalsha_ro"`` or ``"eval_ro"``
+        — the read-only forms (Redis >= 7) for a user allowed read-only scripts but neither writes nor
+        ``SCRIPT LOAD``: the first ``EVAL_RO`` with the source puts the script in Redis' cache, after
+        which ``EVALSHA_RO`` finds it by :attr:`sha`. Only read-only scripts may use them.
+        """
+        if mode == "evalsha":
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        elif mode == "evalsha_ro":
+            pipe.evalsha_ro(self.sha, len(keys), *keys, *args)
+        elif mode == "eval_ro":
+            pipe.eval_ro(self.source, len(keys), *keys, *args)
+        else:
+            raise ValueError(f"unknown script mode {mode!r}")
 
     def load(self, client_or_pipe: Any) -> Any:
         """``SCRIPT LOAD`` the source (queued when given a pipeline); Redis answers with :attr:`sha`."""
@@ -331,9 +344,9 @@ QUEUE_PROBE = Script("queue", _QUEUE_PROBE_LUA)
 
 
 def queue_probe(pipe: Any, keys: Sequence[str], bands: int, inline: int, head: int, tail: int,
-                known: Sequence[str]) -> None:
+                known: Sequence[str], *, mode: str = "evalsha") -> None:
     """Queue one QUEUE_PROBE call (``keys``: ``bands`` keys per queue; ``known``: one tag per queue)."""
-    QUEUE_PROBE.queue(pipe, keys, [bands, inline, head, tail, *known])
+    QUEUE_PROBE.queue(pipe, keys, [bands, inline, head, tail, *known], mode=mode)
 
 
 # WINDOW_FETCH — the unacked values of the window's new tags, and which known tags still exist.
@@ -370,9 +383,9 @@ WINDOW_FETCH = Script("window", _WINDOW_FETCH_LUA)
 
 
 def window_fetch(pipe: Any, unacked: str, inline: int, head: int, tail: int, fetch: Sequence[str],
-                 check: Sequence[str]) -> None:
+                 check: Sequence[str], *, mode: str = "evalsha") -> None:
     """Queue one WINDOW_FETCH call: values of ``fetch``, existence of ``check``."""
-    WINDOW_FETCH.queue(pipe, [unacked], [inline, head, tail, len(fetch), *fetch, *check])
+    WINDOW_FETCH.queue(pipe, [unacked], [inline, head, tail, len(fetch), *fetch, *check], mode=mode)
 
 
 # UNACKED_ROUTES — one bounded HSCAN step of the ledger, counted per (exchange, routing key).
@@ -402,9 +415,9 @@ return {r[1], table.concat(out, '\\n')}
 UNACKED_ROUTES = Script("scan", _UNACKED_ROUTES_LUA)
 
 
-def unacked_routes(pipe: Any, unacked: str, cursor: int, count: int) -> None:
+def unacked_routes(pipe: Any, unacked: str, cursor: int, count: int, *, mode: str = "evalsha") -> None:
     """Queue one UNACKED_ROUTES step (HSCAN ``cursor`` of ``unacked``, ``count`` entries)."""
-    UNACKED_ROUTES.queue(pipe, [unacked], [cursor, count])
+    UNACKED_ROUTES.queue(pipe, [unacked], [cursor, count], mode=mode)
 
 
 WRITE_SCRIPTS: tuple[Script, ...] = (MOVE_UNACKED, UNACKED_TO_QUARANTINE, LIST_TO_QUARANTINE, QUARANTINE_POP,

@@ -61,6 +61,15 @@ pipelines (loaded with ``SCRIPT LOAD`` in the first pipeline of a reader); if Re
 (restart, ``SCRIPT FLUSH``), the read is redone once after reloading them (the view's ``round_trips``
 then counts both attempts).
 
+Without scripting (least privilege)
+    A user that may not load or run scripts (ACL NOPERM, SCRIPT/EVALSHA renamed away) is met by stepping
+    down, once per session, through ``READ_MODES``: ``lua-ro`` (``EVAL_RO`` with the source the first
+    time, then ``EVALSHA_RO``: scripting allowed, writes not, Redis >= 7) and ``plain``: the twins of
+    :mod:`collectors.reads.broker_plain` queue plain read commands into the same pipelines and decode
+    them into the scripts' very replies, so the view is the same and the round trips stay 2-3. The
+    refused command is the view's ``note`` ("scripting not permitted (NOPERM SCRIPT|LOAD): plain reads,
+    N more commands per refresh"); the step-down costs one extra attempt of the first read only.
+
 Oldest waiting age
     Messages carry no enqueue time. The reader remembers when it first saw each message at the consuming
     end of a queue (identified by its delivery tag, or a hash of a tag-less value) and reports
@@ -95,6 +104,7 @@ Not thread-safe: one reader per collector thread.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -105,6 +115,7 @@ from typing import Any
 import redis
 
 from collectors.core.config import Settings
+from collectors.core.errors import Kind, RedisProblem, classify
 from collectors.core.messages import (
     decode_envelope,
     decode_truncated,
@@ -116,6 +127,9 @@ from collectors.core.messages import (
 from collectors.core.models import DecodedMessage, QueueInfo, TaskRef, UnackedEntry, UnackedState
 from collectors.keyspace import scripts
 from collectors.keyspace.keys import KeyLayout
+from collectors.reads import broker_plain
+
+log = logging.getLogger(__name__)
 
 INLINE_MAX = 65536
 """Values up to this size are transferred whole; bigger ones as size + head + tail."""
@@ -168,6 +182,10 @@ class BrokerView:
     """Binding tables (``_kombu.binding.*``) known so far."""
     discovery_passes: int = 0
     """Completed SCAN passes over the keyspace looking for binding tables."""
+    read_mode: str = "lua"
+    """How the read scripts ran (``lua``, ``lua-ro`` or ``plain``: see ``READ_MODES``)."""
+    note: str | None = None
+    """The source note while not on full Lua ("scripting not permitted (NOPERM EVALSHA): plain reads, ...")."""
 
 
 @dataclass(slots=True)
@@ -295,6 +313,34 @@ class _NoScript(Exception):
     """Redis does not know one of our scripts any more (restart or SCRIPT FLUSH)."""
 
 
+class _ScriptsRefused(Exception):
+    """The user may not run (or load) scripts this way: NOPERM, or the command is disabled/renamed."""
+
+    def __init__(self, problem: RedisProblem) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+SCRIPT_COMMANDS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "SCRIPT", "SCRIPT|LOAD"})
+
+READ_MODES = ("lua", "lua-ro", "plain")
+"""How the reader runs its three read scripts, tried in this order and remembered for the session:
+``lua`` (SCRIPT LOAD + EVALSHA), ``lua-ro`` (EVAL_RO once with the source, then EVALSHA_RO: scripting
+allowed, writes not; Redis >= 7), ``plain`` (the plain-command twins of :mod:`.broker_plain`)."""
+
+
+def _script_refusal(r: Any) -> RedisProblem | None:
+    """The problem when ``r`` (one pipeline reply) says scripts may not run this way, else None."""
+    if not isinstance(r, redis.exceptions.ResponseError) or isinstance(r, redis.exceptions.NoScriptError):
+        return None
+    p = classify(r)
+    if p is None or not p.use_plain_commands:
+        return None
+    if p.command in SCRIPT_COMMANDS or (p.kind is Kind.UNKNOWN_COMMAND and p.command is None):
+        return p
+    return None
+
+
 class BrokerReader:
     """Reads task queues and the unacked ledger in a constant number of pipelined round trips.
 
@@ -306,6 +352,16 @@ class BrokerReader:
         self.settings = settings
         self.client = client
         self._scripts_loaded = False
+        self.mode = "lua"
+        """How the read scripts run (READ_MODES); moves down the list once, on refusal, for the session."""
+        self.mode_reason: str | None = None
+        """Why the reader left ``lua`` ("NOPERM EVALSHA", "SCRIPT disabled or renamed"), None while on it."""
+        self._ro_sent: set[str] = set()
+        """Scripts whose source this reader sent with EVAL_RO (lua-ro: EVALSHA_RO finds them afterwards)."""
+        self._groups: dict[int, list[tuple[int, int, broker_plain.Decoder]]] = {}
+        """id(pipe) -> (first command, commands, decoder) of each plain twin queued in that pipeline."""
+        self._extra_commands = 0
+        """Commands the plain twins added in the last read, beyond the one call each replaces."""
         self._scan_cursor = 0
         self._scan_seen: set[str] = set()
         self._discovery_passes = 0
@@ -362,11 +418,39 @@ class BrokerReader:
             redis.RedisError: the broker is unreachable (connection errors are not swallowed).
         """
         cost = _Cost()
-        try:
-            return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
-        except _NoScript:
-            self._scripts_loaded = False  # the retry's cost adds to the failed attempt's
-            return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
+        for _attempt in range(len(READ_MODES) + 1):
+            self._extra_commands = 0
+            try:
+                return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
+            except _NoScript:
+                self._scripts_loaded = False  # the retry's cost adds to the failed attempt's
+                self._ro_sent.clear()
+            except _ScriptsRefused as refused:
+                self._step_down(refused.problem)
+            finally:
+                self._groups.clear()
+        return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
+
+    def _step_down(self, problem: RedisProblem) -> None:
+        """Scripts are refused in the current mode: use the next one for the rest of the session."""
+        if self.mode == "plain":
+            raise redis.exceptions.NoPermissionError(problem.detail)  # plain reads refused: not a script matter
+        before = self.mode
+        self.mode = READ_MODES[READ_MODES.index(self.mode) + 1]
+        if self.mode_reason is None:
+            self.mode_reason = problem.reason()
+        log.warning("broker reads: %s refused (%s); using %s reads for this session", before,
+                    problem.reason(), self.mode)
+
+    @property
+    def mode_note(self) -> str | None:
+        """The one-line source note while the reader is not on full Lua (None on it)."""
+        if self.mode == "lua":
+            return None
+        if self.mode == "lua-ro":
+            return f"scripting limited ({self.mode_reason}): read-only scripts (EVAL_RO/EVALSHA_RO)"
+        return (f"scripting not permitted ({self.mode_reason}): plain reads, "
+                f"{self._extra_commands} more commands per refresh")
 
     def is_internal_queue(self, name: str) -> bool:
         """True for Celery's own queues (pidbox, reply, event receivers, worker-direct)."""
@@ -406,7 +490,41 @@ class BrokerReader:
             # read: its per-command errors must not look like wrong-type keys or empty queues.
             if isinstance(r, redis.exceptions.ResponseError) and str(r).startswith(_NOT_READY):
                 raise r
-        return list(results)
+            refused = _script_refusal(r)
+            if refused is not None:
+                raise _ScriptsRefused(refused)
+        groups = self._groups.pop(id(pipe), None)
+        if not groups:
+            return list(results)
+        # Collapse the commands of each plain twin into the one reply its script would have given.
+        out: list[Any] = []
+        pos = 0
+        for start, count, decode in groups:
+            out.extend(results[pos:start])
+            try:
+                out.append(decode(results[start:start + count]))
+            except Exception as exc:  # noqa: BLE001 - a failed twin fails like its script call would
+                out.append(exc if isinstance(exc, redis.exceptions.RedisError)
+                           else redis.exceptions.ResponseError(f"{type(exc).__name__}: {exc}"))
+            pos = start + count
+            self._extra_commands += count - 1
+        out.extend(results[pos:])
+        return out
+
+    def _twin(self, pipe: Any, queued: tuple[int, broker_plain.Decoder]) -> None:
+        """Record a plain twin's commands (just queued at the end of ``pipe``) for ``_execute``."""
+        count, decode = queued
+        start = len(pipe.command_stack) - count
+        self._groups.setdefault(id(pipe), []).append((start, count, decode))
+
+    def _script_mode(self, name: str) -> str:
+        """The way to queue script ``name`` now: evalsha, or (lua-ro) eval_ro the first time, evalsha_ro after."""
+        if self.mode == "lua":
+            return "evalsha"
+        if name in self._ro_sent:
+            return "evalsha_ro"
+        self._ro_sent.add(name)
+        return "eval_ro"
 
     def _read(self, cost: _Cost, now: float, worker_queues: Mapping[str, int] | None,
               claims: Mapping[str, TaskRef] | None, inspected_at: float | None, grace_s: float) -> BrokerView:
@@ -424,7 +542,7 @@ class BrokerReader:
 
         # ---- round trip 1: discovery step, binding tables, ledger size + window, queue depths ----
         pipe = self.client.pipeline(transaction=False)
-        if not self._scripts_loaded:
+        if not self._scripts_loaded and self.mode == "lua":
             for script in scripts.BROKER_SCRIPTS:
                 script.load(pipe)
         n_load = len(pipe.command_stack)
@@ -452,7 +570,7 @@ class BrokerReader:
         for _name, keys in exists_plan:
             pipe.exists(*keys)
         res = self._execute(pipe, cost)
-        if not self._scripts_loaded:
+        if not self._scripts_loaded and self.mode == "lua":
             bad = [r for r in res[:n_load] if isinstance(r, Exception)]
             if bad:
                 raise bad[0]
@@ -532,7 +650,12 @@ class BrokerReader:
         else:
             fetch_plan = self._queue_window_fetch(pipe, pairs, unacked_total != index_total)
         if need_scan:
-            scripts.unacked_routes(pipe, self.keys.unacked, self._hscan_cursor, HSCAN_COUNT)
+            if self.mode == "plain":
+                self._twin(pipe, broker_plain.unacked_routes(pipe, self.keys.unacked, self._hscan_cursor,
+                                                             HSCAN_COUNT))
+            else:
+                scripts.unacked_routes(pipe, self.keys.unacked, self._hscan_cursor, HSCAN_COUNT,
+                                       mode=self._script_mode("scan"))
         res = self._execute(pipe, cost)
         it = iter(res)
         for key in new_tables:
@@ -611,6 +734,8 @@ class BrokerReader:
             unacked_counts_exact=exact,
             binding_tables=len(self._tables),
             discovery_passes=self._discovery_passes,
+            read_mode=self.mode,
+            note=self.mode_note,
         )
 
     # ---- planning helpers ----
@@ -717,7 +842,12 @@ class BrokerReader:
                     keys.append(self._qkeys(name)[first][1])
                 known = [self._last_identity(name) for name, _row in chunk]
                 nb = 1
-            scripts.queue_probe(pipe, keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, known)
+            if self.mode == "plain":
+                self._twin(pipe, broker_plain.queue_probe(pipe, keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES,
+                                                          known))
+            else:
+                scripts.queue_probe(pipe, keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, known,
+                                    mode=self._script_mode("queue"))
             calls += 1
         return calls
 
@@ -736,7 +866,12 @@ class BrokerReader:
         check = [t for t, _sc in pairs if t not in fetch_set] if verify else []
         if not fetch and not check:
             return None
-        scripts.window_fetch(pipe, self.keys.unacked, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, fetch, check)
+        if self.mode == "plain":
+            self._twin(pipe, broker_plain.window_fetch(pipe, self.keys.unacked, INLINE_MAX, HEAD_BYTES, TAIL_BYTES,
+                                                       fetch, check))
+        else:
+            scripts.window_fetch(pipe, self.keys.unacked, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, fetch, check,
+                                 mode=self._script_mode("window"))
         return fetch, check
 
     def _absorb_window(self, pairs: Sequence[tuple[str, float | None]],
