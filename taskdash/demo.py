@@ -173,6 +173,7 @@ def pdeathsig_preexec(parent_pid: int | None = None) -> Callable[[], None] | Non
 
 _WATCHDOG_SRC = r"""
 import os, shutil, signal, sys, time
+from collectors.keyspace.keys import KeyLayout
 parent, workdir = int(sys.argv[1]), sys.argv[2]
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -746,24 +747,25 @@ def ground_truth(url: str, queues: tuple[str, ...] = DEMO_QUEUES, max_results: i
     and as an independent cross-check.
     """
     from collectors.core.config import Settings, redis_client
+    from collectors.keyspace.keys import KeyLayout
 
-    s = Settings(broker_url=url)
+    layout = KeyLayout.from_settings(Settings(broker_url=url))
     client = redis_client(url)
     try:
         pipe = client.pipeline(transaction=False)
         for q in queues:
-            for _band, key in s.queue_keys(q):
+            for _band, key in layout.queue_keys(q):
                 pipe.llen(key)
         lens = pipe.execute()
         depth: dict[str, int] = {}
         i = 0
         for q in queues:
-            n = len(s.priority_steps)
+            n = len(layout.priority_steps)
             depth[q] = int(sum(lens[i:i + n]))
             i += n
         unacked_by_queue: dict[str, int] = {}
-        tags = client.zrange(s.unacked_zset, 0, 999)
-        for raw in client.hmget(s.unacked_hash, tags) if tags else []:
+        tags = client.zrange(layout.unacked_index, 0, 999)
+        for raw in client.hmget(layout.unacked, tags) if tags else []:
             try:
                 routing_key = json.loads(raw)[2]
             except (TypeError, ValueError, IndexError):
@@ -771,7 +773,7 @@ def ground_truth(url: str, queues: tuple[str, ...] = DEMO_QUEUES, max_results: i
             unacked_by_queue[routing_key] = unacked_by_queue.get(routing_key, 0) + 1
         states: dict[str, int] = {}
         keys: list[bytes] = []
-        for key in client.scan_iter(match=s.result_pattern, count=1000):
+        for key in client.scan_iter(match=layout.result_pattern, count=1000):
             keys.append(key)
             if len(keys) >= max_results:
                 break
@@ -782,7 +784,7 @@ def ground_truth(url: str, queues: tuple[str, ...] = DEMO_QUEUES, max_results: i
                 except (TypeError, ValueError, KeyError):
                     continue
                 states[status] = states.get(status, 0) + 1
-        return {"queues": depth, "unacked_total": int(client.hlen(s.unacked_hash)),
+        return {"queues": depth, "unacked_total": int(client.hlen(layout.unacked)),
                 "unacked_by_queue": unacked_by_queue, "result_states": states}
     finally:
         client.close()

@@ -13,6 +13,7 @@ import redis
 from kombu import Exchange, Queue
 
 from collectors.core.config import Settings, app_queue_names
+from collectors.keyspace.keys import KeyLayout
 from collectors.reads.broker import HSCAN_COUNT, BrokerReader, BrokerView
 from demo_tasks.celery_app import make_app
 
@@ -43,7 +44,7 @@ def counting_client(url: str) -> redis.Redis:
 
 
 def llen_truth(r: redis.Redis, settings: Settings, queue: str) -> dict[int, int]:
-    return {band: int(r.llen(key)) for band, key in settings.queue_keys(queue)}
+    return {band: int(r.llen(key)) for band, key in KeyLayout.from_settings(settings).queue_keys(queue)}
 
 
 def by_name(view: BrokerView) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def test_priority_bands_match_llen_and_oldest_age_grows(demo_app: Any, r: redis.
     assert q2.consumers == 0 and q2.no_consumer
     assert by_name(v2)["celery"].consumers == 1
     # the band-0 tail is what BRPOP takes next; consuming it changes the oldest message (age restarts)
-    r.rpop(settings.queue_key("priority", 0))
+    r.rpop(KeyLayout.from_settings(settings).queue_key("priority", 0))
     q3 = by_name(reader.read(now=t0 + 9))["priority"]
     assert q3.messages == 29 and q3.oldest_age_s == 0.0
     assert by_name(reader.read(now=t0 + 10))["priority"].oldest_age_s == pytest.approx(1.0)

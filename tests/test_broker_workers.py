@@ -13,6 +13,7 @@ import redis
 
 from collectors.core.config import Settings, app_queue_names
 from collectors.core.models import TaskRef
+from collectors.keyspace.keys import KeyLayout
 from collectors.reads.broker import BrokerReader, BrokerView
 from demo_tasks.celery_app import make_app
 
@@ -118,7 +119,7 @@ def test_key_prefixed_worker_and_producer(start_worker: Any, redis_url: str, r: 
         q = by_name(view)
         assert {"celery", "slow", "priority"} <= set(q)
         assert not any(n.endswith(".pidbox") or n.startswith("celeryev") for n in q)
-        truth = {band: int(r.llen(key)) for band, key in settings.queue_keys("priority")}
+        truth = {band: int(r.llen(key)) for band, key in KeyLayout.from_settings(settings).queue_keys("priority")}
         assert dict(q["priority"].by_priority) == truth == {0: 1, 3: 1, 6: 0, 9: 1}
         assert q["priority"].no_consumer and not q["slow"].no_consumer
         assert q["slow"].unacked == 2 and q["celery"].messages == 0

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from collectors.core.config import ConfigError, Settings, mask_text, mask_url, resolve_settings
+from collectors.core.config import ConfigError, mask_text, mask_url, resolve_settings
 
 
 @pytest.mark.parametrize(
@@ -52,17 +52,6 @@ def test_app_config_gives_transport_options_and_queues(monkeypatch: pytest.Monke
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "myapp: (0, 5, 9) 120.0 ['celery', 'emails', 'priority', 'risky', 'slow']"
-
-
-def test_key_naming_prefix_and_bands() -> None:
-    s = Settings(global_keyprefix="p:")
-    assert s.queue_keys("q") == [(0, "p:q"), (3, "p:q\x06\x163"), (6, "p:q\x06\x166"), (9, "p:q\x06\x169")]
-    assert s.queue_key("q", None) == "p:q"
-    assert s.queue_key("q", 5) == "p:q\x06\x163"
-    assert s.queue_key("q", 9) == "p:q\x06\x169"
-    assert s.unacked_hash == "p:unacked" and s.unacked_zset == "p:unacked_index"
-    custom = Settings(priority_steps=(0, 5, 9), sep=":")
-    assert custom.queue_key("q", 4) == "q" and custom.queue_key("q", 7) == "q:5"
 
 
 def test_bad_urls_are_config_errors() -> None:

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from collectors.core.config import ConfigError, resolve_settings
 from collectors.core.contexts import config_path, list_contexts, load_contexts, switch
+from collectors.keyspace.keys import KeyLayout
 
 CONFIG = """
 default = "local"
@@ -57,7 +58,7 @@ def test_explicit_context_beats_env_and_is_read_only(cfg: dict[str, str]) -> Non
     assert s.context == "prod" and s.broker_url.endswith("prod-redis:6379/0")
     assert s.backend_url and s.backend_url.endswith("/1")
     assert s.read_only and s.visibility_timeout == 7200 and s.global_keyprefix == "app1:"
-    assert s.key("unacked") == "app1:unacked"
+    assert KeyLayout.from_settings(s).key("unacked") == "app1:unacked"
     # TASKDASH_CONTEXT is the same as --context
     assert resolve_settings(env={**cfg, "TASKDASH_CONTEXT": "prod"}).context == "prod"
     # a context with an app loads it (the app's queues become known)

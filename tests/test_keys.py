@@ -1,7 +1,6 @@
 """Every Redis key name is built by collectors/keyspace/keys.py's KeyLayout, from Settings.
 
-Checks the names against kombu's and Celery's layout (REDIS_LAYOUT.md sections 0-3), that the
-``Settings`` accessors kept for callers outside collectors/ name the same keys, and that no module
+Checks the names against kombu's and Celery's layout (docs/redis-layout.md#key-map), and that no module
 spells a key name itself.
 """
 
@@ -70,27 +69,21 @@ def test_internal_queue_filter() -> None:
     assert k.is_control_or_event_queue("celeryev.1") and k.is_pidbox_queue("x.pidbox")
 
 
-@pytest.mark.parametrize("settings", [
-    Settings(),
-    Settings(global_keyprefix="myapp:", result_keyprefix="r-", priority_steps=(0, 5, 9), sep=":",
-             unacked_key="u", unacked_index_key="ui", transport_options={"unacked_mutex_key": "m"}),
-])
-def test_settings_accessors_name_the_same_keys(settings: Settings) -> None:
-    k = KeyLayout.from_settings(settings)
-    assert settings.key("x") == k.key("x")
-    assert settings.queue_keys("q") == k.queue_keys("q")
-    assert [settings.queue_key("q", p) for p in range(10)] == [k.queue_key("q", p) for p in range(10)]
-    assert [settings.band(p) for p in range(10)] == [k.band(p) for p in range(10)]
-    assert (settings.unacked_hash, settings.unacked_zset, settings.unacked_mutex) == (
-        k.unacked, k.unacked_index, k.unacked_mutex)
-    assert (settings.result_key("t"), settings.result_pattern) == (k.result_key("t"), k.result_pattern)
+def test_layout_follows_custom_transport_options() -> None:
+    """Renamed ledger keys and mutex (transport options) and a result prefix reach every key name."""
+    s = Settings(global_keyprefix="myapp:", result_keyprefix="r-", priority_steps=(0, 5, 9), sep=":",
+                 unacked_key="u", unacked_index_key="ui", transport_options={"unacked_mutex_key": "m"})
+    k = KeyLayout.from_settings(s)
+    assert (k.unacked, k.unacked_index, k.unacked_mutex) == ("myapp:u", "myapp:ui", "myapp:m")
+    assert k.queue_keys("q") == [(0, "myapp:q"), (5, "myapp:q:5"), (9, "myapp:q:9")]
+    assert [k.band(p) for p in range(10)] == [0, 0, 0, 0, 0, 5, 5, 5, 5, 9]
+    assert k.result_key("t") == "r-celery-task-meta-t" and k.result_pattern == "r-celery-task-meta-*"
 
 
 KEY_LITERALS = re.compile(r"_kombu\.binding|celery-task-meta|\bunacked_mutex\b|taskdash\.(quarantine|purging|restored)"
                           r"|\.pidbox\b|\bC\.dq2\b|\.dq2\b")
 ALLOWED = {
     "collectors/keyspace/keys.py": "the home of key names",
-    "collectors/core/config.py": "Settings' compatibility accessors (checked equal to KeyLayout above)",
     "collectors/reads/workers.py": "not migrated yet (owned by the workers change)",
 }
 

@@ -27,6 +27,7 @@ from collectors.core.models import (
     UnackedEntry,
     WorkerInfo,
 )
+from collectors.keyspace.keys import KeyLayout
 from collectors.serving.metrics import MetricsServer, render_metrics
 from taskdash.procs import free_port
 
@@ -128,7 +129,7 @@ def test_endpoint_against_ground_truth(start_worker: Any, demo_app: Any, r: Any,
 
         for queue in ("priority", "emails", "celery"):
             total = 0
-            for band, key in settings.queue_keys(queue):
+            for band, key in KeyLayout.from_settings(settings).queue_keys(queue):
                 truth = r.llen(key)
                 total += truth
                 assert got.get(("taskdash_queue_messages", (("priority", str(band)), ("queue", queue))), 0) == truth

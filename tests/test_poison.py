@@ -7,6 +7,7 @@ from typing import Any
 
 from collectors.analysis.poison import PoisonTracker
 from collectors.core.models import TaskRef, UnackedEntry
+from collectors.keyspace.keys import KeyLayout
 
 
 def _entry(task_id: str, tag: str, score: float, *, redelivered: bool = False, queue: str = "risky",
@@ -27,10 +28,10 @@ def read_unacked(r: Any, settings: Any, now: float) -> list[UnackedEntry]:
     """Raw read of the unacked ledger (ZRANGE + HMGET), decoded with collectors.core.messages."""
     from collectors.core.messages import decode_unacked
 
-    pairs = r.zrange(settings.unacked_zset, 0, 99, withscores=True)
+    pairs = r.zrange(KeyLayout.from_settings(settings).unacked_index, 0, 99, withscores=True)
     if not pairs:
         return []
-    raws = r.hmget(settings.unacked_hash, [tag for tag, _ in pairs])
+    raws = r.hmget(KeyLayout.from_settings(settings).unacked, [tag for tag, _ in pairs])
     out = []
     for (tag, score), raw in zip(pairs, raws, strict=True):
         msg, _ex, rk = decode_unacked(raw)

@@ -13,6 +13,7 @@ from typing import Any
 
 from collectors.core.config import Settings, mask_text, redis_client
 from collectors.core.messages import decode_unacked
+from collectors.keyspace.keys import KeyLayout
 
 MAX_BYTES = 1_000_000
 """Larger values are not fetched for a detail screen."""
@@ -28,12 +29,12 @@ def _short(value: Any, limit: int = 400) -> str:
 def message_sections(settings: Settings, delivery_tag: str, client: Any = None) -> list[Section]:
     """Headers and properties of one unacked message, read from kombu's ``unacked`` hash."""
     r = client or redis_client(settings.broker_url, settings)
-    size = r.hstrlen(settings.unacked_hash, delivery_tag)
+    size = r.hstrlen(KeyLayout.from_settings(settings).unacked, delivery_tag)
     if not size:
         return [("Headers", "the message is no longer in unacked (acked or requeued meanwhile)")]
     if size > MAX_BYTES:
         return [("Headers", f"the message is {size:,} bytes: not loaded")]
-    msg, exchange, routing_key = decode_unacked(r.hget(settings.unacked_hash, delivery_tag))
+    msg, exchange, routing_key = decode_unacked(r.hget(KeyLayout.from_settings(settings).unacked, delivery_tag))
     props = [
         ("content type", msg.content_type or "–"), ("encoding", msg.content_encoding or "–"),
         ("compression", msg.compression or "–"), ("protocol", str(msg.protocol or "–")),
@@ -50,7 +51,7 @@ def message_sections(settings: Settings, delivery_tag: str, client: Any = None) 
 def result_sections(settings: Settings, task_id: str, client: Any = None) -> list[Section]:
     """The task's stored result in the backend (state, result or exception, traceback)."""
     r = client or redis_client(settings.effective_backend_url, settings)
-    key = settings.result_key(task_id)
+    key = KeyLayout.from_settings(settings).result_key(task_id)
     size = r.strlen(key)
     if not size:
         return [("Stored result", [("state", "no result stored (not finished, or results are not kept)")])]

@@ -6,7 +6,6 @@ Resolution order (DESIGN.md section 5): flags > ``TASKDASH_*`` env > ``CELERY_BR
 
 from __future__ import annotations
 
-import bisect
 import os
 import re
 from collections.abc import Mapping
@@ -134,51 +133,6 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
-
-    # ---- key naming: compatibility mirror of collectors.keyspace.keys.KeyLayout ----------------
-    # KeyLayout (``KeyLayout.from_settings(self)``) is the home of every key name. The core layer cannot
-    # import it, so these few accessors stay for callers outside collectors/ (tui/loaders.py,
-    # taskdash/demo.py, tests); tests/test_keys.py checks that they name the same keys as KeyLayout.
-    def key(self, name: str) -> str:
-        """A broker key with ``global_keyprefix`` applied."""
-        return f"{self.global_keyprefix}{name}"
-
-    def band(self, priority: int | None) -> int:
-        """The priority band (a value of ``priority_steps``) a message priority falls into."""
-        steps = list(self.priority_steps)
-        pri = 0 if priority is None else max(0, min(9, int(priority)))
-        return steps[max(bisect.bisect(steps, pri) - 1, 0)]
-
-    def queue_keys(self, queue: str) -> list[tuple[int, str]]:
-        """(band, prefixed list key) for every priority band of ``queue``, band 0 first."""
-        out: list[tuple[int, str]] = []
-        for step in self.priority_steps:
-            name = queue if step == 0 else f"{queue}{self.sep}{step}"
-            out.append((step, self.key(name)))
-        return out
-
-    def queue_key(self, queue: str, priority: int | None) -> str:
-        band = self.band(priority)
-        return self.key(queue if band == 0 else f"{queue}{self.sep}{band}")
-
-    @property
-    def unacked_hash(self) -> str:
-        return self.key(self.unacked_key)
-
-    @property
-    def unacked_zset(self) -> str:
-        return self.key(self.unacked_index_key)
-
-    @property
-    def unacked_mutex(self) -> str:
-        return self.key(self.transport_options.get("unacked_mutex_key", "unacked_mutex"))
-
-    def result_key(self, task_id: str) -> str:
-        return f"{self.result_keyprefix}celery-task-meta-{task_id}"
-
-    @property
-    def result_pattern(self) -> str:
-        return f"{self.result_keyprefix}celery-task-meta-*"
 
 
 def normalise_result_prefix(prefix: str | None) -> str:
