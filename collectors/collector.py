@@ -28,10 +28,12 @@ import redis
 
 from collectors.analysis.poison import PoisonTracker
 from collectors.core.config import ConfigError, Settings, mask_text, mask_url, redis_client
+from collectors.core.errors import Kind, classify, user_of
 from collectors.core.models import (
     RefreshCost,
     Snapshot,
     SourceError,
+    SourceState,
     SourceStatus,
     TaskStats,
 )
@@ -49,10 +51,38 @@ NOT_READY = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 """Error prefixes of a Redis that is up but cannot answer yet (a refresh reports it, then retries)."""
 
 
+def source_states(errors: list[SourceError], bv: BrokerView | None, workers_read: bool,
+                  backend_ok: bool) -> tuple[SourceState, ...]:
+    """How each source of this refresh was read (DESIGN §2 least privilege: unreadable is never empty)."""
+    def first(*names: str) -> str | None:
+        return next((e.message for e in errors if e.source in names), None)
+
+    out: list[SourceState] = []
+    for name in ("queues", "unacked"):
+        if bv is None:
+            out.append(SourceState(name, "unreadable", first("broker")))
+        elif first(name):
+            out.append(SourceState(name, "partial", first(name)))
+        elif bv.note:
+            out.append(SourceState(name, "degraded", bv.note))
+        else:
+            out.append(SourceState(name))
+    w = first("workers")
+    out.append(SourceState("workers", "unreadable" if not workers_read else "partial" if w else "ok", w))
+    r = first("results")
+    out.append(SourceState("results", "unreadable" if not backend_ok else "partial" if r else "ok", r))
+    return tuple(out)
+
+
 def describe_error(exc: BaseException, settings: Settings) -> str:
     """A one-line, credential-free description of a connection or Redis error."""
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, redis.exceptions.BusyLoadingError) or (
+    problem = classify(exc)
+    if problem is not None and problem.kind is Kind.AUTH:
+        text = f"authentication failed for user {user_of(settings.broker_url)}: {text}"
+    elif problem is not None and problem.kind in (Kind.PERMISSION, Kind.UNKNOWN_COMMAND):
+        text = f"permission denied ({problem.reason()}): {text}"
+    elif isinstance(exc, redis.exceptions.BusyLoadingError) or (
             isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(NOT_READY)):
         text = f"Redis is not ready: {text}"
     elif isinstance(exc, redis.exceptions.ConnectionError):
@@ -293,6 +323,7 @@ class Collector:
             ),
             visibility_timeout=s.visibility_timeout,
             inspect_ok=wv.inspect_ok if wv else False,
+            sources=source_states(errors, bv, wv is not None, backend_ok),
         )
         self._feed(snapshot, wv)
         return snapshot

@@ -337,6 +337,32 @@ class PoisonSuspect:
         }
 
 
+SourceReadState = Literal["ok", "degraded", "partial", "unreadable"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """How one source of a refresh was read: never an empty panel where the truth is "could not read".
+
+    ``ok``: read in full; ``degraded``: read in full another way (e.g. plain commands because scripting
+    is not permitted), ``reason`` says how; ``partial``: some of it could not be read (see ``errors``);
+    ``unreadable``: nothing could be read, ``reason`` says why (its rows in the snapshot are empty
+    because they are unknown, not because there are none).
+    """
+
+    source: str
+    """"queues" | "unacked" | "workers" | "results"."""
+    state: SourceReadState = "ok"
+    reason: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.state != "unreadable"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "readable": self.readable, "reason": self.reason}
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshCost:
     """What one refresh cost: Redis round trips and client wall time."""
@@ -367,6 +393,15 @@ class Snapshot:
     visibility_timeout: float = 3600.0
     inspect_ok: bool | None = None
     """Did the last inspect window succeed (None: not run yet)."""
+    sources: tuple[SourceState, ...] = ()
+    """How each source was read (empty: every source ok, e.g. a hand-made snapshot)."""
+
+    def source(self, name: str) -> SourceState:
+        """The read state of ``name`` ("queues", "unacked", "workers", "results"); ok when not recorded."""
+        for st in self.sources:
+            if st.source == name:
+                return st
+        return SourceState(name)
 
     @property
     def orphaned(self) -> tuple[UnackedEntry, ...]:
@@ -389,4 +424,5 @@ class Snapshot:
             "cost": self.cost.to_json(),
             "visibility_timeout": self.visibility_timeout,
             "inspect_ok": self.inspect_ok,
+            "sources": {name: self.source(name).to_json() for name in ("queues", "unacked", "workers", "results")},
         }

@@ -493,6 +493,13 @@ class BrokerReader:
             refused = _script_refusal(r)
             if refused is not None:
                 raise _ScriptsRefused(refused)
+        for r in results:
+            # A plain read the user may not run (NOPERM on a command or key, a disabled command) is no
+            # wrong-type key or empty queue either: the broker could not be read.
+            if isinstance(r, redis.exceptions.ResponseError) and not isinstance(r, redis.exceptions.NoScriptError):
+                p = classify(r)
+                if p is not None and p.use_plain_commands:
+                    raise r
         groups = self._groups.pop(id(pipe), None)
         if not groups:
             return list(results)
