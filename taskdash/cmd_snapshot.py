@@ -127,7 +127,7 @@ def findings(snap: Snapshot, fail_on: str | None) -> list[str]:
 
 @click.command()
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="Print the schema-1 JSON object (DESIGN.md section 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as one JSON object (schema in the README, \"taskdash snapshot\").")
 @click.option("--observe", type=float, default=0.0, show_default=True,
               help="Keep polling this many seconds before printing (poison detection needs history).")
 @click.option("--poison-threshold", type=int, default=None, help="Deliveries that make a task a poison suspect (3).")

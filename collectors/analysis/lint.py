@@ -8,7 +8,7 @@ count, each worker's broker transport options), ``conf`` (the worker's Celery se
 memory) and ``active_queues``; meanwhile it PSUBSCRIBEs the event channels to read each worker's
 heartbeat ``timestamp`` (the worker's wall clock) and compares it with Redis ``TIME``. ``lint()`` is
 pure: it turns those inputs (plus the ``-A`` app's settings when given) into ``Finding`` rows, each
-with a one-line reason and the fix. Rules (REDIS_LAYOUT sections 3 and 8):
+with a one-line reason and the fix. Rules (docs/redis-layout.md#restore-sweep-and-visibility-timeout, #late-acks-and-redelivery-loops):
 
 - ``eta-beyond-visibility``: an ETA/countdown message is held unacked longer than visibility_timeout
   -> any consumer's restore sweep hands it out again (duplicate run).
@@ -401,7 +401,7 @@ def inspect_window(monitor: WorkerMonitor, methods: Iterable[tuple[str, Mapping[
                    timeout: float) -> dict[str, dict[str, Any]]:
     """Publish several remote-control commands to ONE reply queue and collect every reply.
 
-    Same protocol as ``WorkerMonitor``'s window (REDIS_LAYOUT section 7), over the monitor's kombu
+    Same protocol as ``WorkerMonitor``'s window (docs/redis-layout.md#remote-control-and-reply-queues), over the monitor's kombu
     connection (ack emulation off). Lasts ``timeout`` seconds (replies of unknown workers can come
     at any time). Returns method -> {hostname: reply}. Replies are JSON only (never unpickled).
     """

@@ -1,6 +1,6 @@
 """Connection settings and Redis key naming shared by every collector and action.
 
-Resolution order (DESIGN.md section 5): flags > ``TASKDASH_*`` env > ``CELERY_BROKER_URL`` /
+Resolution order (README, "Configuration"): flags > ``TASKDASH_*`` env > ``CELERY_BROKER_URL`` /
 ``CELERY_RESULT_BACKEND`` > the ``-A`` app's config > defaults.
 """
 
@@ -189,7 +189,7 @@ def resolve_settings(
     context: str | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Build Settings from flags, environment and an optional Celery app (DESIGN.md section 5).
+    """Build Settings from flags, environment and an optional Celery app (README, "Configuration").
 
     ``context`` (or ``TASKDASH_CONTEXT``, or the config file's ``default``) selects a context of
     ``~/.config/taskdash/config.toml`` (``$TASKDASH_CONFIG``); see collectors.core.contexts.

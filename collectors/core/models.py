@@ -2,7 +2,7 @@
 
 Snapshots are immutable (frozen, slotted dataclasses holding tuples and primitives only) so they can
 be handed from the collector thread to the UI thread without copying or locking. ``to_json()``
-renders the schema-1 contract of DESIGN.md section 4.
+renders the snapshot JSON contract documented in the README ("taskdash snapshot").
 """
 
 from __future__ import annotations
@@ -408,7 +408,7 @@ class Snapshot:
         return tuple(e for e in self.unacked if e.state == "orphaned")
 
     def to_json(self) -> dict[str, Any]:
-        """The schema-1 JSON object of DESIGN.md section 4 (extra fields allowed)."""
+        """The snapshot JSON object documented in the README, "taskdash snapshot" (extra fields allowed)."""
         return {
             "schema": SCHEMA_VERSION,
             "taken_at": self.taken_at,

@@ -6,7 +6,7 @@ the ``_kombu.binding.*`` routing tables), the result backend's ``celery-task-met
 keys (the quarantine hash and index, purge temporaries, restore markers) and which queues are Celery's
 internal ones (pidbox, reply and event queues, worker-direct queues). The facts come from kombu
 ``transport/redis.py`` (``_q_for_pri``, ``priority``, ``_queue_bind``, ``GlobalKeyPrefixMixin``) and
-Celery's result backend; REDIS_LAYOUT.md sections 0-3 describe them.
+Celery's result backend; docs/redis-layout.md#key-map describes them.
 
 Nothing here talks to Redis: it only names keys.
 """

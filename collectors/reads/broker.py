@@ -92,7 +92,7 @@ Per-queue unacked counts
 Queue of an unacked entry: the routing key when the exchange is ``''`` (what Celery uses), else the
 binding table of the exchange (direct: routing key equality; topic: the stored regex).
 
-Unacked classification (DESIGN.md §2): a task id that a responding worker reports (``claims``) takes its
+Unacked classification (README, "Safety"): a task id that a responding worker reports (``claims``) takes its
 state (active/reserved/scheduled) and holder; an unclaimed entry reserved before ``inspected_at - grace_s``
 is ``orphaned``; a newer one is ``unknown`` (the last inspect could not have seen it), and everything is
 ``unknown`` when inspect failed (``claims=None``). Reserve times are the consuming worker's clock, so clock

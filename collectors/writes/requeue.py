@@ -1,8 +1,8 @@
 """Writes to the unacked ledger: requeue (unacked → its queue) and requeue of every orphaned entry.
 
 Each message moves in one compare-and-swap script (``scripts.MOVE_UNACKED``) while taskdash holds
-kombu's ``unacked_mutex``, exactly as kombu's own visibility restore would (REDIS_LAYOUT.md sections
-3 and 9): the entry is removed from ``unacked``/``unacked_index`` and RPUSHed, with ``redelivered``
+kombu's ``unacked_mutex``, exactly as kombu's own visibility restore would (docs/redis-layout.md#unacked-ledger and
+#moving-an-unacked-message-back): the entry is removed from ``unacked``/``unacked_index`` and RPUSHed, with ``redelivered``
 set, onto the priority list of its queue (the end consumed next). Messages a live worker reports are
 refused unless forced.
 """
@@ -40,7 +40,7 @@ class RequeueWrites(LedgerLookup):
         """Hold kombu's ``unacked_mutex`` (as its visibility restore does) while moving unacked entries.
 
         Holding it stops a concurrent sweep from restoring, from a stale ZRANGE, a tag that we just
-        requeued and a worker already received again (REDIS_LAYOUT.md section 9, step 1). With
+        requeued and a worker already received again (docs/redis-layout.md#unacked-mutex). With
         ``force`` a mutex that stays held (e.g. left by a crashed sweeper) is ignored after ``wait``.
         """
         key = self.keys.unacked_mutex
