@@ -102,6 +102,9 @@ def render_tables(snap: Snapshot) -> str:
         for p in snap.poison:
             t.add_row(p.task or "?", p.task_id, p.queue or "?", str(p.deliveries), ",".join(p.workers), p.reason)
         _print(t)
+    for st in snap.sources:
+        if st.state != "ok":
+            _print(f"source [{st.source}]: {st.state}: {st.reason or '-'}")
     for err in snap.errors:
         _print(f"error [{err.source}]: {err.message}")
     return buf.getvalue()

@@ -67,6 +67,8 @@ class Panel(Vertical):
     """(label, sort key, descending) choices cycled by ``s``; the first is the default."""
     DETAIL_KIND: ClassVar[str] = ""
     EMPTY: ClassVar[str] = "nothing here"
+    SOURCE: ClassVar[str] = ""
+    """The snapshot source this panel shows (``Snapshot.source``): an unreadable one is said, never empty."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "mark", "Mark", id="taskdash.mark"),
@@ -187,6 +189,11 @@ class Panel(Vertical):
             text = (f"showing the first {table.row_count:,} of {table.total_rows:,} rows "
                     f"(narrow with / or change the sort with s)")
         text = self.extra_note(text)
+        st = self.snapshot.source(self.SOURCE) if (self.SOURCE and self.snapshot is not None) else None
+        if st is not None and st.state != "ok":
+            what = {"unreadable": "UNREADABLE", "partial": "partly read", "degraded": "read"}[st.state]
+            line = f"{what}: {st.reason or 'no reason given'}"
+            text = line if (st.state == "unreadable" or not text) else f"{line}\n{text}"
         note.update(Text(text))
         note.display = bool(text)
 
@@ -249,6 +256,7 @@ class QueuesPanel(Panel):
     """Queues: ready (optionally per priority), unacked, consumers, oldest age, rates, trend."""
 
     VIEW = "queues"
+    SOURCE = "queues"
     TITLE = "Queues"
     DETAIL_KIND = "queue"
     EMPTY = "no task queue found yet (queues appear once a worker or a publisher declares them)"
@@ -341,6 +349,7 @@ class UnackedPanel(Panel):
     """Unacked ledger: every delivered-but-unacknowledged message and who (if anyone) holds it."""
 
     VIEW = "unacked"
+    SOURCE = "unacked"
     TITLE = "Unacked"
     DETAIL_KIND = "unacked"
     EMPTY = "no unacked message: every delivered message has been acknowledged"
@@ -425,6 +434,7 @@ class WorkersPanel(Panel):
     """Workers: online/offline, last seen, pool, concurrency, active/reserved/scheduled, processed."""
 
     VIEW = "workers"
+    SOURCE = "workers"
     TITLE = "Workers"
     DETAIL_KIND = "worker"
     EMPTY = "no worker has answered yet (inspect runs every few seconds)"
@@ -493,6 +503,7 @@ class TasksPanel(Panel):
     """Results: counts per state (with scan progress until a full pass completes), recent failures."""
 
     VIEW = "tasks"
+    SOURCE = "results"
     TITLE = "Tasks · recent failures"
     DETAIL_KIND = "failure"
     EMPTY = "no failure stored in the result backend"
@@ -730,4 +741,5 @@ class QuarantinePanel(Panel):
 
 PANELS: tuple[type[Panel], ...] = (QueuesPanel, UnackedPanel, WorkersPanel, TasksPanel, PoisonPanel,
                                    QuarantinePanel)
-VIEWS: tuple[str, ...] = tuple(p.VIEW for p in PANELS)
+VIEWS: tuple[str, ...] = ("overview", *(p.VIEW for p in PANELS))
+"""Every view in key order: ``0`` is the Overview (tui/widgets/overview.py, the first screen), ``1``–``6`` the panels."""
