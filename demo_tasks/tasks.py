@@ -82,3 +82,15 @@ def send_email(to: str, subject: str = "hello") -> str:
     """Routed to ``emails``, a queue the demo leaves without a consumer."""
     time.sleep(random.uniform(0.01, 0.05))
     return f"sent to {to}"
+
+
+@app.task(acks_late=True)
+def spin(seconds: float = 5.0, tag: str | None = None) -> int:
+    """A CPU-bound acks_late task (a pure-Python loop holding the GIL): in a solo worker the main loop is
+    blocked for ``seconds``, so the worker neither heartbeats nor answers inspect — alive but silent."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    _count(tag)
+    return n

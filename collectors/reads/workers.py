@@ -10,7 +10,7 @@ Two feeds, each on its own daemon thread:
   answered every command, so one refresh costs about one timeout whatever the number of methods
   and workers. The kombu connection is opened once and reused.
 - **heartbeats/events**: a plain redis-py ``PSUBSCRIBE <prefix>/<db>.celeryev/*`` (the fanout
-  channels of REDIS_LAYOUT section 6). ``worker-heartbeat``/``-online``/``-offline`` give liveness
+  channels of docs/redis-layout.md#event-channels). ``worker-heartbeat``/``-online``/``-offline`` give liveness
   between inspects (a worker is offline ~2 heartbeat periods after its last sign of life or at once
   on ``worker-offline``; it is shown with "last seen", never dropped). Task events (``task.multi``
   list bodies when workers run with ``-E``) are buffered for the poison tracker.
@@ -86,9 +86,15 @@ EVENT_BUFFER = 10_000
 OFFLINE_SLACK_S = 1.0
 """Extra seconds on top of 2 heartbeat periods before a silent worker is shown offline."""
 _JSON = "application/json"
-BOOT_WINDOW = (-4.0, 6.0)
-"""Seconds around a worker's boot estimate in which its start-up connections are created (CLIENT LIST's
-``age`` is whole seconds; uptime is rounded to a second; measured: 0.8 s after the process start)."""
+BOOT_WINDOWS = {"online": (-1.5, 0.5), "stats": (-1.0, 4.0)}
+"""Seconds around a worker's boot estimate in which its pidbox subscriber connection is created. Measured
+with kombu 5.7: ~0.8 s *before* the worker-online timestamp (the Events step starts after the Connection
+step) and ~1 s after the start time stats' (rounded) uptime gives. A connection's creation time is known
+to ±1 s from CLIENT LIST's ``age`` (Redis keeps ``ctime`` in whole seconds), and narrowed to the interval
+between the previous probe and the one that saw it appear (probes run every second while a worker is young or
+silent)."""
+YOUNG_S = 20.0
+"""A worker first seen less than this ago is "young": connections are probed every second to time them."""
 PROBE_MIN_INTERVAL = 1.0
 """Connection probes run at most this often (only while some worker is silent; else per inspect interval)."""
 PROBE_TAG = "taskdash-liveness-probe"
@@ -203,6 +209,8 @@ class _Node:
     scheduled: tuple[TaskRef, ...] = ()
     first_seen: float = 0.0
     boot_at: float | None = None
+    boot_src: str = ""
+    """"online" (worker-online timestamp), "stats" (uptime) or "" (a lower bound only, after a restart)."""
     queues_seen: tuple[str, ...] | None = None
     queues_known: bool = False
     activity_key: tuple[int | None, int | None] = (None, None)
@@ -420,7 +428,10 @@ class WorkerMonitor:
         """None (not tried), "client" (CLIENT LIST), "publish" (PUBLISH count) or "none"."""
         self._probe_note: str | None = None
         self._last_probe: float | None = None
+        self._prev_probe: float | None = None
         self._pub_base: tuple[int, frozenset[str]] | None = None
+        self._conn_born: dict[str, tuple[float, float]] = {}
+        """CLIENT LIST id -> (earliest, latest) creation time seen for it."""
         self._pubsub: Any = None
         self._own_clients: list[Any] = []
         self.probes = 0
@@ -662,8 +673,9 @@ class WorkerMonitor:
                     node.stats = dict(stats)
                     node.stats_fresh = True
                     uptime = _float(stats.get("uptime"))
-                    if uptime is not None:
+                    if uptime is not None and node.boot_src != "online":
                         node.boot_at = started - uptime
+                        node.boot_src = "stats"
                 if host in replies["active_queues"] and isinstance(replies["active_queues"][host], list):
                     node.queues = tuple(q["name"] for q in replies["active_queues"][host]
                                         if isinstance(q, Mapping) and isinstance(q.get("name"), str))
@@ -714,6 +726,7 @@ class WorkerMonitor:
         node.pid = pid
         node.first_seen = now
         node.boot_at = old.last_seen  # a lower bound: it started after the old process last spoke
+        node.boot_src = ""
         node.last_hb = node.last_reply = None
         node.replied = node.stats_fresh = False
         node.stats = None
@@ -833,8 +846,9 @@ class WorkerMonitor:
         if now - self._last_probe < PROBE_MIN_INTERVAL:
             return False
         with self._state_lock:
-            return any(n.offline_at is None and n.conn_gone_at is None and not n.is_online(now)
-                       and n.last_seen is not None for n in self._nodes.values())
+            return any((n.offline_at is None and n.conn_gone_at is None and not n.is_online(now)
+                        and n.last_seen is not None) or now - n.first_seen < YOUNG_S
+                       for n in self._nodes.values())
 
     def _run_probe(self) -> None:
         while not self._stop.wait(0.25):
@@ -846,7 +860,7 @@ class WorkerMonitor:
     def probe_connections(self, now: float | None = None) -> None:
         """One connection probe (one Redis command): CLIENT LIST, else a PUBLISH count; never raises."""
         now = time.time() if now is None else now
-        self._last_probe = now
+        self._prev_probe, self._last_probe = self._last_probe, now
         try:
             if self._probe_client is None:
                 self._probe_client = redis_client(self.settings.broker_url, self.settings)
@@ -882,33 +896,46 @@ class WorkerMonitor:
 
     def _absorb_client_list(self, clients: list[dict[str, Any]], now: float) -> None:
         own = self._own_addrs()
-        lo, hi = BOOT_WINDOW
-        foreign: list[tuple[str, float, float]] = []  # (name, created_min, created_max)
+        foreign: list[tuple[str, bool, float, float]] = []  # (name, subscriber, created_min, created_max)
+        born: dict[str, tuple[float, float]] = {}
+        prev = self._prev_probe
         for c in clients:
             if str(c.get("cmd", "")).startswith("client|") or c.get("addr") in own:
                 continue
             age = _float(c.get("age")) or 0.0
-            foreign.append((str(c.get("name") or ""), now - age - 1.0, now - age))
+            cid = str(c.get("id"))
+            known = self._conn_born.get(cid)
+            if known is None:
+                cmin, cmax = now - age - 1.0, min(now, now - age + 1.0)
+                if prev is not None and self._conn_born and cmin < prev < cmax:
+                    cmin = prev  # not there at the previous probe
+                known = (cmin, cmax)
+            born[cid] = known
+            subscriber = (_int(c.get("psub")) or 0) > 0 or (_int(c.get("sub")) or 0) > 0
+            foreign.append((str(c.get("name") or ""), subscriber, known[0], known[1]))
+        self._conn_born = born
         with self._state_lock:
             for node in self._nodes.values():
                 node.conn_source = "CLIENT LIST"
                 node.conn_checked_at = now
-                named = sum(1 for name, _, _ in foreign if name == node.hostname)
+                host_part = node.hostname.split("@", 1)[-1]
+                named = sum(1 for name, _, _, _ in foreign if name and name in (node.hostname, host_part))
                 if named:
                     n, how = named, "named after it"
-                elif node.boot_at is None:
+                elif node.boot_at is None or node.boot_src not in BOOT_WINDOWS:
                     node.conn_present = None
                     node.conn_detail = "boot time unknown: its connections cannot be told apart (CLIENT LIST)"
                     continue
                 else:
                     b = node.boot_at
-                    n = sum(1 for _, cmin, cmax in foreign if cmin <= b + hi and cmax >= b + lo)
-                    how = "opened at its start"
+                    lo, hi = BOOT_WINDOWS[node.boot_src]
+                    n = sum(1 for _, sub, cmin, cmax in foreign if sub and cmin <= b + hi and cmax >= b + lo)
+                    how = "subscriber connection(s) opened at its start"
                 if n:
                     node.conn_present = True
                     node.conn_ok_at = now
                     node.conn_gone_at = None
-                    node.conn_detail = f"{n} connection(s) {how} still open (CLIENT LIST)"
+                    node.conn_detail = f"{n} {how} still open (CLIENT LIST)"
                 elif node.conn_gone_at is None and not node.conn_lost_alive:
                     node.conn_present = False
                     node.conn_gone_at = now
@@ -925,6 +952,8 @@ class WorkerMonitor:
             if not silent and n == len(fresh):
                 self._pub_base = (n, frozenset(fresh))  # every subscriber is a known, speaking worker
                 for nd in live:
+                    if nd.hostname not in fresh:
+                        continue  # proven gone earlier: stays so
                     nd.conn_ok_at = now
                     nd.conn_present = True
                     nd.conn_detail = f"pidbox subscribers {n} = workers speaking {len(fresh)} (PUBLISH count)"
@@ -952,7 +981,7 @@ class WorkerMonitor:
 
     # ---- heartbeats and events -------------------------------------------------------------------
     def event_pattern(self, db: int) -> str:
-        """The PSUBSCRIBE pattern of the event exchange's fanout channels (REDIS_LAYOUT section 6)."""
+        """The PSUBSCRIBE pattern of the event exchange's fanout channels (docs/redis-layout.md#event-channels)."""
         opts = self.settings.transport_options
         fanout_prefix = opts.get("fanout_prefix", True)
         if fanout_prefix is True:
@@ -1023,6 +1052,7 @@ class WorkerMonitor:
                     if etype == "worker-online":
                         ts = _float(ev.get("timestamp"))
                         node.boot_at = min(now, ts) if ts is not None else now
+                        node.boot_src = "online"
                         node.offline_at = None
                     node.last_hb = now
                     self._spoke(node, now)
