@@ -55,7 +55,7 @@ READ_ONLY_SCRIPTING: tuple[str, ...] = ("eval_ro", "evalsha_ro")
 WRITE_COMMANDS: tuple[str, ...] = (
     # taskdash's scripts (requeue, quarantine, replay, purge, restore) and their plain parts
     "lpush", "rpush", "lrem", "lpop", "rpop", "brpop", "ltrim", "rename", "del", "unlink", "expire", "pexpire",
-    "hset", "hdel", "zadd", "zrem", "set", "sadd", "srem",
+    "hset", "hsetnx", "hdel", "zadd", "zrem", "set", "sadd", "srem",
     # atomic writes
     "eval", "evalsha", "script|load", "script|exists", "multi", "exec", "discard", "watch", "unwatch",
     # Celery control (inspect, revoke, worker commands) and retry: publish and the reply queue

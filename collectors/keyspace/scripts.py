@@ -420,8 +420,36 @@ def unacked_routes(pipe: Any, unacked: str, cursor: int, count: int, *, mode: st
     UNACKED_ROUTES.queue(pipe, [unacked], [cursor, count], mode=mode)
 
 
+# ==== permission pre-check of the writes ===========================================================
+# ACL_PROBE — may the current user run these commands with these arguments? Writes nothing.
+# KEYS: none (the keys to check are arguments of the checked commands). ARGV: groups of (argc, command, args...). Returns the 1-based index of the first refused group, 0 if
+# every one is permitted (Redis 7 ``redis.acl_check_cmd``: command, key and channel permissions).
+_ACL_PROBE_LUA = """
+local i = 1
+local n = 0
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  local args = {}
+  for j = 1, argc do args[j] = ARGV[i + j] end
+  n = n + 1
+  if not redis.acl_check_cmd(unpack(args)) then return n end
+  i = i + argc + 1
+end
+return 0
+"""
+ACL_PROBE = Script("acl_probe", _ACL_PROBE_LUA)
+
+
+def acl_probe(client: Any, checks: Sequence[Sequence[str]]) -> int:
+    """Run ACL_PROBE for ``checks`` (each ``[command, arg, ...]``); 0 or the 1-based refused index."""
+    argv: list[Arg] = []
+    for check in checks:
+        argv += [len(check), *check]
+    return int(ACL_PROBE(client, [], argv))
+
+
 WRITE_SCRIPTS: tuple[Script, ...] = (MOVE_UNACKED, UNACKED_TO_QUARANTINE, LIST_TO_QUARANTINE, QUARANTINE_POP,
-                                     DELETE_UNACKED, RENAME_LISTS, UNDO_RENAME, RELEASE_MUTEX)
+                                     DELETE_UNACKED, RENAME_LISTS, UNDO_RENAME, RELEASE_MUTEX, ACL_PROBE)
 """The compare-and-swap scripts of collectors.writes."""
 BROKER_SCRIPTS: tuple[Script, ...] = (QUEUE_PROBE, WINDOW_FETCH, UNACKED_ROUTES)
 """The scripts the broker reader loads in its first pipeline."""

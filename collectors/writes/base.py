@@ -56,6 +56,10 @@ class BrokerUnreachableError(ActionError):
     """Redis (or the Celery control channel) cannot be reached; the CLI exits 2 on this one."""
 
 
+class PermissionDeniedError(ActionError):
+    """The Redis user may not make this write (ACL); raised before anything was touched (CLI exit 5)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ActionResult:
     """What a write did, for a TUI notification or the CLI's one result line."""
@@ -322,3 +326,57 @@ class WriteBase(Guarded):
     def _check_reachable(self, action: str) -> None:
         with self._errors(action):
             self.client.ping()
+        self._check_permissions(action)
+
+    def _permission_checks(self, action: str) -> list[list[str]]:
+        """The (command, args...) a write runs, on stand-in keys of the same key patterns (a queue list
+        under the prefix, the ledger, the quarantine, purge temporaries, restore markers)."""
+        k = self.keys
+        q = k.key("taskdash.permission-probe")
+        tmp = k.purge_temp("permission-probe", 0)
+        script = ["evalsha", "0" * 40, "0"]
+        moves = [["hdel", k.unacked, "t"], ["zrem", k.unacked_index, "t"], ["lpush", q, "m"], ["rpush", q, "m"]]
+        to_quarantine = [["hset", k.quarantine, "i", "r"], ["zadd", k.quarantine_index, "1", "i"]]
+        from_quarantine = [["hdel", k.quarantine, "i"], ["zrem", k.quarantine_index, "i"]]
+        return {
+            "requeue": [script, *moves],
+            "orphaned": [script, *moves],
+            "quarantine": [script, *moves, ["lrem", q, "1", "m"], *to_quarantine],
+            "replay": [script, *from_quarantine, ["lpush", q, "m"], ["rpush", q, "m"]],
+            "delete": [script, *from_quarantine, ["hdel", k.unacked, "t"], ["zrem", k.unacked_index, "t"]],
+            "purge": [script, ["rename", q, tmp], ["rename", tmp, q], ["lrange", tmp, "0", "-1"], ["del", tmp]],
+            "restore": [["set", k.restored_marker("permission-probe"), "1", "NX"],
+                        ["del", k.restored_marker("permission-probe")], ["rpush", q, "m"],
+                        ["hsetnx", k.unacked, "t", "v"], ["zadd", k.unacked_index, "NX", "1", "t"],
+                        ["hsetnx", k.quarantine, "i", "r"], ["zadd", k.quarantine_index, "NX", "1", "i"]],
+        }.get(action, [])
+
+    def _check_permissions(self, action: str) -> None:
+        """Refuse ``action`` before it touches anything when the Redis user may not run one of its
+        commands (ACL), naming the first missing permission. Asked with a read-only script
+        (``redis.acl_check_cmd``), so the check itself writes nothing; a user that may not even run
+        scripts cannot run the script-based writes either and is refused with the NOPERM Redis gave."""
+        checks = self._permission_checks(action)
+        if not checks:
+            return
+        from collectors.core.errors import classify, user_of
+        from collectors.keyspace import scripts
+
+        who = f"user {user_of(self.settings.broker_url)} at {self.settings.broker_masked}"
+        hint = "nothing was changed; the operating user of `taskdash acl --actions` may do it"
+        try:
+            refused = scripts.acl_probe(self.client, checks)
+        except redis.RedisError as exc:
+            problem = classify(exc)
+            if problem is None or not problem.use_plain_commands:
+                log.debug("permission pre-check unavailable: %s", exc)  # e.g. Redis < 7: no acl_check_cmd
+                return
+            if checks[0][0] != "evalsha":
+                return  # a write without scripts: its first command is refused before anything changes
+            raise PermissionDeniedError(self._mask(
+                f"{action}: permission denied for {who}: it needs scripting ({problem.reason()}); {hint}")) from exc
+        if refused:
+            cmd = checks[refused - 1]
+            raise PermissionDeniedError(self._mask(
+                f"{action}: permission denied for {who}: NOPERM {cmd[0].upper()}"
+                f"{' on ' + cmd[1] if len(cmd) > 1 and cmd[0] != 'evalsha' else ''}; {hint}"))
