@@ -93,7 +93,7 @@ class TaskDashApp(App[int]):
         Binding("tab", "next_view", "Next view", show=False, priority=True, id="taskdash.next_view"),
         Binding("shift+tab", "prev_view", "Previous view", show=False, priority=True,
                 id="taskdash.prev_view"),
-        *[Binding(str(i + 1), f"show_view('{v}')", TAB_LABELS[v], show=False, id=f"taskdash.view.{v}")
+        *[Binding(str(i), f"show_view('{v}')", TAB_LABELS[v], show=False, id=f"taskdash.view.{v}")
           for i, v in enumerate(VIEWS)],
     ]
 

@@ -68,6 +68,9 @@ async def test_redis_text_is_made_terminal_safe_everywhere() -> None:
     app = make_app([_evil_snapshot()])
     async with app.run_test(size=(120, 34)) as pilot:
         await settle(pilot)
+        assert _clean(screen_text(app)) and "evil\\x1b[2J" in screen_text(app)  # the overview names it too
+        app.show_view("queues")
+        await settle(pilot)
         table = app.panel("queues").table
         cells = [str(getattr(c, "plain", c)) for key in (EVIL, BINARY) for c in table.get_row(key)[1:]]
         assert all(_clean(c) for c in cells), cells
@@ -115,6 +118,8 @@ async def test_ctx_lists_and_switches_contexts(tmp_path: Path, monkeypatch: pyte
     app = make_app(collector_factory=factory)
     old = app.collector
     async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")  # the queues view (the overview is the first screen)
         await settle(pilot)
         assert "celery" in app.panel("queues").table.shown_keys
         await pilot.press("colon", *"ctx", "enter")
@@ -201,6 +206,8 @@ async def test_history_survives_a_restart_and_keeps_delivery_counts(tmp_path: Pa
     app = make_app([s1, s2], history_path=path, clock=lambda: t0 + 10.4)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
+        await pilot.press("1")  # the queues view (the overview is the first screen)
+        await settle(pilot)
         app.action_refresh()
         await settle(pilot)
         assert app.store is not None and app.store.series("celery") == [(t0, 120), (t0 + 10, 60)]
@@ -213,6 +220,8 @@ async def test_history_survives_a_restart_and_keeps_delivery_counts(tmp_path: Pa
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.history.depth_values("celery") == [120.0, 60.0, 30.0]
+        await pilot.press("1")
+        await settle(pilot)
         trend = str(app.panel("queues").table.get_cell("celery", "trend"))
         assert len(trend) == 3 and trend[0] == "█"
         app.show_view("poison")

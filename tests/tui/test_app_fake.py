@@ -29,6 +29,8 @@ async def test_panels_show_the_snapshot() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
+        await pilot.press("1")  # the queues view (the overview is the first screen)
+        await settle(pilot)
         queues = app.panel("queues").table
         assert queues.shown_keys == ["celery", "emails", "risky", "slow"]  # ready, descending
         text = screen_text(app)
@@ -68,6 +70,8 @@ async def test_refresh_updates_in_place_and_keeps_the_cursor() -> None:
     ))
     app = make_app([first, second])
     async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")  # the queues view (the overview is the first screen)
         await settle(pilot)
         table = app.panel("queues").table
         await pilot.press("down")  # cursor on "emails" (row 1)
@@ -117,6 +121,9 @@ async def test_colon_jumps_to_views_and_tab_cycles() -> None:
         await pilot.pause()
         assert app.current_view == "quarantine"
         assert any("no view matches" in m for _, m, _ in notifications(app))
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.current_view == "overview"  # tab wraps to the first view
         await pilot.press("tab")
         await pilot.pause()
         assert app.current_view == "queues"
@@ -179,6 +186,8 @@ async def test_purge_cancel_then_confirm() -> None:
     actions = FakeActions()
     app = make_app(actions=actions)
     async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")  # the queues view (the overview is the first screen)
         await settle(pilot)
         assert app.panel().table.selected_key == "celery"
         await pilot.press("p")
@@ -256,7 +265,7 @@ async def test_marks_make_bulk_actions_and_read_only_refuses() -> None:
     ro = make_app(actions=ro_actions, settings=replace(SETTINGS, read_only=True))
     async with ro.run_test(size=(100, 34)) as pilot:
         await settle(pilot)
-        await pilot.press("p")
+        await pilot.press("1", "p")
         ro.show_view("unacked")
         await settle(pilot)
         await pilot.press("r", "R", "x")
@@ -271,6 +280,8 @@ async def test_broker_down_then_back_notifies_on_transitions_only() -> None:
     ok = make_snapshot()
     app = make_app([ok, down_snapshot(), down_snapshot(), replace(ok, taken_at=T0 + 5)])
     async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")  # the queues view (the overview is the first screen)
         await settle(pilot)
         for _ in range(2):
             app.action_refresh()
@@ -341,6 +352,8 @@ async def test_sort_bands_no_color_and_the_layout_follows_the_terminal_size(monk
     monkeypatch.setenv("NO_COLOR", "1")
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")  # the queues view (the overview is the first screen)
         await settle(pilot)
         assert app.no_color
         await pilot.press("b")  # ready messages per priority band, on demand

@@ -36,6 +36,10 @@ async def test_panels_show_the_truth_and_orphans_are_requeued(
     app = make_real_app(redis_url)
     try:
         async with app.run_test(size=(120, 36)) as pilot:
+            # The first screen is the overview: the backlog nobody consumes is there without a key press.
+            await wait_until(pilot, lambda: "NO CONSUMER" in screen_text(app) and "emails: 5 waiting"
+                             in screen_text(app), 20, explain=lambda: screen_text(app))
+            app.show_view("queues")
             queues = app.panel("queues").table
             await wait_until(pilot, lambda: "emails" in queues.rows and "slow" in queues.rows, 20)
             emails = queues.items["emails"]
@@ -117,6 +121,7 @@ async def test_purge_through_the_dialog_and_redis_restart_mid_run(
     app = make_real_app(redis_url, interval=0.3, max_backoff=1.0, app="demo_tasks")
     try:
         async with app.run_test(size=(100, 32)) as pilot:
+            app.show_view("queues")
             queues = app.panel("queues").table
             await wait_until(pilot, lambda: "emails" in queues.rows, 20)
             queues.move_cursor(row=queues.shown_keys.index("emails"))

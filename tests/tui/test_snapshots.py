@@ -30,7 +30,7 @@ def go(*keys: str, view: str | None = None) -> Callable[[Pilot[object]], Awaitab
 
 
 def test_queues_80x24(snap_compare: Callable[..., bool]) -> None:
-    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=go())
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=go(view="queues"))
 
 
 def test_unacked_120x32(snap_compare: Callable[..., bool]) -> None:
@@ -46,7 +46,7 @@ def test_poison_80x24(snap_compare: Callable[..., bool]) -> None:
 
 
 def test_purge_confirm_dialog(snap_compare: Callable[..., bool]) -> None:
-    assert snap_compare(make_app(), terminal_size=(100, 32), run_before=go("p"))
+    assert snap_compare(make_app(), terminal_size=(100, 32), run_before=go("p", view="queues"))
 
 
 def test_unacked_detail(snap_compare: Callable[..., bool]) -> None:
@@ -62,6 +62,7 @@ def test_broker_down_keeps_last_data(snap_compare: Callable[..., bool]) -> None:
 
     async def run_before(pilot: Pilot[object]) -> None:
         await settle(pilot)
+        app.show_view("queues")
         app.action_refresh()
         await settle(pilot)
         app.clear_notifications()

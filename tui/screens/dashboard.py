@@ -28,13 +28,14 @@ from collectors.core.models import Snapshot
 from tui import details
 from tui.messages import DetailRequested, WriteRequested
 from tui.screens.detail import DetailScreen
+from tui.widgets.overview import OverviewPanel
 from tui.widgets.panels import PANELS, VIEWS, Panel, QuarantinePanel
 from tui.widgets.status_bar import StatusBar, StatusState
 
 if TYPE_CHECKING:
     from tui.app import TaskDashApp
 
-TAB_LABELS: dict[str, str] = {"queues": "Queues", "unacked": "Unacked", "workers": "Workers",
+TAB_LABELS: dict[str, str] = {"overview": "Overview", "queues": "Queues", "unacked": "Unacked", "workers": "Workers",
                               "tasks": "Tasks", "poison": "Poison", "quarantine": "Quarantine"}
 SCREENS: tuple[str, ...] = ("health", "lint", "ctx", "crash")
 """``:`` words that open a screen (or run a command) instead of a view."""
@@ -49,8 +50,8 @@ def resolve_view(text: str) -> str | None:
     word = text.strip().lstrip(":").strip().lower()
     if not word:
         return None
-    if word.isdigit() and 1 <= int(word) <= len(VIEWS):
-        return VIEWS[int(word) - 1]
+    if word.isdigit() and 0 <= int(word) < len(VIEWS):
+        return VIEWS[int(word)]  # 0 = overview
     if word in VIEWS:
         return word
     matches = [v for v in VIEWS if v.startswith(word)]
@@ -74,8 +75,8 @@ class DashboardScreen(Screen[None]):
     # ---- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        with TabbedContent(id="views", initial="queues"):
-            for panel_cls in PANELS:
+        with TabbedContent(id="views", initial=VIEWS[0]):
+            for panel_cls in (OverviewPanel, *PANELS):
                 with TabPane(TAB_LABELS[panel_cls.VIEW], id=panel_cls.VIEW):
                     yield panel_cls()
         yield Input(id="prompt", compact=True)
@@ -174,6 +175,14 @@ class DashboardScreen(Screen[None]):
                 tab.label = Text(label)
             tab.set_class(view in ("unacked", "poison") and (bool(snap.orphaned) if view == "unacked"
                                                              else bool(snap.poison)), "-alert")
+        overview = self.query_one(OverviewPanel)
+        if not overview.is_displayed_view():  # shown: its resync already computed them
+            overview.problems = overview.compute_problems(snap)
+        label, alert = overview.tab_label()
+        tab = tabs.get_tab("overview")
+        if tab.label_text != label:
+            tab.label = Text(label)
+        tab.set_class(alert, "-alert")
 
     # ---- views -------------------------------------------------------------------------------
     def show_view(self, view: str) -> None:

@@ -17,7 +17,7 @@ from collectors.writes.control import CONTROL_HELP
 GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
     ("?", "this help"),
     ("/", "filter the rows of the current view (esc clears); in Tasks: search (syntax below)"),
-    (":", "jump to a view: :queues :unacked :workers :tasks :poison :quarantine"),
+    (":", "jump to a view: :overview :queues :unacked :workers :tasks :poison :quarantine"),
     (":health", "Redis health: memory vs maxmemory, eviction policy, evicted keys, clients, persistence"),
     (":lint", "Celery config lint: settings behind duplicates and poison loops, each with its fix"),
     (":crash [HOST]", "crash forensics: online/offline, heartbeat gaps, pool process deaths and the task "
@@ -25,7 +25,7 @@ GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
     (":ctx [NAME]", "list the contexts of the config file (▶ current) · switch to NAME (TASKDASH_CONFIG, "
                     "~/.config/taskdash/config.toml)"),
     ("tab / shift+tab", "next / previous view (mouse: click a tab)"),
-    ("1-6", "jump straight to a view"),
+    ("0-6", "jump straight to a view (0: the overview, problems first)"),
     ("↑ ↓ pgup pgdn", "move; enter (or click twice) opens the details"),
     ("space", "mark the row for a bulk action"),
     ("s", "change the sort order"),

@@ -71,8 +71,8 @@ class KeyedTable(DataTable[Any]):
     """
 
     def __init__(self, columns: Sequence[tuple[str, str, int | None]], *, limit: int = 500,
-                 id: str | None = None) -> None:  # noqa: A002 - Textual's own parameter name
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+                 id: str | None = None, show_header: bool = True) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False, show_header=show_header)
         self.column_spec = tuple(columns)
         self.limit = limit
         self.marked: set[str] = set()
@@ -109,6 +109,13 @@ class KeyedTable(DataTable[Any]):
     def shown_keys(self) -> list[str]:
         """Row keys in display order."""
         return list(self._order)
+
+    def select_key(self, key: str) -> bool:
+        """Put the cursor on the row ``key`` (scrolling it into view); False when it is not shown."""
+        if key not in self.items or key not in self.rows:
+            return False
+        self.move_cursor(row=self.get_row_index(key), animate=False)
+        return True
 
     def marked_items(self) -> list[Any]:
         """Model objects of the marked rows still present, in display order."""
