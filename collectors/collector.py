@@ -21,11 +21,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import redis
 
+from collectors.analysis.beat_canvas import BeatCanvasSource
+from collectors.analysis.liveness import (
+    GHOST_AFTER_S,
+    BacklogClock,
+    Decision,
+    annotate_workers,
+    classify_unacked,
+    decide_all,
+)
 from collectors.analysis.poison import PoisonTracker
 from collectors.core.config import ConfigError, Settings, mask_text, mask_url, redis_client
 from collectors.core.errors import Kind, classify, user_of
@@ -35,11 +45,24 @@ from collectors.core.models import (
     SourceError,
     SourceState,
     SourceStatus,
+    TaskRef,
     TaskStats,
+    WorkerInfo,
 )
 from collectors.reads.broker import BrokerReader, BrokerView
 from collectors.reads.results import ResultsMonitor
-from collectors.reads.workers import WorkerMonitor, WorkersView
+from collectors.reads.workers import Incarnation, WorkerMonitor, WorkersView
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """Every worker process's liveness decision and what the classification needs besides."""
+
+    decided: tuple[tuple[Incarnation, Decision], ...]
+    claims: Mapping[str, TaskRef] | None
+    unknown_workers: int | None
+    source: str
+
 
 if TYPE_CHECKING:
     from collectors.analysis.forensics import Forensics
@@ -161,9 +184,15 @@ class Collector:
             self._results = ResultsMonitor(settings, self._backend_client)
         self._reader = BrokerReader(settings, self._broker_client)
         self._workers = WorkerMonitor(settings)
+        for own in {id(c): c for c in (self._broker_client, self._backend_client)}.values():
+            self._workers.register_own_client(own)  # taskdash's connections are never a worker's
+        self._backlog = BacklogClock()
         self._poison = PoisonTracker(settings.poison_threshold)
+        self.beat_canvas = BeatCanvasSource(settings, self._broker_client, self._backend_client)
+        """Beat and canvas (issue 16); ``chord_parts()`` is the detail behind the canvas view's enter."""
         self._started = False
         self._last_broker_view: BrokerView | None = None
+        self._last_backlog: Mapping[str, float] = {}
         self._inspect_requested = False
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -173,6 +202,7 @@ class Collector:
         self._started = True
         if self._background:
             self._results.start()  # first: a small backend is counted during the initial inspect window
+            self.beat_canvas.start()
         try:
             # The first snapshot should already know which worker holds which message.
             self._workers.inspect_now()
@@ -190,13 +220,27 @@ class Collector:
         """Ask for a fresh worker inspect on the next ``collect()``."""
         self._inspect_requested = True
 
+    def liveness(self, now: float | None = None) -> Liveness:
+        """The liveness decision of every worker process now, for classifying unacked entries (writes)."""
+        now = time.time() if now is None else now
+        wv = self._workers.view(now)
+        return self._liveness(wv, now, self._last_backlog)
+
+    def _liveness(self, wv: WorkersView, now: float, backlog: Mapping[str, float]) -> Liveness:
+        s = self.settings
+        decided = decide_all(wv.incarnations, now, visibility_timeout=s.visibility_timeout,
+                             reply_fresh_s=2 * s.inspect_interval + s.inspect_timeout + 1.0,
+                             backlog_since=backlog, ghost_after=max(GHOST_AFTER_S, 3 * s.inspect_interval))
+        return Liveness(decided=tuple(decided), claims=wv.claims if wv.inspect_ok else None,
+                        unknown_workers=wv.unknown_workers, source=wv.conn_note or "no connection evidence")
+
     def workers_view(self, now: float | None = None) -> WorkersView:
         """The worker monitor's current view (pool pids, active tasks): what crash forensics observes."""
         return self._workers.view(time.time() if now is None else now)
 
     def close(self) -> None:
         """Stop background threads and close connections."""
-        for stop in (self._workers.stop, self._results.stop):
+        for stop in (self._workers.stop, self._results.stop, self.beat_canvas.stop):
             try:
                 stop()
             except Exception:  # noqa: BLE001
@@ -241,8 +285,10 @@ class Collector:
         errors: list[SourceError] = []
 
         wv: WorkersView | None
+        workers: tuple[WorkerInfo, ...] = ()
         try:
             wv = self._workers.view(now)
+            workers = wv.workers
             if wv.error:
                 errors.append(SourceError("workers", mask_text(wv.error, s.broker_url)))
         except Exception as exc:  # noqa: BLE001
@@ -260,12 +306,17 @@ class Collector:
                 inspected_at=wv.inspected_at if wv is not None else None,
                 grace_s=max(2.0 * s.interval, 2.0),
             )
-            if wv is not None and any(w.online and not w.responding for w in wv.workers):
-                # A live worker that did not answer inspect may hold any of these messages: calling
-                # them orphaned would invite a requeue that runs them twice.
-                bv = replace(bv, unacked=tuple(
-                    replace(e, state="unknown") if e.state == "orphaned" else e for e in bv.unacked
-                ))
+            # Classification by evidence (collectors.analysis.liveness): orphaned only when every
+            # worker that could have received a message is proven dead.
+            self._last_backlog = self._backlog.observe(bv.queues, now)
+            if wv is not None:
+                lv = self._liveness(wv, now, self._last_backlog)
+                workers = annotate_workers(wv.workers, lv.decided)
+                unacked = classify_unacked(bv.unacked, lv.decided, lv.claims, now,
+                                           unknown_workers=lv.unknown_workers, evidence_source=lv.source)
+            else:
+                unacked = classify_unacked(bv.unacked, (), None, now)
+            bv = replace(bv, unacked=unacked)
             self._last_broker_view = bv
             for problem in bv.errors:  # non-fatal: a wrong-type key, one failed probe, ...
                 source = "unacked" if problem.startswith("unacked") else "queues"
@@ -290,6 +341,7 @@ class Collector:
         except Exception as exc:  # noqa: BLE001
             errors.append(SourceError("results", describe_error(exc, s)))
 
+        events: list[dict[str, Any]] = []
         try:
             if bv is not None:
                 self._poison.observe_unacked(bv.unacked, now)
@@ -297,12 +349,16 @@ class Collector:
                 self._poison.observe_active(wv.active, now)
             for task_id, name, worker, ts in self._results.worker_lost():
                 self._poison.observe_worker_lost(task_id, name, worker, ts)
-            for event in self._workers.drain_events():
+            events = self._workers.drain_events()
+            for event in events:
                 self._poison.observe_event(event)
             poison = self._poison.suspects()
         except Exception as exc:  # noqa: BLE001
             poison = ()
             errors.append(SourceError("poison", describe_error(exc, s)))
+
+        beat, canvas = self.beat_canvas.read(
+            now, worker_queues=wv.worker_queues if wv is not None else None, events=events)
 
         wall_ms = (time.perf_counter() - t0) * 1000.0
         snapshot = Snapshot(
@@ -312,7 +368,7 @@ class Collector:
             queues=bv.queues if bv else (),
             unacked=bv.unacked if bv else (),
             unacked_total=bv.unacked_total if bv else 0,
-            workers=wv.workers if wv else (),
+            workers=workers,
             tasks=tasks,
             poison=poison,
             errors=tuple(errors),
@@ -324,6 +380,8 @@ class Collector:
             visibility_timeout=s.visibility_timeout,
             inspect_ok=wv.inspect_ok if wv else False,
             sources=source_states(errors, bv, wv is not None, backend_ok),
+            beat=beat,
+            canvas=canvas,
         )
         self._feed(snapshot, wv)
         return snapshot

@@ -173,11 +173,15 @@ def could_hold(inc: Incarnation, d: Decision, queue: str | None, delivered_at: f
 
 
 def classify_unacked(entries: Iterable[UnackedEntry], decided: Sequence[tuple[Incarnation, Decision]],
-                     claims: Mapping[str, TaskRef] | None, now: float, *, skew_s: float = SKEW_S
+                     claims: Mapping[str, TaskRef] | None, now: float, *, skew_s: float = SKEW_S,
+                     unknown_workers: int | None = None, evidence_source: str = "connections"
                      ) -> tuple[UnackedEntry, ...]:
     """Each entry's state by the rule of the module docstring (``state``, ``holder``, holders, reason).
 
     ``claims``: task id → TaskRef reported by a responding worker in the last inspect (None: no inspect).
+    ``unknown_workers``: pidbox subscriber connections no known worker accounts for (``WorkersView``);
+    0 proves that no worker taskdash never saw is alive, so an entry no known worker could hold is
+    orphaned (its holder is gone); None or more: such an entry stays ``unknown``.
     """
     out: list[UnackedEntry] = []
     for e in entries:
@@ -195,8 +199,14 @@ def classify_unacked(entries: Iterable[UnackedEntry], decided: Sequence[tuple[In
                                state_reason=f"{claim.hostname} reports it {claim.state}"))
             continue
         if not cands:
-            out.append(replace(e, state="unknown", holder=None, possible_holders=(),
-                               state_reason=f"no known worker consumed {e.queue!r} at its delivery" + redeliver))
+            if unknown_workers == 0:
+                out.append(replace(e, state="orphaned", holder=None, possible_holders=(), state_reason=(
+                    f"no known worker consumed {e.queue!r} at its delivery, and every live worker's pidbox "
+                    f"subscription belongs to a known one ({evidence_source}): its holder is gone")))
+            else:
+                out.append(replace(e, state="unknown", holder=None, possible_holders=(), state_reason=(
+                    f"no known worker consumed {e.queue!r} at its delivery; a worker taskdash never saw may "
+                    "hold it" + redeliver)))
             continue
         dead = [(inc, d) for inc, d in cands if d.liveness == "dead"]
         if len(dead) == len(cands):

@@ -86,7 +86,7 @@ EVENT_BUFFER = 10_000
 OFFLINE_SLACK_S = 1.0
 """Extra seconds on top of 2 heartbeat periods before a silent worker is shown offline."""
 _JSON = "application/json"
-BOOT_WINDOWS = {"online": (-1.5, 0.5), "stats": (-1.0, 4.0)}
+BOOT_WINDOWS = {"online": (-3.0, 0.5), "stats": (-2.0, 2.5)}
 """Seconds around a worker's boot estimate in which its pidbox subscriber connection is created. Measured
 with kombu 5.7: ~0.8 s *before* the worker-online timestamp (the Events step starts after the Connection
 step) and ~1 s after the start time stats' (rounded) uptime gives. A connection's creation time is known
@@ -183,6 +183,9 @@ class WorkersView:
     """Why inspect is not permitted (no write rights): workers then come from heartbeats/events only."""
     conn_note: str | None = None
     """Which connection evidence is available ("CLIENT LIST", "PUBLISH count", or why none)."""
+    unknown_workers: int | None = None
+    """Pidbox subscriber connections no known, not-gone worker accounts for at the last probe (each live
+    worker with remote control holds one): 0 proves no unseen worker is alive; None: no evidence."""
 
 
 @dataclass(slots=True)
@@ -343,6 +346,18 @@ def _is_noperm(exc: BaseException) -> bool:
     return False
 
 
+def _augment(host: str, edges: Mapping[str, list[int]], match: dict[int, str], seen: set[int]) -> bool:
+    """Kuhn's augmenting path: give ``host`` a connection of its own, re-seating others (mutates match)."""
+    for i in edges.get(host, ()):
+        if i in seen:
+            continue
+        seen.add(i)
+        if i not in match or _augment(match[i], edges, match, seen):
+            match[i] = host
+            return True
+    return False
+
+
 def _sock_addr(conn: Any) -> str | None:
     """``ip:port`` of a redis-py connection's local end (what CLIENT LIST shows as ``addr``)."""
     sock = getattr(conn, "_sock", None)
@@ -431,6 +446,7 @@ class WorkerMonitor:
         self._prev_probe: float | None = None
         self._pub_base: tuple[int, frozenset[str]] | None = None
         self._conn_born: dict[str, tuple[float, float]] = {}
+        self._unknown_workers: int | None = None
         """CLIENT LIST id -> (earliest, latest) creation time seen for it."""
         self._pubsub: Any = None
         self._own_clients: list[Any] = []
@@ -914,35 +930,60 @@ class WorkerMonitor:
             subscriber = (_int(c.get("psub")) or 0) > 0 or (_int(c.get("sub")) or 0) > 0
             foreign.append((str(c.get("name") or ""), subscriber, known[0], known[1]))
         self._conn_born = born
+        subs = [(name, cmin, cmax) for name, sub, cmin, cmax in foreign if sub]
         with self._state_lock:
+            self._unknown_workers = max(0, len(subs) - self._accounted())
+            # Which subscriber connections each worker could own (named after it, or opened in its boot
+            # window); a silent worker is proven gone when, after every responding worker got one of its
+            # own (a matching), none is left that could be its.
+            edges: dict[str, list[int]] = {}
             for node in self._nodes.values():
                 node.conn_source = "CLIENT LIST"
                 node.conn_checked_at = now
                 host_part = node.hostname.split("@", 1)[-1]
-                named = sum(1 for name, _, _, _ in foreign if name and name in (node.hostname, host_part))
+                named = [i for i, (name, _, _) in enumerate(subs) if name and name in (node.hostname, host_part)]
                 if named:
-                    n, how = named, "named after it"
-                elif node.boot_at is None or node.boot_src not in BOOT_WINDOWS:
+                    edges[node.hostname] = named
+                elif node.boot_at is not None and node.boot_src in BOOT_WINDOWS:
+                    b = node.boot_at
+                    lo, hi = BOOT_WINDOWS[node.boot_src]
+                    edges[node.hostname] = [i for i, (_, cmin, cmax) in enumerate(subs)
+                                            if cmin <= b + hi and cmax >= b + lo]
+            responding = [n.hostname for n in self._nodes.values() if n.is_online(now) and n.hostname in edges]
+            match: dict[int, str] = {}
+            for host in responding:
+                _augment(host, edges, match, set())
+            for node in self._nodes.values():
+                mine = edges.get(node.hostname)
+                if mine is None:
                     node.conn_present = None
                     node.conn_detail = "boot time unknown: its connections cannot be told apart (CLIENT LIST)"
                     continue
+                if node.hostname in responding:
+                    ok = bool(mine)
                 else:
-                    b = node.boot_at
-                    lo, hi = BOOT_WINDOWS[node.boot_src]
-                    n = sum(1 for _, sub, cmin, cmax in foreign if sub and cmin <= b + hi and cmax >= b + lo)
-                    how = "subscriber connection(s) opened at its start"
-                if n:
+                    ok = _augment(node.hostname, edges, dict(match), set())
+                if ok:
                     node.conn_present = True
                     node.conn_ok_at = now
                     node.conn_gone_at = None
-                    node.conn_detail = f"{n} {how} still open (CLIENT LIST)"
+                    node.conn_detail = f"{len(mine)} subscriber connection(s) opened at its start still open (CLIENT LIST)"
                 elif node.conn_gone_at is None and not node.conn_lost_alive:
                     node.conn_present = False
                     node.conn_gone_at = now
-                    node.conn_detail = "no Redis connection (CLIENT LIST)"
+                    node.conn_detail = ("no Redis connection (CLIENT LIST)" if not mine else
+                                        "no Redis connection of its own: the subscriber connections opened at its "
+                                        "start are the responding workers' (CLIENT LIST)")
+
+    def _accounted(self) -> int:
+        """Known workers that hold a pidbox subscription unless proven gone (caller holds the lock)."""
+        denied = self._inspect_denied is not None
+        return sum(1 for nd in self._nodes.values()
+                   if nd.offline_at is None and nd.conn_gone_at is None and (nd.last_reply is not None or denied))
 
     def _absorb_publish_count(self, n: int, now: float) -> None:
         with self._state_lock:
+            self._unknown_workers = max(0, n - self._accounted())
             live = [nd for nd in self._nodes.values() if nd.offline_at is None]
             fresh = {nd.hostname for nd in live if nd.is_online(now)}
             silent = [nd for nd in live if nd.hostname not in fresh and nd.conn_gone_at is None]
@@ -1148,6 +1189,7 @@ class WorkerMonitor:
                 incarnations=tuple(incarnations),
                 inspect_denied=self._inspect_denied,
                 conn_note=self._conn_note(),
+                unknown_workers=self._unknown_workers if self._probe_mode in ("client", "publish") else None,
             )
 
     def _conn_note(self) -> str | None:
