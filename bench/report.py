@@ -356,6 +356,9 @@ def render(res: dict[str, Any]) -> str:
                      f"{wi['redis_cpu_share'] * 100:.1f} % with. Round trips/s with taskdash are mostly the "
                      "results live feed (one EXISTS pipeline per batch of published results it did not know yet).\n")
     L.append(FIXES)
+    from bench.s1_plain import section as plain_section
+
+    L.extend(plain_section(res))  # issue 13: the refresh without scripting (bench/s1_plain.py)
     L.append("## Setup\n")
     for sc in res["scales"]:
         L.append(f"- {sc['scale']['label']}: {sc['scale']['queues']:,} queues (bindings in `_kombu.binding.<q>` + "

@@ -58,6 +58,7 @@ from bench.harness import METER_NAME, TD_NAME, Meter, log, name_connections  # n
 from bench.presets import PRESETS, Scale  # noqa: E402
 from bench.s1_collector import child_collector  # noqa: E402
 from bench.s1_inspect import child_celery_cli, child_inspect_flower, child_inspect_taskdash  # noqa: E402
+from bench.s1_plain import child_broker_mode, phase_plain  # noqa: E402
 from bench.s1_refresh import child_broker, child_flower_queues  # noqa: E402
 from bench.s1_scale import phase_scale, phase_scale_no_workers  # noqa: E402
 from bench.s2_results import (  # noqa: E402
@@ -72,6 +73,7 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "broker": child_broker, "flower_queues": child_flower_queues, "inspect_taskdash": child_inspect_taskdash,
     "inspect_flower": child_inspect_flower, "celery_cli": child_celery_cli, "collector": child_collector,
     "results_scan": child_results_scan, "latency": child_latency, "results_background": child_results_background,
+    "broker_mode": child_broker_mode,
 }
 
 
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "RESULTS.md"))
     ap.add_argument("--json", default=None, help="also write the raw figures as JSON here")
-    ap.add_argument("--skip", action="append", default=[], choices=["workers", "s2", "s3"])
+    ap.add_argument("--skip", action="append", default=[], choices=["workers", "s2", "s3", "plain"])
     ap.add_argument("--from-json", default=None, help="re-render the report from a --json file (no run)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PARAMS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 scale = Scale(scale.label, scale.queues, scale.messages, scale.unacked, 0)
             res["scales"].append(phase_scale(rs, meter, scale, preset) if scale.workers else
                                  phase_scale_no_workers(rs, meter, scale, preset))
+        if "plain" not in args.skip:  # issue 13: the largest scale's refresh on each read path
+            res["s1_plain"] = phase_plain(rs, meter, preset.scales[-1], preset)
         if "s2" not in args.skip:
             res["s2"] = phase_results(rs, meter, preset)
         if "s3" not in args.skip and "workers" not in args.skip:
