@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+from collectors.core.beat_canvas import BeatView, CanvasView
+
+SCHEMA_VERSION = 2
+"""2: adds ``beat`` and ``canvas`` (issue 16; README, "beat and canvas JSON")."""
 
 UnackedState = Literal["active", "reserved", "scheduled", "orphaned", "unknown", "held-by-silent", "may-be-held"]
 """``held-by-silent``: a silent (not proven dead) worker that was alive at the delivery and consumes the
@@ -395,6 +398,10 @@ class Snapshot:
     """Did the last inspect window succeed (None: not run yet)."""
     sources: tuple[SourceState, ...] = ()
     """How each source was read (empty: every source ok, e.g. a hand-made snapshot)."""
+    beat: BeatView | None = None
+    """Periodic tasks (issue 16); None when the collector did not read beat."""
+    canvas: CanvasView | None = None
+    """Groups and chords in the result backend (issue 16); None when not read."""
 
     def source(self, name: str) -> SourceState:
         """The read state of ``name`` ("queues", "unacked", "workers", "results"); ok when not recorded."""
@@ -425,4 +432,6 @@ class Snapshot:
             "visibility_timeout": self.visibility_timeout,
             "inspect_ok": self.inspect_ok,
             "sources": {name: self.source(name).to_json() for name in ("queues", "unacked", "workers", "results")},
+            "beat": self.beat.to_json() if self.beat is not None else None,
+            "canvas": self.canvas.to_json() if self.canvas is not None else None,
         }

@@ -32,6 +32,16 @@ PURGING = "taskdash.purging"
 """Temporary lists a purge renames a queue's priority lists to (``taskdash.purging.<token>.<band>``)."""
 RESTORED = "taskdash.restored"
 """``taskdash.restored.<export id>``: set once an export was restored (refuses a second restore)."""
+TASKSET_PREFIX = "celery-taskset-meta-"
+"""Celery's group key ``<result_keyprefix>celery-taskset-meta-<gid>``; the Redis backend's chord state adds
+``.s`` (size), ``.t`` (size adjustment), ``.j`` (joined part results, zset by group index or list), ``.d``
+(parts already counted) and ``.c`` (callback claim, ``done`` after the body was sent): celery/backends/redis.py
+``on_chord_part_return``, docs/redis-layout.md#result-keys."""
+CHORD_SUFFIXES = (".s", ".t", ".j", ".d", ".c")
+REDBEAT_PREFIX = "redbeat:"
+"""celery-redbeat's default ``redbeat_key_prefix``: entries are hashes ``<prefix><name>`` (``definition``,
+``meta``), the schedule the zset ``<prefix>:schedule`` (entry key -> due timestamp), the lock
+``<prefix>:lock`` (redis-py lock: token, TTL extended every tick): redbeat/schedulers.py ``RedBeatConfig``."""
 PIDBOX_SUFFIX = ".pidbox"
 """Celery's control queues (``<node>.<ctl>.pidbox``) and reply queues (``<oid>.reply.<ctl>.pidbox``)."""
 WORKER_DIRECT_EXCHANGE = "C.dq2"
@@ -244,3 +254,36 @@ class KeyLayout:
     def restored_marker(self, export_id: str) -> str:
         """The string key that records that the export ``export_id`` was restored."""
         return self.key(f"{RESTORED}.{export_id}")
+
+    # ---- groups and chords in the result backend (issue 16) -------------------------------------
+    @property
+    def taskset_prefix(self) -> str:
+        """``<result_keyprefix>celery-taskset-meta-``: a group's keys are this plus its id (and a suffix)."""
+        return f"{self.result_keyprefix}{TASKSET_PREFIX}"
+
+    def taskset_key(self, group_id: str, suffix: str = "") -> str:
+        """A group's result key (``suffix`` ``''``) or one of its chord keys (``.s .t .j .d .c``)."""
+        return f"{self.taskset_prefix}{group_id}{suffix}"
+
+    @property
+    def taskset_pattern(self) -> str:
+        """SCAN MATCH pattern of every group and chord key."""
+        return f"{self.taskset_prefix}*"
+
+    # ---- celery-redbeat (its own Redis and prefix, never kombu's global_keyprefix) --------------
+    @staticmethod
+    def redbeat_schedule(prefix: str = REDBEAT_PREFIX) -> str:
+        """RedBeat's schedule zset (``<prefix>:schedule``; the default prefix gives ``redbeat::schedule``)."""
+        return f"{prefix}:schedule"
+
+    @staticmethod
+    def redbeat_lock(prefix: str = REDBEAT_PREFIX, lock_key: str | None = None) -> str:
+        """RedBeat's lock key: ``redbeat_lock_key`` (prefixed unless it already is), else ``<prefix>:lock``."""
+        if lock_key:
+            return lock_key if lock_key.startswith(prefix) else f"{prefix}{lock_key}"
+        return f"{prefix}:lock"
+
+    @staticmethod
+    def redbeat_entry(name: str, prefix: str = REDBEAT_PREFIX) -> str:
+        """The hash of one RedBeat entry (fields ``definition`` and ``meta``)."""
+        return f"{prefix}{name}"
