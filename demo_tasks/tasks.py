@@ -94,3 +94,16 @@ def spin(seconds: float = 5.0, tag: str | None = None) -> int:
         n += 1
     _count(tag)
     return n
+
+
+@app.task
+def tsum(values: list[int]) -> int:
+    """A chord body: the sum of its header's results (issue 16's canvas tests)."""
+    return sum(values)
+
+
+@app.task
+def nap(seconds: float = 30.0) -> float:
+    """An early-ack sleeper: a kill -9 of its worker loses the message (a chord header part that never returns)."""
+    time.sleep(seconds)
+    return seconds

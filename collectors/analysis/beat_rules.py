@@ -102,6 +102,8 @@ class _History:
     runtime: float | None = None
     duplicate_at: float | None = None
     duplicate_gap: float | None = None
+    reported: int = 0
+    """The highest missed count reported: the cumulative count never goes down."""
 
 
 class BeatTracker:
@@ -122,8 +124,12 @@ class BeatTracker:
         return h
 
     def record_run(self, spec: ScheduleSpec, ts: float, task_id: str | None, evidence: str,
-                   tol: float) -> None:
-        """One run of ``spec`` at ``ts`` (a task id is counted once, whatever the source)."""
+                   tol: float, *, timed: bool = True, runs: int = 1) -> None:
+        """One run of ``spec`` at ``ts`` (a task id is counted once, whatever the source).
+
+        ``runs``: how many runs happened since the previous one recorded, this one included (RedBeat's
+        ``total_run_count`` grew by that much): a refresh slower than the schedule still sees them.
+        """
         h = self.history(spec.name)
         if task_id is not None:
             if task_id in h.ids:
@@ -135,14 +141,14 @@ class BeatTracker:
             if task_id is None:
                 return  # the same RedBeat last_run_at again
             # a send earlier than the newest one we know (sources report with delays): only duplicates
-            if spec.interval_s and h.runs[-1] - ts < spec.interval_s / 2:
+            if timed and spec.interval_s and h.runs[-1] - ts < spec.interval_s / 2:
                 h.duplicate_at, h.duplicate_gap = ts, h.runs[-1] - ts
             return
         if h.runs:
             gap = ts - h.runs[-1]
-            if spec.interval_s and gap < spec.interval_s / 2 and task_id is not None:
+            if timed and spec.interval_s and gap < spec.interval_s / 2 and task_id is not None:
                 h.duplicate_at, h.duplicate_gap = ts, gap
-            h.gap_missed += missed_between(spec, h.runs[-1], ts, tol)
+            h.gap_missed += max(0, missed_between(spec, h.runs[-1], ts, tol) - max(runs - 1, 0))
         h.runs.append(ts)
         del h.runs[:-64]
         h.evidence = evidence
@@ -209,6 +215,7 @@ class BeatMonitor:
         self.stream = stream
         self.tracker = BeatTracker()
         self._queued_seen: dict[str, float] = {}
+        self._totals: dict[str, int] = {}
 
     def close(self) -> None:
         if self._client is not self._broker:
@@ -270,12 +277,16 @@ class BeatMonitor:
             if count_runs and etype in ("task-received", "task-sent"):
                 self.tracker.record_run(spec, ts, tid, f"{etype} event", tolerance_for(spec, fixed))
         if count_runs:
-            for q in queued:
-                seen = self._queued_seen.setdefault(q.task_id, now)
-                spec = _entry_for(specs, q.task, q.periodic_task_name, seen, self.tracker)
-                if spec is not None:
-                    self.tracker.record_run(spec, seen, q.task_id, f"message queued on {q.queue}",
-                                            tolerance_for(spec, fixed))
+            first = not self._queued_seen
+            for q in queued:  # newest first; a message's time is when taskdash first saw it
+                if q.task_id in self._queued_seen:
+                    continue
+                self._queued_seen[q.task_id] = now
+                spec = _entry_for(specs, q.task, q.periodic_task_name, now, self.tracker)
+                if spec is None or (first and self.tracker.history(spec.name).runs):
+                    continue  # the backlog found at the first look: only its newest send is a run "now"
+                self.tracker.record_run(spec, now, q.task_id, f"message queued on {q.queue}",
+                                        tolerance_for(spec, fixed), timed=False)
             if len(self._queued_seen) > 4096:
                 for k in list(self._queued_seen)[:-2048]:
                     del self._queued_seen[k]
@@ -309,12 +320,17 @@ class BeatMonitor:
         overdue = None
         if spec.enabled and due is not None and now - due > tol:
             overdue = round(now - due, 3)
-            current = missed_between(spec, ref, now, tol) if ref is not None else (
-                1 + (int((now - due - tol) // spec.interval_s) if spec.interval_s else 0))
+        if spec.enabled and ref is not None:
+            # counted from the last run, not from the due time: a restarted RedBeat resets an overdue
+            # entry's due time to "now" before its first run closes the gap
+            current = missed_between(spec, ref, now, tol)
+        elif overdue is not None:
+            current = 1 + (int((now - due - tol) // spec.interval_s) if spec.interval_s else 0)
+        h.reported = max(h.reported, h.gap_missed + current)
         return BeatEntry(
             name=spec.name, task=spec.task, schedule=spec.schedule_text, interval_s=spec.interval_s,
             queue=spec.queue, last_run_at=last, next_due_at=due, total_run_count=total,
-            missed_runs=h.gap_missed + current, overdue_s=overdue, enabled=spec.enabled,
+            missed_runs=h.reported, overdue_s=overdue, enabled=spec.enabled,
             evidence=evidence or h.evidence,
             observed_runtime_s=None if h.runtime is None else round(h.runtime, 3),
         )
@@ -329,7 +345,12 @@ class BeatMonitor:
         for raw in read.entries:
             tol = tolerance_for(raw.spec, self.config.tolerance_s)
             if raw.last_run_at is not None:
-                self.tracker.record_run(raw.spec, raw.last_run_at, None, "redbeat meta", tol)
+                before = self._totals.get(raw.name)
+                grew = (raw.total_run_count - before) if (
+                    raw.total_run_count is not None and before is not None and raw.total_run_count > before) else 1
+                if raw.total_run_count is not None:
+                    self._totals[raw.name] = raw.total_run_count
+                self.tracker.record_run(raw.spec, raw.last_run_at, None, "redbeat meta", tol, runs=grew)
             entries.append(self._entry(raw.spec, now, last=raw.last_run_at, due=raw.due_at,
                                        total=raw.total_run_count, evidence="redbeat meta"))
         lock = None

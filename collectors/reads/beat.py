@@ -127,7 +127,8 @@ class BeatConfig:
             if "redbeat_lock_key" in keys:
                 raw = conf.get("redbeat_lock_key")
                 lock_key = KeyLayout.redbeat_lock(prefix, str(raw)) if raw else None
-            if conf.get("redbeat_redis_url"):
+            if conf.get("redbeat_redis_url") and conf.get("redbeat_redis_url") != conf.get("broker_url"):
+                # the app's broker is the one taskdash was pointed at (flags and env win over the app)
                 url = str(conf.get("redbeat_redis_url"))
             if conf.get("redbeat_lock_timeout"):
                 lock_timeout = float(conf.get("redbeat_lock_timeout"))
