@@ -68,9 +68,9 @@ def _iso_ts(text: str | None) -> float | None:
     try:
         dt = datetime.fromisoformat(text)
         if dt.tzinfo is None:
-            from datetime import UTC
+            from datetime import timezone
 
-            dt = dt.replace(tzinfo=UTC)
+            dt = dt.replace(tzinfo=timezone.utc)
         return dt.timestamp()
     except ValueError:
         return None
