@@ -32,14 +32,16 @@ from collectors.core.errors import (  # noqa: F401 - the exit-code table, re-exp
     classify_text,
     user_of,
 )
+from taskdash.app_options import APP_OPTION_KEYS, app_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log", "context")
+_COMMON = ("broker", "backend", "app", "read_only", "interval", "audit_log", "context", *APP_OPTION_KEYS)
 
 
 def common_options(f: F) -> F:
     """Connection and safety options shared by the group and every sub-command."""
+    f = app_options(f)  # transport options without -A (--global-keyprefix, --sep, ..., --app-path)
     f = click.option("--context", "context", default=None,
                      help="Named broker/app from ~/.config/taskdash/config.toml ($TASKDASH_CONFIG).")(f)
     f = click.option("--audit-log", "audit_log", default=None, help="Audit log file (JSON lines).")(f)
@@ -88,6 +90,7 @@ def settings_from(ctx: click.Context, **sub: Any) -> Settings:
             broker=merged.get("broker"), backend=merged.get("backend"), app=merged.get("app"),
             read_only=merged.get("read_only"), interval=merged.get("interval"),
             audit_log=merged.get("audit_log"), context=merged.get("context"), **extra,
+            **{k: merged[k] for k in APP_OPTION_KEYS if k in merged},
         )
     except ConfigError as exc:
         err = click.ClickException(str(exc))

@@ -173,7 +173,7 @@ def quarantine_list_cmd(ctx: click.Context, limit: int, as_json: bool, **opts: A
     """List quarantined messages (newest first)."""
     actions = _actions(ctx, opts)
     items = _guarded(actions, lambda: actions.list_quarantine(limit))
-    from datetime import UTC, datetime
+    from datetime import datetime, timezone
 
     for q in items:
         if as_json:
@@ -181,7 +181,7 @@ def quarantine_list_cmd(ctx: click.Context, limit: int, as_json: bool, **opts: A
                                    "reason": q.reason, "quarantined_at": q.quarantined_at,
                                    "deliveries": q.deliveries, "source": q.source}))
         else:
-            when = datetime.fromtimestamp(q.quarantined_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            when = datetime.fromtimestamp(q.quarantined_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             _echo(f"{q.id}  {when}  {q.queue or '-'}  {q.task or '-'}  {q.task_id or '-'}  "
                        f"deliveries={q.deliveries if q.deliveries is not None else '?'}  {q.reason}")
     if not as_json:

@@ -52,6 +52,9 @@ def served_environment(settings: Any, read_only: bool) -> dict[str, str]:
     if settings.global_keyprefix:
         env["TASKDASH_GLOBAL_KEYPREFIX"] = settings.global_keyprefix
     env["TASKDASH_VISIBILITY_TIMEOUT"] = str(settings.visibility_timeout)
+    from collectors.core.config import settings_environment
+
+    env.update(settings_environment(settings))  # sep, priority steps, every other transport option, --app-path
     env["TASKDASH_READ_ONLY"] = "1" if read_only else ""
     return env
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import redis
 
@@ -47,7 +47,7 @@ def _rb_def(name: str, every: float) -> str:
 
 
 def _rb_dt(ts: float) -> dict[str, object]:
-    d = datetime.fromtimestamp(ts, UTC)
+    d = datetime.fromtimestamp(ts, timezone.utc)
     return {"__type__": "datetime", "year": d.year, "month": d.month, "day": d.day, "hour": d.hour,
             "minute": d.minute, "second": d.second, "microsecond": d.microsecond, "timezone": "UTC"}
 

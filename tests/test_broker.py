@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import kombu.pools
@@ -84,7 +84,7 @@ def test_priority_bands_match_llen_and_oldest_age_grows(demo_app: Any, r: redis.
 
 
 def test_eta_message_age_from_eta(demo_app: Any, r: redis.Redis, redis_url: str) -> None:
-    eta = datetime.now(UTC) - timedelta(seconds=120)
+    eta = datetime.now(timezone.utc) - timedelta(seconds=120)
     demo_app.send_task("demo_tasks.tasks.add", args=(1, 2), queue="later", eta=eta)
     reader = BrokerReader(Settings(broker_url=redis_url), r)
     q = by_name(reader.read(now=time.time()))["later"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from collectors.core.models import (
@@ -32,7 +32,7 @@ def fmt_time(epoch: float | None) -> str:
     """An epoch time as UTC ISO text."""
     if epoch is None:
         return "–"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _failure_for(snapshot: Snapshot, task_id: str | None) -> TaskFailure | None:

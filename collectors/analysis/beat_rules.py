@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from collectors.core.beat_canvas import BeatEntry, BeatFinding, BeatLock, BeatView
@@ -57,8 +57,8 @@ def tolerance_for(spec: ScheduleSpec, fixed: float | None = None) -> float:
 
 def _next_cron(sched: Any, after: float) -> float | None:
     try:
-        dt = datetime.fromtimestamp(after, tz=UTC)
-        now = sched.now() if hasattr(sched, "now") else datetime.now(UTC)
+        dt = datetime.fromtimestamp(after, tz=timezone.utc)
+        now = sched.now() if hasattr(sched, "now") else datetime.now(timezone.utc)
         delta = sched.remaining_estimate(dt)
         if delta is None:
             return None
@@ -418,7 +418,7 @@ class BeatMonitor:
             worst = max(overdue, key=lambda e: e.overdue_s or 0)
             state = "dead"
             dead_since = last_sign if last_sign is not None else since
-            seen = (f"last run seen {datetime.fromtimestamp(last_sign, UTC):%H:%M:%S} UTC"
+            seen = (f"last run seen {datetime.fromtimestamp(last_sign, timezone.utc):%H:%M:%S} UTC"
                     if last_sign else "no run seen since taskdash started watching")
             evidence = (f"beat looks dead: no entry ran on time ({worst.name} due {worst.overdue_s:.0f}s ago); "
                         f"{seen}; watched {sources}")

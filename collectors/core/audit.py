@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class AuditLog:
             **details: Whatever is needed to undo the action (tags, ids, export file path, ...).
         """
         entry: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "actor": self.actor,
             "action": action,
             "target": target,

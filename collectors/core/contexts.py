@@ -14,7 +14,20 @@ File: ``$TASKDASH_CONFIG``, else ``$XDG_CONFIG_HOME/taskdash/config.toml``, else
     app = "proj.celery"
     read_only = true          # a context can only make taskdash safer, never lift --read-only
 
-Optional keys: ``interval``, ``visibility_timeout``, ``global_keyprefix``, ``audit_log``.
+Optional keys: ``interval``, ``visibility_timeout``, ``global_keyprefix``, ``audit_log``, and every other
+transport option of collectors.core.config.APP_OPTIONS (for a context whose app taskdash cannot import)::
+
+    [contexts.billing]
+    broker = "rediss://monitor:secret@billing-redis:6380/0"
+    sep = ":"                              # kombu's priority separator
+    priority_steps = [0, 5, 9]             # or "0,5,9"
+    queue_order_strategy = "priority"
+    result_keyprefix = "billing-results"
+    ssl_cert_reqs = "required"
+    ssl_ca_certs = "/etc/ssl/billing-ca.pem"
+    transport_options = { unacked_key = "billing_unacked" }   # any other broker transport option
+    backend_transport_options = { result_chord_ordered = false }
+    app_path = "~/src/billing"             # with app = "billing.celery": import it from there
 
 Alert rules for ``taskdash watch`` (collectors.analysis.alerts): a top-level ``[alerts]`` table for every
 context and ``[contexts.NAME.alerts]`` over it (thresholds, ``enabled``/``disabled`` rules, ``for`` and
@@ -29,19 +42,28 @@ skipped entirely when a broker is given by ``--broker`` or ``TASKDASH_BROKER``.
 from __future__ import annotations
 
 import os
-import tomllib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collectors.core.config import ConfigError, Settings, mask_url
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI (a dependency there)
+    import tomli as tomllib
+
+from collectors.core.config import APP_OPTIONS, ConfigError, Settings, mask_url
 
 _KEYS = {"broker", "backend", "app", "read_only", "interval", "visibility_timeout", "global_keyprefix",
          "audit_log", "description", "alerts"}
+_OPTION_KEYS = {o.key for o in APP_OPTIONS} - _KEYS
+"""Transport options a context may set besides the keys above (kept in ``Context.options``)."""
+_KEYS |= _OPTION_KEYS
 _ENV_NAMES = {"broker": "TASKDASH_BROKER", "backend": "TASKDASH_BACKEND", "app": "TASKDASH_APP",
               "interval": "TASKDASH_INTERVAL", "visibility_timeout": "TASKDASH_VISIBILITY_TIMEOUT",
-              "global_keyprefix": "TASKDASH_GLOBAL_KEYPREFIX", "audit_log": "TASKDASH_AUDIT_LOG"}
+              "global_keyprefix": "TASKDASH_GLOBAL_KEYPREFIX", "audit_log": "TASKDASH_AUDIT_LOG",
+              **{o.key: o.env for o in APP_OPTIONS if o.key in _OPTION_KEYS}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +82,9 @@ class Context:
     description: str | None = None
     alerts: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     """The context's ``[contexts.NAME.alerts]`` table (raw; see collectors.analysis.alerts)."""
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """Other transport options (``sep``, ``priority_steps``, ``ssl_ca_certs``, ...; collectors.core.config
+    APP_OPTIONS), validated, as ``TASKDASH_*`` variable values."""
 
     def describe(self) -> str:
         """One line with credentials masked (for lists and notifications)."""
@@ -134,6 +159,7 @@ def load_contexts(path: str | Path | None = None, env: Mapping[str, str] | None 
                 global_keyprefix=_opt_str(values.get("global_keyprefix")),
                 audit_log=_opt_str(values.get("audit_log")), description=_opt_str(values.get("description")),
                 alerts=_opt_table(values.get("alerts"), f"contexts.{name}.alerts"),
+                options=_options(values),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{p}: contexts.{name}: {exc}") from exc
@@ -145,6 +171,32 @@ def load_contexts(path: str | Path | None = None, env: Mapping[str, str] | None 
     except TypeError as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     return ContextsFile(p, contexts, default, alerts)
+
+
+def _options(values: Mapping[str, Any]) -> dict[str, str]:
+    """The context's transport options, checked by the same parsers as the flags, as the text of their
+    ``TASKDASH_*`` variable (apply_context layers a context through the environment)."""
+    import json
+
+    out: dict[str, str] = {}
+    for opt in APP_OPTIONS:
+        if opt.key not in _OPTION_KEYS or values.get(opt.key) is None:
+            continue
+        raw = values[opt.key]
+        if opt.multiple and not isinstance(raw, dict):
+            raise TypeError(f"{opt.key} must be a table")
+        if not opt.multiple and isinstance(raw, dict | bool):
+            raise TypeError(f"{opt.key}: expected a value, got {raw!r}")
+        parsed = opt.parse(raw)
+        if opt.multiple:
+            out[opt.key] = json.dumps(parsed)
+        elif opt.key == "priority_steps":
+            out[opt.key] = ",".join(str(s) for s in parsed)
+        elif opt.key == "sep":
+            out[opt.key] = str(raw).encode("unicode_escape").decode("ascii")
+        else:
+            out[opt.key] = str(parsed)
+    return out
 
 
 def _opt_table(v: Any, what: str) -> Mapping[str, Any]:
@@ -199,7 +251,7 @@ def apply_context(
     layered = dict(env)
     values = {"broker": ctx.broker, "backend": ctx.backend, "app": ctx.app, "interval": ctx.interval,
               "visibility_timeout": ctx.visibility_timeout, "global_keyprefix": ctx.global_keyprefix,
-              "audit_log": ctx.audit_log}
+              "audit_log": ctx.audit_log, **ctx.options}
     if explicit:
         broker = broker or ctx.broker
         backend = backend or ctx.backend

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 from urllib.parse import unquote, urlsplit
 
 from collectors.core.config import mask_text, mask_url
@@ -76,7 +76,9 @@ def exit_code_table_markdown() -> str:
 
 
 # ---- classification ---------------------------------------------------------------------------------
-class Kind(StrEnum):
+class Kind(str, Enum):
+    """A StrEnum (``str(Kind.AUTH) == "auth"``) that Python 3.10 has too."""
+
     UNREACHABLE = "unreachable"
     NOT_READY = "not-ready"
     AUTH = "auth"
@@ -84,6 +86,9 @@ class Kind(StrEnum):
     UNKNOWN_COMMAND = "unknown-command"
     NOSCRIPT = "noscript"
     OTHER = "other"
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 _EXIT_FOR_KIND = {

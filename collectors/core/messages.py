@@ -37,7 +37,7 @@ import json
 import lzma
 import re
 import zlib
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from collectors.core.models import DecodedMessage
@@ -96,11 +96,12 @@ def eta_timestamp(eta: str | None) -> float | None:
     if not eta or not isinstance(eta, str):
         return None
     try:
-        dt = datetime.fromisoformat(eta)
+        # Python 3.10's fromisoformat refuses the "Z" suffix that 3.11 accepts
+        dt = datetime.fromisoformat(eta[:-1] + "+00:00" if eta.endswith(("Z", "z")) else eta)
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
 
 

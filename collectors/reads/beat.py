@@ -26,7 +26,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from collectors.core.config import Settings, load_app
@@ -174,7 +174,7 @@ def _dt_from(d: Mapping[str, Any]) -> float | None:
 
                 tz = ZoneInfo(str(zone))
             except Exception:  # noqa: BLE001
-                tz = UTC
+                tz = timezone.utc
         return datetime(int(d["year"]), int(d["month"]), int(d["day"]), int(d.get("hour", 0)),
                         int(d.get("minute", 0)), int(d.get("second", 0)), int(d.get("microsecond", 0)),
                         tzinfo=tz).timestamp()

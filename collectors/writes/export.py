@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,7 +32,7 @@ class ExportFiles(WriteBase):
 
     def _default_export_path(self, what: str) -> Path:
         """A new file under ``exports/`` beside the audit log (the user's state dir by default)."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         base = self.audit.path.parent if self.audit.path != default_audit_path() else state_dir()
         return base / "exports" / f"{_safe_name(what)}-{stamp}.jsonl"
 
