@@ -40,7 +40,7 @@ async def test_slow_big_refresh_keeps_the_ui_responsive() -> None:
         table = app.panel("unacked").table
         assert table.row_count == MAX_ROWS  # a bounded window, not 10,000 rendered rows
         assert table.total_rows == 10_000
-        assert f"showing the first {MAX_ROWS} of 10,000 rows" in screen_text(app)
+        assert f"showing the first {MAX_ROWS:,} of 10,000 rows" in screen_text(app)
         assert app.apply_ms < 3000, f"applying the big snapshot took {app.apply_ms:.0f} ms"
 
         # Still responsive with 10k entries loaded: sort, filter and a second (diffing) refresh.

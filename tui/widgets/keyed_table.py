@@ -6,12 +6,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rich.cells import cell_len
 from rich.text import Text
+from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from tui.format import safe_cell
 
 MARK_COLUMN = "mark"
+BUILD_NEW_ROWS = 1500
+"""At most this many new rows get cells in one sync; more (a new sort or filter over a huge table) get
+blank cells off screen, filled in when scrolled to."""
 _STALE: tuple[object, ...] = (object(),)
 """Cached cells that never equal real ones: forces a redraw."""
 
@@ -45,6 +51,17 @@ class RowSource(Protocol):
     def row_sort(self, item: Any, sort_by: str) -> Any:
         """Raw value to sort by."""
         ...
+
+
+def _cell_width(cell: Any) -> int:
+    """Display width of a one-line cell (what DataTable's own measure gives, without a Console)."""
+    if isinstance(cell, Text):
+        return max((cell_len(line) for line in cell.plain.split("\n")), default=0)
+    if isinstance(cell, str):
+        return cell_len(cell)
+    if isinstance(cell, Mark):
+        return 1
+    return cell_len(str(cell))
 
 
 def _sort_value(value: Any) -> tuple[int, Any]:
@@ -82,6 +99,13 @@ class KeyedTable(DataTable[Any]):
         self.all_rows = 0
         """Rows before filtering."""
         self._cells: dict[str, tuple[Any, ...]] = {}
+        self._widths: dict[str, tuple[int, ...]] = {}
+        """Display width of each cached cell, per row key (the auto columns' widths come from these)."""
+        self._dirty: set[str] = set()
+        """Rows outside the window whose model changed since their cells were built."""
+        self._source: RowSource | None = None
+        self._col_keys = tuple(c[1] for c in self.column_spec)
+        self._blank: tuple[Any, ...] = tuple(Text("") for _ in self.column_spec)
         self._order: list[str] = []
 
     def on_mount(self) -> None:
@@ -145,8 +169,11 @@ class KeyedTable(DataTable[Any]):
              sort_by: str | None = None, reverse: bool = False) -> None:
         """Show ``items`` (filtered, sorted, windowed), changing only what differs from the screen.
 
-        Filtering and sorting look at every item; cells are only built for the shown window, so a
-        10,000-row snapshot costs one sort, not 10,000 rendered rows.
+        Filtering and sorting look at every item. Cells are built for new rows and for the rows on
+        screen (plus a page either side); rows further away keep their last cells and are rebuilt when
+        scrolled to (``_refresh_window``), so a 1,000-row table costs one screenful per refresh.
+        Column widths come from the cells' own widths, kept per row: DataTable's ``update_width``
+        re-measures a whole column for every narrowed cell (quadratic at 1,000 rows).
         """
         self.all_rows = len(items)
         needle = filter_text.strip().lower()
@@ -164,53 +191,161 @@ class KeyedTable(DataTable[Any]):
         selected_index = self.cursor_row
         self.marked &= {source.row_key(it) for it in items} if self.marked else set()
         self.items = dict(keyed)
+        self._source = source
         with self.app.batch_update():
             stale = [k for k in self._cells if k not in wanted_keys]
-            rebuilt = len(stale) > 32 and 2 * len(stale) > len(self._cells)
-            scroll_y = self.scroll_y
-            if rebuilt:
-                # DataTable.remove_row is O(rows); past a few dozen removals a rebuild is far cheaper.
-                self.clear()
-                self._cells.clear()
-            else:
-                for key in stale:
-                    self.remove_row(key)
-                    del self._cells[key]
-            col_keys = [c[1] for c in self.column_spec]
-            for key, item in keyed:
-                cells = tuple(safe_cell(c) for c in source.row_cells(item))
-                mark = Mark(key, key in self.marked)
+            if stale:
+                self._remove_rows(stale)
+            lo, hi = self._window(selected_index if selected in wanted_keys else None,
+                                  order.index(selected) if selected in wanted_keys else None)
+            added = False
+            # New rows get their real cells (right column widths from the start) unless a sort or a
+            # filter brings thousands at once: then the off-screen ones are built when scrolled to.
+            build_all = sum(1 for k in order if k not in self._cells) <= BUILD_NEW_ROWS
+            for index, (key, item) in enumerate(keyed):
                 old = self._cells.get(key)
+                in_window = lo <= index < hi
                 if old is None:
-                    self.add_row(mark, *cells, key=key)
-                elif old == _STALE:
-                    for col, new in zip(col_keys, cells, strict=True):
-                        self.update_cell(key, col, new, update_width=True)
+                    if in_window or build_all:
+                        cells = self._build(source, item)
+                    else:  # built when scrolled to: a new sort or filter costs one screenful
+                        cells = self._blank
+                        self._dirty.add(key)
+                    self.add_row(Mark(key, key in self.marked), *cells, key=key)
+                    self._store(key, cells)
+                    added = True
+                    continue
+                mark = Mark(key, key in self.marked)
+                if self.get_cell(key, MARK_COLUMN) != mark:
+                    self.update_cell(key, MARK_COLUMN, mark)
+                if in_window:
+                    self._update_row(key, self._build(source, item), old)
                 else:
-                    if self.get_cell(key, MARK_COLUMN) != mark:
-                        self.update_cell(key, MARK_COLUMN, mark)
-                    if old != cells:
-                        for col, new, was in zip(col_keys, cells, old, strict=True):
-                            if new != was:
-                                self.update_cell(key, col, new, update_width=True)
-                self._cells[key] = cells
+                    self._dirty.add(key)
+            if added:
+                # Textual would measure every cell of the new rows again (one Console.size per cell);
+                # the widths are ours (_fit_columns), and every row is one line high.
+                self._new_rows.clear()
             if order != self._current_order():
                 rank = {k: i for i, k in enumerate(order)}
                 self.sort(MARK_COLUMN, key=lambda m: rank[m.key])
             self._order = order
+            self._fit_columns()
             if selected is not None and selected in wanted_keys:
                 index = order.index(selected)
                 if index != self.cursor_row:
                     self.move_cursor(row=index, scroll=False, animate=False)
-            elif order and (rebuilt or selected_index >= len(order)):
+            elif order and (stale or selected_index >= len(order)):
                 self.move_cursor(row=min(selected_index, len(order) - 1), scroll=False, animate=False)
-            if rebuilt:
-                self.scroll_to(y=scroll_y, animate=False, immediate=True)
+
+    def _remove_rows(self, keys: list[str]) -> None:
+        """Drop rows in one pass (``DataTable.remove_row`` re-indexes every row per call: quadratic
+        when a new sort or filter replaces thousands)."""
+        for key in keys:
+            del self._cells[key]
+            self._widths.pop(key, None)
+            self._dirty.discard(key)
+        if len(keys) <= 8:
+            for key in keys:
+                self.remove_row(key)
+            return
+        gone = set(keys)
+        locations = self._row_locations
+        keep = sorted((rk for rk in self._data if rk.value not in gone), key=locations.get)
+        for rk in [rk for rk in self._data if rk.value in gone]:
+            del self.rows[rk]
+            del self._data[rk]
+        self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(keep)})
+        self._updated_cells = {c for c in self._updated_cells if c.row_key.value not in gone}
+        self.cursor_coordinate = self.cursor_coordinate  # clamped to the rows left
+        self._update_count += 1
+        self._require_update_dimensions = True
+        self.refresh(layout=True)
+
+    # ---- the window and the widths ---------------------------------------------------------------
+    def _window(self, cursor: int | None = None, new_cursor: int | None = None) -> tuple[int, int]:
+        """Display rows whose cells are kept fresh: the viewport and a page either side (and the
+        cursor's row, which the detail and action keys read)."""
+        page = max(self.size.height, 20)
+        top = int(self.scroll_y)
+        if new_cursor is not None and cursor is not None:
+            top += new_cursor - cursor  # the cursor's row moves: the viewport follows it below
+        return max(0, top - page), top + 2 * page
+
+    def _build(self, source: RowSource, item: Any) -> tuple[Any, ...]:
+        # str cells become Text: DataTable would parse them as markup on every render (and a queue
+        # named "[bold]x" would lose its brackets).
+        return tuple(Text(c, end="") if isinstance(c, str) else c
+                     for c in (safe_cell(c) for c in source.row_cells(item)))
+
+    def _store(self, key: str, cells: tuple[Any, ...]) -> None:
+        self._cells[key] = cells
+        self._widths[key] = tuple(_cell_width(c) for c in cells)
+
+    def _update_row(self, key: str, cells: tuple[Any, ...], old: tuple[Any, ...]) -> None:
+        if old == _STALE:
+            for col, new in zip(self._col_keys, cells, strict=True):
+                self.update_cell(key, col, new)
+        elif old != cells:
+            for col, new, was in zip(self._col_keys, cells, old, strict=True):
+                if new != was:
+                    self.update_cell(key, col, new)
+        else:
+            self._dirty.discard(key)
+            return
+        self._store(key, cells)
+        self._dirty.discard(key)
+
+    def _fit_columns(self) -> None:
+        """Auto-width columns: the widest cell of the column (or its label), from the kept widths."""
+        changed = False
+        widths = list(self._widths.values())
+        for j, (label, key, width) in enumerate(self.column_spec):
+            if width is not None:
+                continue
+            column = self.columns.get(ColumnKey(key))
+            if column is None:
+                continue
+            want = max((w[j] for w in widths), default=0)
+            want = max(want, _cell_width(label))
+            if column.content_width != want:
+                column.content_width = want
+                changed = True
+        if changed:
+            self._update_count += 1  # render caches are keyed by it
+            self._require_update_dimensions = True  # virtual size on the next idle
+            self.refresh()
+
+    def _refresh_window(self) -> None:
+        """Rebuild the rows that scrolled into the window with stale cells."""
+        source = self._source
+        if source is None or not self._dirty:
+            return
+        lo, hi = self._window()
+        keys = [k for k in self._order[lo:hi] if k in self._dirty]
+        if not keys:
+            return
+        with self.app.batch_update():
+            for key in keys:
+                item = self.items.get(key)
+                old = self._cells.get(key)
+                if item is None or old is None:
+                    self._dirty.discard(key)
+                    continue
+                self._update_row(key, self._build(source, item), old)
+            self._fit_columns()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if self._dirty and int(old_value) != int(new_value):
+            self.call_later(self._refresh_window)
 
     def reset(self) -> None:
         """Forget every row, mark and cached cell (a new context shows a different system)."""
         self.clear()
         self._cells.clear()
+        self._widths.clear()
+        self._dirty.clear()
         self._order = []
         self.items = {}
         self.marked.clear()
@@ -219,6 +354,7 @@ class KeyedTable(DataTable[Any]):
     def invalidate(self) -> None:
         """Redraw every cell on the next ``sync`` (e.g. after a theme change recoloured the styles)."""
         self._cells = dict.fromkeys(self._cells, _STALE)
+        self._dirty.update(self._cells)
 
     def _current_order(self) -> list[str]:
         return [row.key.value for row in self.ordered_rows if row.key.value is not None]

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
@@ -36,6 +35,41 @@ WIDE = 160
 
 VIEW_LABELS = {"queues": "Queues", "unacked": "Unacked", "workers": "Workers", "tasks": "Tasks",
                "poison": "Poison", "quarantine": "Quarantine"}
+
+
+def columns_text(header: tuple[str, ...] | None, rows: list[tuple[Text | str, ...]], justify: str,
+                 width: int, flex: int = 0) -> Text:
+    """Rows as aligned columns in one Text (``justify``: one ``l``/``r`` per column; column ``flex``
+    is cut to make the line fit ``width``). Much cheaper to paint than a rich Table every refresh."""
+    cells = [[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]
+    head = [Text(h, style="bold") for h in header] if header else None
+    all_rows = ([head] if head else []) + cells
+    if not all_rows:
+        return Text()
+    n = len(justify)
+    widths = [max(r[j].cell_len for r in all_rows) for j in range(n)]
+    over = sum(widths) + (n - 1) - width
+    if over > 0:
+        widths[flex] = max(3, widths[flex] - over)
+    out = Text(no_wrap=True, overflow="crop")
+    for i, row in enumerate(all_rows):
+        if i:
+            out.append("\n")
+        for j, cell in enumerate(row):
+            if j:
+                out.append(" ")
+            piece = cell.copy()
+            if piece.cell_len > widths[j]:
+                piece.truncate(widths[j], overflow="ellipsis")
+            pad = " " * (widths[j] - piece.cell_len)
+            if justify[j] == "r":
+                out.append(pad)
+                out.append_text(piece)
+            else:
+                out.append_text(piece)
+                if j < n - 1:
+                    out.append(pad)
+    return out
 
 
 class OverviewSection(Widget):
@@ -210,13 +244,6 @@ class OverviewPanel(Panel, inherit_bindings=False):
             self.resync()
 
     # ---- sections (built at paint time for the cell's size) ---------------------------------------
-    @staticmethod
-    def _grid_table(*columns: tuple[str, str]) -> Table:
-        t = Table(box=None, show_header=True, pad_edge=False, padding=(0, 1), expand=True, header_style="bold")
-        for name, justify in columns:
-            t.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
-        return t
-
     def _queues_section(self, width: int, height: int) -> RenderableType:
         snap = self.snapshot
         if snap is None:
@@ -224,26 +251,26 @@ class OverviewPanel(Panel, inherit_bindings=False):
         if not snap.queues:
             return Text("no task queue found yet", style="dim")
         c = Colors(self.app.theme_variables)
-        rows = max(1, height - 2)
+        rows_n = max(1, height - 2)
         by_backlog = sorted(snap.queues, key=lambda q: (-q.messages, -(q.oldest_age_s or 0.0), q.name))
-        t = self._grid_table(("Queue", "left"), ("Ready", "right"), ("Oldest", "right"), ("Cons", "right"),
-                             ("Trend", "left"))
         hist = getattr(self.app, "history", None)
-        for q in by_backlog[:rows]:
+        rows: list[tuple[Text | str, ...]] = []
+        for q in by_backlog[:rows_n]:
             style = c.error if q.no_consumer else ""
             trend = sparkline(hist.depth_values(q.name), 8) if hist is not None else ""
-            t.add_row(Text(safe(q.name), style=style), Text(fmt_int(q.messages), style=style),
-                      fmt_age(q.oldest_age_s), Text("?" if q.consumers is None else str(q.consumers), style=style),
-                      Text(trend, style=c.accent))
+            rows.append((Text(safe(q.name), style=style), Text(fmt_int(q.messages), style=style),
+                         fmt_age(q.oldest_age_s), Text("?" if q.consumers is None else str(q.consumers), style=style),
+                         Text(trend, style=c.accent)))
+        t = columns_text(("Queue", "Ready", "Oldest", "Cons", "Trend"), rows, "lrrrl", width)
         oldest = max(snap.queues, key=lambda q: q.oldest_age_s or -1.0)
         foot = Text()
         if oldest.oldest_age_s is not None:
             foot.append("oldest waiting: ", style="dim")
             foot.append(f"{safe(oldest.name)} {fmt_age(oldest.oldest_age_s)}")
-        more = len(snap.queues) - min(rows, len(snap.queues))
+        more = len(snap.queues) - min(rows_n, len(snap.queues))
         if more > 0:
             foot.append(f"  +{more:,} more (1)", style="dim")
-        return Group(t, foot)
+        return Group(t, foot) if foot.plain else t
 
     def _workers_section(self, width: int, height: int) -> RenderableType:
         snap = self.snapshot
@@ -260,16 +287,16 @@ class OverviewPanel(Panel, inherit_bindings=False):
             if i:
                 head.append(" · ")
             head.append(f"{n} {state}", style=c.success if state == "responding" else c.error)
-        t = self._grid_table(("Worker", "left"), ("State", "left"), ("Act", "right"), ("Done/s", "right"))
         hist = getattr(self.app, "history", None)
         order = sorted(snap.workers, key=lambda w: (worker_state(w) == "responding", w.hostname))
-        rows = max(1, height - 2)
-        for w in order[:rows]:
+        rows: list[tuple[Text | str, ...]] = []
+        for w in order[:max(1, height - 2)]:
             state = worker_state(w)
             rate = hist.processed_rate(w.hostname) if hist is not None else None
-            t.add_row(Text(safe(w.hostname), style="" if state == "responding" else c.muted),
-                      Text(state, style=c.success if state == "responding" else c.error), str(w.active),
-                      fmt_rate(rate).lstrip("+"))
+            rows.append((Text(safe(w.hostname), style="" if state == "responding" else c.muted),
+                         Text(state, style=c.success if state == "responding" else c.error), str(w.active),
+                         fmt_rate(rate).lstrip("+")))
+        t = columns_text(("Worker", "State", "Act", "Done/s"), rows, "llrr", width)
         return Group(head, t)
 
     def _tasks_section(self, width: int, height: int) -> RenderableType:
@@ -318,15 +345,13 @@ class OverviewPanel(Panel, inherit_bindings=False):
         ready = self.totals.ready()
         done = self.totals.done_rates()
         failed = self.totals.failed_rates()
-        t = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1), expand=True)
-        t.add_column(no_wrap=True)
-        t.add_column(no_wrap=True, ratio=1, overflow="crop")
-        t.add_column(justify="right", no_wrap=True)
-        t.add_row("waiting", Text(sparkline(ready, spark_w), style=c.accent),
-                  fmt_int(int(ready[-1])) if ready else "–")
-        t.add_row("done/s", Text(sparkline(done, spark_w), style=c.success),
-                  fmt_rate(done[-1]).lstrip("+") if done else "–")
-        t.add_row("failed/s", Text(sparkline(failed, spark_w), style=c.error),
-                  fmt_rate(failed[-1]).lstrip("+") if failed else "–")
-        t.add_row("unacked", "", fmt_int(snap.unacked_total))
+        rows: list[tuple[Text | str, ...]] = [
+            ("waiting", Text(sparkline(ready, spark_w).ljust(spark_w), style=c.accent), fmt_int(int(ready[-1])) if ready else "–"),
+            ("done/s", Text(sparkline(done, spark_w).ljust(spark_w), style=c.success),
+             fmt_rate(done[-1]).lstrip("+") if done else "–"),
+            ("failed/s", Text(sparkline(failed, spark_w).ljust(spark_w), style=c.error),
+             fmt_rate(failed[-1]).lstrip("+") if failed else "–"),
+            ("unacked", "", fmt_int(snap.unacked_total)),
+        ]
+        t = columns_text(None, rows, "llr", width, flex=1)
         return t

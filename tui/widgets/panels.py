@@ -42,8 +42,9 @@ from tui.widgets.keyed_table import KeyedTable
 if TYPE_CHECKING:
     from tui.history import History
 
-MAX_ROWS = 300
-"""Rows rendered per table; the rest are counted and reachable through the filter or sort."""
+MAX_ROWS = 5000
+"""Rows per table (the user scrolls them all; KeyedTable builds cells only around the viewport); the
+rest are counted and reachable through the filter or sort."""
 
 
 class Colors:

@@ -1,0 +1,95 @@
+"""KeyedTable at scale: cells built around the viewport only, widths without DataTable's per-cell
+column re-measure, bulk row replacement (issue 14)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable
+from tui_fakes import big_snapshot, make_app, make_snapshot
+from tui_helpers import screen_text, settle
+
+from collectors.core.models import QueueInfo
+
+
+def queues(n: int, bump: int = 0, long_name: bool = False) -> tuple[QueueInfo, ...]:
+    out = [QueueInfo(f"queue-{i:04d}", 10_000 - i + bump * (i % 3), ((0, 10_000 - i),), float(i + bump), 0, 1)
+           for i in range(n)]
+    if long_name:
+        out[500] = replace(out[500], name="a-much-longer-queue-name-than-the-others")
+    return tuple(out)
+
+
+@pytest.fixture
+def column_remeasures(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = DataTable._update_column_widths
+
+    def counting(self: Any, updated: Any) -> None:
+        calls.append(len(updated))
+        original(self, updated)
+
+    monkeypatch.setattr(DataTable, "_update_column_widths", counting)
+    return calls
+
+
+async def test_1000_rows_refresh_builds_one_screenful_and_scrolling_fills_in(column_remeasures: list[int]) -> None:
+    snaps = [make_snapshot(queues=queues(1000, bump=i, long_name=(i == 0)), taken_at=1_780_000_000.0 + i)
+             for i in range(4)]
+    app = make_app(snaps)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        panel = app.panel("queues")
+        table = panel.table
+        assert table.row_count == 1000  # every queue is scrollable, not a capped window
+        name_col = table.columns[next(k for k in table.columns if k.value == "name")]
+        assert name_col.content_width == len("a-much-longer-queue-name-than-the-others")  # off screen too
+
+        built: list[str] = []
+        original = panel.row_cells
+
+        def spy(item: QueueInfo) -> tuple[Any, ...]:
+            built.append(item.name)
+            return original(item)
+
+        panel.row_cells = spy  # type: ignore[method-assign]
+        app.action_refresh()
+        await settle(pilot)
+        assert 0 < len(built) <= 3 * 40  # the viewport and a page either side, not 1,000 rows
+        assert column_remeasures == []  # never DataTable's quadratic width pass
+        assert name_col.content_width == len("queue-0000")  # the long name is gone: the column narrows
+
+        built.clear()
+        await pilot.press("ctrl+end")  # the last row scrolls into view: its cells are rebuilt then
+        await settle(pilot)
+        await pilot.pause(0.1)
+        assert table.selected_key == "queue-0999"
+        assert "queue-0999" in built
+        assert "queue-0999" in screen_text(app)
+        row = table.get_row("queue-0999")
+        assert str(row[2]).replace(",", "").strip() != ""  # real cells, not blanks
+
+
+async def test_sort_change_over_10k_rows_is_fast() -> None:
+    big = big_snapshot(10_000, 50)
+    app = make_app([make_snapshot(), big])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.show_view("unacked")
+        app.action_refresh()
+        await settle(pilot)
+        table = app.panel().table
+        assert table.row_count == table.limit
+        started = time.monotonic()
+        for _ in range(3):  # each sort replaces most of the rows
+            await pilot.press("s")
+            await pilot.pause()
+        assert time.monotonic() - started < 6.0  # was ~15 s per sort with DataTable.remove_row
+        assert table.row_count == min(10_000, table.limit)
+        shown = table.shown_keys[:5]
+        assert [table.get_row_index(k) for k in shown] == list(range(5))
