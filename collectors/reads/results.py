@@ -13,11 +13,20 @@ Two feeds keep one in-memory map ``task id -> state`` current:
   after each step it sleeps so that the estimated Redis time of its steps (``SCAN_US_PER_SLOT`` per
   SCAN slot + ``READ_US_PER_KEY`` per key read) stays at ``scan_budget`` (default 9.2 %) of one Redis
   core. At that rate 1,000,000 results are counted in about a minute; a backend of a few thousand
-  results in one step. After a complete pass the thread waits ``PASS_PAUSE_S`` before the next one
-  (the live feed below keeps the counts current in between). The Collector then never steps itself.
+  results in one step. The Collector then never steps itself.
+- **Steady state** (issue 14: re-scanning 1M results 5 s after each pass cost ~10 % of a Redis core
+  forever). The second pass, at ``STEADY_BUDGET`` (0.4 % of a core), reads only each key's ``PTTL``
+  (and the value of keys the map does not know): Celery stores results with ``SETEX result_expires``,
+  so the TTL says exactly when a count can change without a PUBLISH. Expiries are scheduled in
+  ``EXPIRY_BUCKET_S`` buckets (task ids packed as 16 bytes) and checked when due with one pipelined
+  ``PTTL`` each (``expire_due``: gone → forgotten; rewritten → re-scheduled). From then on there is no
+  SCAN: new results and state changes come from the live feed, whose ``PTTL`` per message (it
+  replaced ``EXISTS``, same cost) schedules their expiry. A low-duty pass runs again only when the
+  live feed reconnected (redis-py resubscribes silently: a connect callback tells) or every
+  ``SAFETY_PASS_S`` (deleted keys, ``forget()``, publish nothing).
 - a daemon thread ``PSUBSCRIBE <result_prefix>celery-task-meta-*``: the backend publishes every
   state change on a channel named like the key. Pub/sub ignores the db number, so a message for a
-  task id taskdash does not know yet is only counted once ``EXISTS`` confirms the key lives in the
+  task id taskdash does not know yet is only counted once ``PTTL`` confirms the key lives in the
   watched db (results of other apps/dbs on the same server are ignored).
 
 PENDING is never stored by Celery, so it is never counted unless a value literally says so.
@@ -36,6 +45,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -69,7 +79,17 @@ SCAN_US_PER_SLOT = 1.0
 READ_US_PER_KEY = 4.3
 """Estimated Redis µs (CPU incl. socket I/O) per pipelined ``GETRANGE`` (bench: 5.3 µs/key with SCAN)."""
 PASS_PAUSE_S = 5.0
-"""Pause between two complete background passes."""
+"""Pause after a complete background pass before the steady state starts (or a pass is retried)."""
+STEADY_BUDGET = 0.004
+"""Fraction of one Redis core for passes after the first: the second pass learns every key's expiry
+(``PTTL``), later ones only run when the live feed may have missed something."""
+PTTL_US_PER_KEY = 1.0
+"""Estimated Redis µs per pipelined ``PTTL``."""
+EXPIRY_BUCKET_S = 2.0
+"""Expiry checks are grouped in buckets this many seconds wide (counts are exact to within it)."""
+SAFETY_PASS_S = 6 * 3600.0
+"""After the steady state is reached, one low-duty pass this often (catches deleted keys: ``forget()``)."""
+
 RECENT_FAILURES = 50
 _STATUS_RE = re.compile(rb'"status"\s*:\s*"([^"\\]{1,64})"')
 _MAX_CODES = 31
@@ -132,6 +152,34 @@ class _StateTable:
                     self.counts[code] += 1
                 return old
             i = (i + 1) & mask
+
+    def delete(self, h: int) -> int:
+        """Remove ``h``; returns its code (0 when absent). Backward-shift deletion keeps probing exact."""
+        slots, mask = self._slots, self._mask
+        i = h & mask
+        while True:
+            v = slots[i]
+            if v == 0:
+                return 0
+            if v >> 5 == h:
+                break
+            i = (i + 1) & mask
+        old = v & 31
+        self.counts[old] -= 1
+        self.size -= 1
+        j = i
+        while True:
+            j = (j + 1) & mask
+            v = slots[j]
+            if v == 0:
+                break
+            home = (v >> 5) & mask
+            stays = (i < home <= j) if i <= j else (home > i or home <= j)
+            if not stays:
+                slots[i] = v
+                i = j
+        slots[i] = 0
+        return old
 
     def _grow(self) -> None:
         old = self._slots
@@ -237,6 +285,17 @@ def exception_text(result: Any) -> tuple[str, str | None]:
     return (_short(result, 300) or "unknown error"), None
 
 
+def _uuid_bytes(task_id: str) -> bytes | None:
+    """16 bytes of a canonical UUID task id (None for any other id: kept as text)."""
+    if len(task_id) != 36:
+        return None
+    try:
+        u = uuid.UUID(task_id)
+    except ValueError:
+        return None
+    return u.bytes if str(u) == task_id else None
+
+
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -287,6 +346,16 @@ class ResultsMonitor:
         """Set by stop() and by refresh() when the backend answers again: ends the scan thread's pause."""
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
+        self._due: dict[int, tuple[bytearray, list[str]]] = {}
+        """Expiry bucket (epoch // EXPIRY_BUCKET_S) -> task ids to check then (UUIDs as 16 bytes)."""
+        self.due_count = 0
+        self.expired = 0
+        """Keys found expired by the expiry checks (counts decremented without a SCAN)."""
+        self.steady = False
+        """True once a pass learnt every key's expiry: no more SCAN unless the live feed missed something."""
+        self._rescan = threading.Event()
+        """Set when the live feed reconnected (messages may be lost): one low-duty pass."""
+        self._last_pass_at = 0.0
 
     # ---- plumbing ------------------------------------------------------------------------------
     @property
@@ -347,8 +416,11 @@ class ResultsMonitor:
         with self._lock:
             cursor = self._cursor
             self._live_touched.clear()
+            learn = self.passes > 0  # passes after the first learn expiries and skip known states
         try:
             next_cursor, keys = self.client.scan(cursor, match=self._pattern, count=self.settings.scan_count)
+            if learn:
+                return self._steady_step(cursor, int(next_cursor), keys)
             parsed = self._fetch(keys)
         except (redis.RedisError, OSError) as exc:
             self.last_error = self._mask(exc)
@@ -371,6 +443,108 @@ class ResultsMonitor:
             if self._cursor == 0:
                 self._finish_pass()
         return len(keys)
+
+    def _steady_step(self, cursor: int, next_cursor: int, keys: list[bytes]) -> int:
+        """A step of a pass after the first: ``PTTL`` of every key (its expiry is scheduled), the value
+        only of keys the map does not know (the live feed keeps known ones current)."""
+        plen = len(self._prefix)
+        ids = [k.decode("utf-8", "replace")[plen:] for k in keys]
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.pttl(k)
+        ttls = pipe.execute() if keys else []
+        with self._lock:
+            unknown = [(tid, k) for tid, k in zip(ids, keys, strict=True)
+                       if not self._current.get(_StateTable.hash_of(tid))]
+        parsed = self._fetch([k for _tid, k in unknown]) if unknown else []
+        self.last_error = None
+        now = time.time()
+        with self._lock:
+            if self._cursor != cursor:
+                return len(keys)
+            for task_id, p in parsed:
+                if task_id not in self._live_touched:
+                    self._apply(task_id, p, from_scan=True)
+            for task_id, ttl in zip(ids, ttls, strict=True):
+                h = _StateTable.hash_of(task_id)
+                code = self._current.get(h)
+                if ttl == -2 or not code:
+                    continue  # gone since SCAN returned it (or unreadable)
+                if self._pass is not self._current:
+                    self._pass.set(h, code)
+                if code == self._codes.get("FAILURE"):
+                    self._failures_seen_in_pass.add(task_id)
+                if ttl is not None and ttl >= 0:
+                    self._schedule(task_id, now + ttl / 1000.0)
+            self._visited += len(keys)
+            self._cursor = next_cursor
+            if self._cursor == 0:
+                self._finish_pass()
+                self.steady = True
+        return len(keys)
+
+    # ---- expiries (no SCAN) ----------------------------------------------------------------------
+    def _schedule(self, task_id: str, at: float) -> None:
+        """Check ``task_id`` for expiry at ``at`` (called under the lock)."""
+        bucket = int(at // EXPIRY_BUCKET_S) + 1  # checked once the whole bucket is past
+        entry = self._due.get(bucket)
+        if entry is None:
+            entry = self._due[bucket] = (bytearray(), [])
+        packed = _uuid_bytes(task_id)
+        if packed is not None:
+            entry[0].extend(packed)
+        else:
+            entry[1].append(task_id)
+        self.due_count += 1
+
+    def expire_due(self, now: float | None = None) -> int:
+        """Check the keys whose expiry is due (one pipelined ``PTTL`` each): forget the expired ones,
+        re-schedule the ones a later write kept alive. Returns how many expired."""
+        now = time.time() if now is None else now
+        limit = int(now // EXPIRY_BUCKET_S)
+        with self._lock:
+            buckets = sorted(b for b in self._due if b <= limit)
+            ids: list[str] = []
+            for b in buckets:
+                packed, others = self._due.pop(b)
+                ids.extend(str(uuid.UUID(bytes=bytes(packed[i:i + 16]))) for i in range(0, len(packed), 16))
+                ids.extend(others)
+            self.due_count -= len(ids)
+        if not ids:
+            return 0
+        gone = 0
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start:start + 5000]
+            pipe = self.client.pipeline(transaction=False)
+            for tid in chunk:
+                pipe.pttl(self._prefix + tid)
+            try:
+                ttls = pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                self.last_error = self._mask(exc)
+                with self._lock:  # try again later
+                    for tid in ids[start:]:
+                        self._schedule(tid, now + EXPIRY_BUCKET_S)
+                return gone
+            t = time.time()
+            with self._lock:
+                for tid, ttl in zip(chunk, ttls, strict=True):
+                    if ttl == -2:
+                        gone += self._forget(tid)
+                    elif ttl is not None and ttl >= 0:
+                        self._schedule(tid, t + ttl / 1000.0)
+        self.expired += gone
+        return gone
+
+    def _forget(self, task_id: str) -> int:
+        """Drop an expired key from both maps and the failures (under the lock); 1 if it was counted."""
+        h = _StateTable.hash_of(task_id)
+        old = self._current.delete(h)
+        if self._pass is not self._current:
+            self._pass.delete(h)
+        self._failures.pop(task_id, None)
+        self._failure_order.pop(task_id, None)
+        return 1 if old else 0
 
     def _fetch(self, keys: list[bytes]) -> list[tuple[str, _Parsed]]:
         if not keys:
@@ -403,6 +577,7 @@ class ResultsMonitor:
 
     def _finish_pass(self) -> None:
         self.passes += 1
+        self._last_pass_at = time.monotonic()
         self._last_pass_visited = self._visited
         self._visited = 0
         if self._pass is not self._current:
@@ -475,9 +650,22 @@ class ResultsMonitor:
         return self._scan_thread is not None and self._scan_thread.is_alive()
 
     def _run_scan(self) -> None:
-        """Background passes, each step followed by the pause that keeps Redis at ``scan_budget``."""
+        """Background passes, each step followed by the pause that keeps Redis at its budget.
+
+        The first pass counts everything at ``scan_budget``. The second, at ``STEADY_BUDGET``, reads
+        each key's ``PTTL`` so its expiry is scheduled; from then on the counts are kept by the live
+        feed (new results and state changes) and by the expiry checks (``expire_due``: a ``PTTL`` per
+        key when it is due — Celery stores results with ``SETEX result_expires``), without any SCAN.
+        A low-duty pass runs again only when the live feed reconnected or every ``SAFETY_PASS_S``.
+        """
         backoff = 0.5
         while not self._stop.is_set():
+            if self.steady and self._cursor == 0:
+                self.expire_due()
+                if not self._rescan.is_set() and time.monotonic() - self._last_pass_at < SAFETY_PASS_S:
+                    self._pause(min(1.0, EXPIRY_BUCKET_S))
+                    continue
+                self._rescan.clear()
             t0 = time.perf_counter()
             n = self.step()
             wall = time.perf_counter() - t0
@@ -487,10 +675,17 @@ class ResultsMonitor:
                 continue
             backoff = 0.5
             if self._cursor == 0:  # a pass just ended
-                self._pause(PASS_PAUSE_S)
+                self._pause(PASS_PAUSE_S if self.passes == 1 else min(1.0, EXPIRY_BUCKET_S))
                 continue
-            redis_s = (self.settings.scan_count * SCAN_US_PER_SLOT + n * READ_US_PER_KEY) / 1e6
-            self._pause(max(0.0, redis_s / max(self.scan_budget, 0.001) - wall))
+            if self.passes == 0:
+                redis_s = (self.settings.scan_count * SCAN_US_PER_SLOT + n * READ_US_PER_KEY) / 1e6
+                budget = self.scan_budget
+            else:
+                redis_s = (self.settings.scan_count * SCAN_US_PER_SLOT + n * PTTL_US_PER_KEY) / 1e6
+                budget = min(self.scan_budget, STEADY_BUDGET)
+            if self.steady:
+                self.expire_due()
+            self._pause(max(0.0, redis_s / max(budget, 0.0001) - wall))
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0 and self._wake.wait(seconds):
@@ -511,6 +706,7 @@ class ResultsMonitor:
 
     def _run_live(self) -> None:
         backoff = 0.5
+        connected_once = False
         while not self._stop.is_set():
             pubsub = None
             try:
@@ -518,6 +714,11 @@ class ResultsMonitor:
                     if self._own_client else self.client
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(self._pattern)
+                if connected_once:
+                    self._live_reconnected()
+                connected_once = True
+                with contextlib.suppress(Exception):  # redis-py reconnects and resubscribes silently
+                    pubsub.connection.register_connect_callback(self._live_reconnected)
                 self.live_error = None
                 backoff = 0.5
                 last_ping = time.monotonic()
@@ -543,6 +744,11 @@ class ResultsMonitor:
                     with contextlib.suppress(Exception):
                         pubsub.close()
 
+    def _live_reconnected(self, connection: Any = None) -> None:
+        """The live feed was away: what was published meanwhile is lost, so one low-duty pass re-counts."""
+        self._rescan.set()
+        self._wake.set()
+
     def _apply_live(self, batch: Iterable[dict[str, Any]]) -> None:
         plen = len(self._prefix)
         items: list[tuple[str, bytes, _Parsed]] = []
@@ -561,17 +767,22 @@ class ResultsMonitor:
         with self._lock:
             unknown = [(tid, key) for tid, key, _p in items
                        if self._current.get(_StateTable.hash_of(tid)) == 0]
-        exists: dict[str, bool] = {}
-        if unknown:
-            pipe = self.client.pipeline(transaction=False)
-            for _tid, key in unknown:
-                pipe.exists(key)
-            exists = {tid: bool(n) for (tid, _k), n in zip(unknown, pipe.execute(), strict=True)}
+        received = time.time()
+        # One PTTL per message (what EXISTS cost before): -2 = not in the watched db (another db on the
+        # same server published it); else when the write just made expires (each SETEX resets it).
+        pipe = self.client.pipeline(transaction=False)
+        for _tid, key, _p in items:
+            pipe.pttl(key)
+        ttls = {tid: int(n) for (tid, _k, _p), n in zip(items, pipe.execute(), strict=True)}
+        known = {tid for tid, _k in unknown}
+        exists = {tid: n != -2 for tid, n in ttls.items() if tid in known}
         with self._lock:
             for tid, _key, p in items:
                 if not exists.get(tid, True):
                     continue  # published by another db on the same server
                 self._apply(tid, p, from_scan=False)
+                if ttls.get(tid, -1) >= 0:
+                    self._schedule(tid, received + ttls[tid] / 1000.0)
                 if len(self._live_touched) < 100_000:
                     self._live_touched.add(tid)
                 else:
@@ -607,4 +818,4 @@ class ResultsMonitor:
             n = self._current.nbytes()
             if self._pass is not self._current:
                 n += self._pass.nbytes()
-            return n
+            return n + sum(len(a) + 8 * len(b) for a, b in self._due.values())
