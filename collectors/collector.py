@@ -22,19 +22,18 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from collectors.analysis.beat_canvas import BeatCanvasSource
 from collectors.analysis.liveness import (
-    GHOST_AFTER_S,
     BacklogClock,
-    Decision,
+    LivenessView,
     annotate_workers,
     classify_unacked,
-    decide_all,
+    liveness_view,
 )
 from collectors.analysis.poison import PoisonTracker
 from collectors.core.config import ConfigError, Settings, mask_text, mask_url, redis_client
@@ -45,24 +44,12 @@ from collectors.core.models import (
     SourceError,
     SourceState,
     SourceStatus,
-    TaskRef,
     TaskStats,
     WorkerInfo,
 )
 from collectors.reads.broker import BrokerReader, BrokerView
 from collectors.reads.results import ResultsMonitor
-from collectors.reads.workers import Incarnation, WorkerMonitor, WorkersView
-
-
-@dataclass(frozen=True, slots=True)
-class Liveness:
-    """Every worker process's liveness decision and what the classification needs besides."""
-
-    decided: tuple[tuple[Incarnation, Decision], ...]
-    claims: Mapping[str, TaskRef] | None
-    unknown_workers: int | None
-    source: str
-
+from collectors.reads.workers import WorkerMonitor, WorkersView
 
 if TYPE_CHECKING:
     from collectors.analysis.forensics import Forensics
@@ -186,6 +173,7 @@ class Collector:
         self._workers = WorkerMonitor(settings)
         for own in {id(c): c for c in (self._broker_client, self._backend_client)}.values():
             self._workers.register_own_client(own)  # taskdash's connections are never a worker's
+        self._workers.register_own_client(lambda: getattr(self._results, "_pubsub", None))
         self._backlog = BacklogClock()
         self._poison = PoisonTracker(settings.poison_threshold)
         self.beat_canvas = BeatCanvasSource(settings, self._broker_client, self._backend_client)
@@ -220,19 +208,14 @@ class Collector:
         """Ask for a fresh worker inspect on the next ``collect()``."""
         self._inspect_requested = True
 
-    def liveness(self, now: float | None = None) -> Liveness:
+    def liveness(self, now: float | None = None) -> LivenessView:
         """The liveness decision of every worker process now, for classifying unacked entries (writes)."""
         now = time.time() if now is None else now
         wv = self._workers.view(now)
         return self._liveness(wv, now, self._last_backlog)
 
-    def _liveness(self, wv: WorkersView, now: float, backlog: Mapping[str, float]) -> Liveness:
-        s = self.settings
-        decided = decide_all(wv.incarnations, now, visibility_timeout=s.visibility_timeout,
-                             reply_fresh_s=2 * s.inspect_interval + s.inspect_timeout + 1.0,
-                             backlog_since=backlog, ghost_after=max(GHOST_AFTER_S, 3 * s.inspect_interval))
-        return Liveness(decided=tuple(decided), claims=wv.claims if wv.inspect_ok else None,
-                        unknown_workers=wv.unknown_workers, source=wv.conn_note or "no connection evidence")
+    def _liveness(self, wv: WorkersView, now: float, backlog: Mapping[str, float]) -> LivenessView:
+        return liveness_view(wv, now, self.settings, backlog)
 
     def workers_view(self, now: float | None = None) -> WorkersView:
         """The worker monitor's current view (pool pids, active tasks): what crash forensics observes."""

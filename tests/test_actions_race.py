@@ -26,8 +26,10 @@ from typing import Any
 
 from kombu import Connection
 
+from collectors.analysis.liveness import liveness_view
 from collectors.core.audit import read_audit
 from collectors.core.config import Settings
+from collectors.reads.workers import WorkerMonitor
 from collectors.writes.actions import ActionError, Actions
 
 N = 1500
@@ -61,6 +63,14 @@ def test_requeue_race_conserves_every_message(start_worker, demo_app, r, redis_u
     planted = plant_orphans(demo_app, r, WAVE)
     tags = [d for d, _ in planted]
     settings = Settings(broker_url=redis_url, audit_log=str(tmp_path / "audit.jsonl"), inspect_timeout=1.0)
+    # one liveness observer for every Actions (as the TUI hands its collector's), not one per call
+    monitor = WorkerMonitor(settings)
+    monitor.start()
+    time.sleep(3)
+
+    def evidence() -> Any:
+        now = time.time()
+        return liveness_view(monitor.view(now), now, settings)
 
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -79,6 +89,7 @@ def test_requeue_race_conserves_every_message(start_worker, demo_app, r, redis_u
 
     def bulk() -> None:
         actions = Actions(settings)
+        actions.evidence = evidence
         while not stop.is_set():
             try:
                 res = actions.requeue_orphaned(older_than=5)
@@ -94,6 +105,7 @@ def test_requeue_race_conserves_every_message(start_worker, demo_app, r, redis_u
 
     def explicit(seed: int) -> None:
         actions = Actions(settings)
+        actions.evidence = evidence
         rnd = random.Random(seed)
         while not stop.is_set():
             batch = rnd.sample(tags, min(400, len(tags)))
@@ -129,6 +141,7 @@ def test_requeue_race_conserves_every_message(start_worker, demo_app, r, redis_u
         stop.set()
         for t in threads:
             t.join(15)
+        monitor.stop()
     assert not errors, errors
     # let the worker finish anything still in flight, then check every message
     end = time.monotonic() + 15

@@ -695,7 +695,11 @@ def run(settings: Settings) -> int:
     def make_actions() -> ActionsAPI:
         from collectors.writes.actions import Actions
 
-        return Actions(app.settings if app is not None else settings)  # :ctx may have switched
+        actions = Actions(app.settings if app is not None else settings)  # :ctx may have switched
+        live = getattr(app.collector if app is not None else collector, "liveness", None)
+        if callable(live):
+            actions.evidence = live  # classify with what the dashboard has watched (issue 12)
+        return actions
 
     collector = RealCollector(settings)
     try:

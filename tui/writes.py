@@ -89,13 +89,15 @@ def _describe_entry(e: Any) -> str:
 def requeue_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[Any, ...], command: Any) -> ConfirmSpec:
     """Requeue the marked/selected unacked entries (live ones only with force)."""
     tags = [e.delivery_tag for e in items]
-    live = [e for e in items if getattr(e, "holder", None)]
+    live = [e for e in items if getattr(e, "holder", None) or getattr(e, "state", None) != "orphaned"]
     body = (f"Move {len(tags)} unacked message(s) back onto their queue (the end consumed next), "
             "removing them from unacked:\n" + _listing([_describe_entry(e) + f" · {e.state}" for e in items]))
     if live:
-        body += (f"\n\n{len(live)} of them are reported by a live worker: requeueing those runs them "
-                 "twice. They are refused unless you force.")
-    options: tuple[Option, ...] = (("force", "force (even if a live worker holds it)", False),) if live else ()
+        body += (f"\n\n{len(live)} of them are not proven orphaned (a worker reports them, or one not proven "
+                 "dead may hold them): that worker may still be running it, and a requeue can run it twice. "
+                 "They are refused unless you tick force.")
+    options: tuple[Option, ...] = ((("force", "force: requeue even though the worker may still be running it "
+                                     "(it can run twice)", False),) if live else ())
     return ConfirmSpec("Requeue?", body, "Requeue", lambda c: actions.requeue(tags, force=c.options.get("force", False)),
                        "Requeue", options)
 

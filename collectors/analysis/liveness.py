@@ -43,10 +43,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from collectors.core.config import Settings
 from collectors.core.models import Liveness, QueueInfo, TaskRef, UnackedEntry, WorkerInfo
-from collectors.reads.workers import OFFLINE_SLACK_S, Incarnation
+from collectors.reads.workers import OFFLINE_SLACK_S, Incarnation, WorkersView
 
-SKEW_S = 2.0
+SKEW_S = 1.0
 """Clock margin between a delivery score (worker clock) and boot/death times (taskdash clock)."""
 GHOST_AFTER_S = 30.0
 """A backlog this old on a consumed queue, with no progress and free slots, makes a ghost."""
@@ -250,3 +251,29 @@ class BacklogClock:
                 seen[q.name] = self._since.get(q.name, now)
         self._since = seen
         return dict(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessView:
+    """Every worker process's liveness decision, and what the unacked classification needs besides."""
+
+    decided: tuple[tuple[Incarnation, Decision], ...]
+    claims: Mapping[str, TaskRef] | None
+    unknown_workers: int | None
+    source: str
+
+    def classify(self, entries: Iterable[UnackedEntry], now: float) -> tuple[UnackedEntry, ...]:
+        """``classify_unacked`` with this evidence."""
+        return classify_unacked(entries, self.decided, self.claims, now, unknown_workers=self.unknown_workers,
+                                evidence_source=self.source)
+
+
+def liveness_view(wv: WorkersView, now: float, settings: Settings,
+                  backlog_since: Mapping[str, float] | None = None) -> LivenessView:
+    """Decide every incarnation of a workers view with the settings' cadences (what the collector shows)."""
+    s = settings
+    decided = decide_all(wv.incarnations, now, visibility_timeout=s.visibility_timeout,
+                         reply_fresh_s=2 * s.inspect_interval + s.inspect_timeout + 1.0,
+                         backlog_since=backlog_since, ghost_after=max(GHOST_AFTER_S, 3 * s.inspect_interval))
+    return LivenessView(decided=tuple(decided), claims=wv.claims if wv.inspect_ok else None,
+                        unknown_workers=wv.unknown_workers, source=wv.conn_note or "no connection evidence")

@@ -12,7 +12,11 @@ from typing import Any, Literal
 
 from collectors.core.beat_canvas import BeatView, CanvasView
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5
+"""2: adds ``beat`` and ``canvas`` (issue 16; README, "beat and canvas JSON"). 4: adds ``task_stats``
+(issue 15; README, "task_stats JSON"). 5: worker ``liveness``/``liveness_evidence``/``liveness_since``/
+``boot_at`` and the unacked states ``held-by-silent``/``may-be-held`` with ``possible_holders`` and
+``state_reason`` (issue 12; README, "Safety")."""
 """2: adds ``beat`` and ``canvas`` (issue 16; README, "beat and canvas JSON")."""
 
 UnackedState = Literal["active", "reserved", "scheduled", "orphaned", "unknown", "held-by-silent", "may-be-held"]

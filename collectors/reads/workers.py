@@ -86,7 +86,8 @@ EVENT_BUFFER = 10_000
 OFFLINE_SLACK_S = 1.0
 """Extra seconds on top of 2 heartbeat periods before a silent worker is shown offline."""
 _JSON = "application/json"
-BOOT_WINDOWS = {"online": (-3.0, 0.5), "stats": (-2.0, 2.5)}
+BOOT_WINDOWS = {"online": (-2.0, 0.5), "stats": (-2.0, 2.5)}
+"""Fallback windows when only one anchor is known; with both, [stats start − 1.5, online + 0.5]."""
 """Seconds around a worker's boot estimate in which its pidbox subscriber connection is created. Measured
 with kombu 5.7: ~0.8 s *before* the worker-online timestamp (the Events step starts after the Connection
 step) and ~1 s after the start time stats' (rounded) uptime gives. A connection's creation time is known
@@ -99,6 +100,8 @@ PROBE_MIN_INTERVAL = 1.0
 """Connection probes run at most this often (only while some worker is silent; else per inspect interval)."""
 PROBE_TAG = "taskdash-liveness-probe"
 """Destination of the no-op pidbox message whose PUBLISH reply counts the pidbox subscribers."""
+OWN_NAME = "taskdash-monitor"
+"""CLIENT SETNAME of taskdash's event subscriber connections (where permitted)."""
 MAX_PAST = 4
 """Past incarnations (restarted processes) remembered per hostname."""
 _POOL_ALIASES = {"thread": "threads"}
@@ -213,6 +216,10 @@ class _Node:
     first_seen: float = 0.0
     boot_at: float | None = None
     boot_src: str = ""
+    boot_stats: float | None = None
+    """Start time from stats uptime (WorkController start: before its connections)."""
+    boot_online: float | None = None
+    """The worker-online timestamp (sent after its pidbox subscription is made)."""
     """"online" (worker-online timestamp), "stats" (uptime) or "" (a lower bound only, after a restart)."""
     queues_seen: tuple[str, ...] | None = None
     queues_known: bool = False
@@ -346,6 +353,21 @@ def _is_noperm(exc: BaseException) -> bool:
     return False
 
 
+def _boot_window(node: _Node) -> tuple[float, float] | None:
+    """When this worker's pidbox subscriber connection was opened: after its start (stats uptime), before
+    its worker-online event; with one anchor only, a fixed window around it."""
+    st, on = node.boot_stats, node.boot_online
+    if st is not None and on is not None and on >= st - 1.0:
+        return st - 1.5, on + 0.5
+    if on is not None:
+        lo, hi = BOOT_WINDOWS["online"]
+        return on + lo, on + hi
+    if st is not None:
+        lo, hi = BOOT_WINDOWS["stats"]
+        return st + lo, st + hi
+    return None
+
+
 def _augment(host: str, edges: Mapping[str, list[int]], match: dict[int, str], seen: set[int]) -> bool:
     """Kuhn's augmenting path: give ``host`` a connection of its own, re-seating others (mutates match)."""
     for i in edges.get(host, ()):
@@ -447,6 +469,7 @@ class WorkerMonitor:
         self._pub_base: tuple[int, frozenset[str]] | None = None
         self._conn_born: dict[str, tuple[float, float]] = {}
         self._unknown_workers: int | None = None
+        self._name_refused = False
         """CLIENT LIST id -> (earliest, latest) creation time seen for it."""
         self._pubsub: Any = None
         self._own_clients: list[Any] = []
@@ -689,8 +712,9 @@ class WorkerMonitor:
                     node.stats = dict(stats)
                     node.stats_fresh = True
                     uptime = _float(stats.get("uptime"))
-                    if uptime is not None and node.boot_src != "online":
-                        node.boot_at = started - uptime
+                    if uptime is not None:
+                        node.boot_stats = started - uptime
+                        node.boot_at = node.boot_stats
                         node.boot_src = "stats"
                 if host in replies["active_queues"] and isinstance(replies["active_queues"][host], list):
                     node.queues = tuple(q["name"] for q in replies["active_queues"][host]
@@ -743,6 +767,7 @@ class WorkerMonitor:
         node.first_seen = now
         node.boot_at = old.last_seen  # a lower bound: it started after the old process last spoke
         node.boot_src = ""
+        node.boot_stats = node.boot_online = None
         node.last_hb = node.last_reply = None
         node.replied = node.stats_fresh = False
         node.stats = None
@@ -809,13 +834,33 @@ class WorkerMonitor:
             pid_conflict=node.pid_conflict,
         )
 
+    def _named_client(self) -> Any:
+        """A client whose connections are named ``OWN_NAME`` (so other taskdash processes' event subscriptions
+        are not taken for unseen workers in CLIENT LIST); unnamed where CLIENT SETNAME is refused."""
+        if self._name_refused:
+            return redis_client(self.settings.broker_url, self.settings)
+        client = redis_client(self.settings.broker_url, self.settings, client_name=OWN_NAME)
+        try:
+            client.ping()
+        except redis.ResponseError as exc:
+            if not _is_noperm(exc):
+                raise
+            self._name_refused = True
+            with contextlib.suppress(Exception):
+                client.close()
+            return redis_client(self.settings.broker_url, self.settings)
+        return client
+
     def register_own_client(self, client: Any) -> None:
-        """A redis-py client of taskdash's (the broker reader's): its connections are never a worker's."""
+        """A redis-py client (or PubSub, or a callable returning one) of taskdash's: never a worker's."""
         self._own_clients.append(client)
 
     def _own_addrs(self) -> set[str]:
         out: set[str] = set()
         for c in (self._probe_client, self._pubsub, *self._own_clients):
+            if callable(c) and not hasattr(c, "connection_pool"):
+                with contextlib.suppress(Exception):
+                    c = c()
             if c is not None:
                 out |= _pool_addrs(c)
         conn = self._conn
@@ -916,8 +961,9 @@ class WorkerMonitor:
         born: dict[str, tuple[float, float]] = {}
         prev = self._prev_probe
         for c in clients:
-            if str(c.get("cmd", "")).startswith("client|") or c.get("addr") in own:
-                continue
+            if (str(c.get("cmd", "")).startswith("client|") or c.get("addr") in own
+                    or str(c.get("name") or "") == OWN_NAME):
+                continue  # taskdash's (this process's, or another taskdash's event subscription)
             age = _float(c.get("age")) or 0.0
             cid = str(c.get("id"))
             known = self._conn_born.get(cid)
@@ -927,7 +973,8 @@ class WorkerMonitor:
                     cmin = prev  # not there at the previous probe
                 known = (cmin, cmax)
             born[cid] = known
-            subscriber = (_int(c.get("psub")) or 0) > 0 or (_int(c.get("sub")) or 0) > 0
+            # kombu follows fanout exchanges with PSUBSCRIBE; SUBSCRIBE is Celery's result consumer (clients)
+            subscriber = (_int(c.get("psub")) or 0) > 0
             foreign.append((str(c.get("name") or ""), subscriber, known[0], known[1]))
         self._conn_born = born
         subs = [(name, cmin, cmax) for name, sub, cmin, cmax in foreign if sub]
@@ -944,11 +991,9 @@ class WorkerMonitor:
                 named = [i for i, (name, _, _) in enumerate(subs) if name and name in (node.hostname, host_part)]
                 if named:
                     edges[node.hostname] = named
-                elif node.boot_at is not None and node.boot_src in BOOT_WINDOWS:
-                    b = node.boot_at
-                    lo, hi = BOOT_WINDOWS[node.boot_src]
-                    edges[node.hostname] = [i for i, (_, cmin, cmax) in enumerate(subs)
-                                            if cmin <= b + hi and cmax >= b + lo]
+                elif (win := _boot_window(node)) is not None:
+                    lo, hi = win
+                    edges[node.hostname] = [i for i, (_, cmin, cmax) in enumerate(subs) if cmin <= hi and cmax >= lo]
             responding = [n.hostname for n in self._nodes.values() if n.is_online(now) and n.hostname in edges]
             match: dict[int, str] = {}
             for host in responding:
@@ -968,7 +1013,12 @@ class WorkerMonitor:
                     node.conn_ok_at = now
                     node.conn_gone_at = None
                     node.conn_detail = f"{len(mine)} subscriber connection(s) opened at its start still open (CLIENT LIST)"
+                elif node.hostname in responding and node.conn_ok_at is None:
+                    # not recognised yet (never seen in its window): proves nothing, and spoils nothing
+                    node.conn_present = None
+                    node.conn_detail = "its subscriber connection is not recognisable (CLIENT LIST)"
                 elif node.conn_gone_at is None and not node.conn_lost_alive:
+                    # gone since this probe — unless it speaks again after it (then _spoke disables this)
                     node.conn_present = False
                     node.conn_gone_at = now
                     node.conn_detail = ("no Redis connection (CLIENT LIST)" if not mine else
@@ -1040,7 +1090,7 @@ class WorkerMonitor:
         while not self._stop.is_set():
             pubsub = None
             try:
-                client = redis_client(self.settings.broker_url, self.settings)
+                client = self._named_client()
                 db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(self.event_pattern(db))
@@ -1092,8 +1142,10 @@ class WorkerMonitor:
                         continue
                     if etype == "worker-online":
                         ts = _float(ev.get("timestamp"))
-                        node.boot_at = min(now, ts) if ts is not None else now
-                        node.boot_src = "online"
+                        node.boot_online = min(now, ts) if ts is not None else now
+                        if node.boot_stats is None:
+                            node.boot_at = node.boot_online - 2.0  # its consumer connected up to ~2 s before
+                            node.boot_src = "online"
                         node.offline_at = None
                     node.last_hb = now
                     self._spoke(node, now)

@@ -5,19 +5,31 @@ kombu's ``unacked_mutex``, exactly as kombu's own visibility restore would (docs
 #moving-an-unacked-message-back): the entry is removed from ``unacked``/``unacked_index`` and RPUSHed, with ``redelivered``
 set, onto the priority list of its queue (the end consumed next). Messages a live worker reports are
 refused unless forced.
+
+Liveness guard (issue 12): an entry is requeued without force only when the liveness evidence
+(``collectors.analysis.liveness``) calls it ``orphaned`` — every worker that could have received it is
+proven dead. ``requeue_orphaned`` moves only those, whatever ``force`` says; a single ``requeue`` of an
+entry that may be held (``held-by-silent``, ``may-be-held``, ``unknown``) needs ``force``: the worker may
+still be running it, and a requeue can run it twice. The evidence comes from ``evidence`` (the TUI hands
+its collector's, which has watched the workers for a while), else a WorkerMonitor observes the workers
+here for ``observe_s`` seconds (heartbeats, one inspect window, connection probes).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
 
+from collectors.analysis.liveness import LivenessView, liveness_view
+from collectors.core.models import UnackedEntry
 from collectors.keyspace import scripts
+from collectors.reads.workers import WorkerMonitor
 from collectors.writes.base import (
     BATCH,
     FRESH_MARGIN,
@@ -30,9 +42,43 @@ from collectors.writes.base import (
 )
 from collectors.writes.lookup import LedgerLookup
 
+OBSERVE_S = 6.0
+"""How long a write without a collector's evidence watches the workers first (3 heartbeat periods)."""
+
 
 class RequeueWrites(LedgerLookup):
     """Moves unacked messages back onto their queues (one by tag, or every orphaned one)."""
+
+    evidence: Callable[[], LivenessView] | None = None
+    """The liveness evidence to classify with (e.g. ``Collector.liveness``); None: observe here."""
+    observe_s: float = OBSERVE_S
+
+    def _liveness(self) -> LivenessView:
+        if self.evidence is not None:
+            return self.evidence()
+        mon = self.__dict__.get("_own_monitor")
+        if mon is None:  # watch the workers from now on (daemon threads), and once for observe_s first
+            mon = self.__dict__["_own_monitor"] = WorkerMonitor(self.settings)
+            weakref.finalize(self, mon.stop)  # its threads and connections end with this object
+            mon.start()
+            time.sleep(self.observe_s)
+        now = time.time()
+        return liveness_view(mon.view(now), now, self.settings)
+
+    def _classified(self, entries: Sequence[_Entry], view: LivenessView) -> dict[str, UnackedEntry]:
+        """The liveness classification of parsed ledger entries, by tag."""
+        now = time.time()
+        vt = self.settings.visibility_timeout
+        rows: list[UnackedEntry] = []
+        for e in entries:
+            queues = self._queues_for(e.exchange, e.routing_key)
+            age = None if e.score is None else max(0.0, now - e.score)
+            rows.append(UnackedEntry(
+                delivery_tag=e.tag, task_id=e.task_id, task=e.task, queue=queues[0] if queues else None,
+                priority=0, reserved_at=e.score, age_s=age, redelivered=False, state="unknown", holder=None,
+                stale=age is not None and age > vt, time_to_redelivery_s=None if age is None else vt - age,
+                argsrepr=None))
+        return {u.delivery_tag: u for u in view.classify(rows, now)}
 
 
     @contextmanager
@@ -97,13 +143,14 @@ class RequeueWrites(LedgerLookup):
     @staticmethod
     def _new_stats() -> dict[str, Any]:
         return {"tags": [], "task_ids": [], "gone": [], "changed": [], "refused": [], "unroutable": [],
-                "targets": {}}
+                "held": [], "targets": {}}
 
     def _requeue_message(self, n: int, stats: Mapping[str, Any], what: str) -> str:
         parts = [f"requeued {n} {what}"]
         if stats["targets"]:
             parts[0] += " to " + ", ".join(sorted({self.display_key(k) for k in stats["targets"]}))
         for key, label in (("refused", "refused (a live worker has or may have it)"),
+                           ("held", "left alone (may be held by a worker not proven dead)"),
                            ("gone", "already acked/restored"),
                            ("changed", "redelivered meanwhile"), ("unroutable", "without a matching queue")):
             if stats[key]:
@@ -140,8 +187,10 @@ class RequeueWrites(LedgerLookup):
                 raise ActionError("requeue refused: cannot ask the workers what they are running "
                                   "(no reply to inspect); use force to requeue anyway")
         live = live or set()
+        view = None if force else self._liveness()
         stats = self._new_stats()
         refused_ids: list[str] = []
+        held_why: list[str] = []
         moved = 0
         with self._errors("requeue"):
             for i in range(0, len(tags), BATCH):
@@ -168,7 +217,19 @@ class RequeueWrites(LedgerLookup):
                             refused_ids.append(entry.task_id or tag)
                         else:
                             todo.append(entry)
+                    if view is not None and todo:
+                        states = self._classified(todo, view)
+                        keep = [e for e in todo if states[e.tag].state == "orphaned"]
+                        for e in todo:
+                            if states[e.tag].state != "orphaned":
+                                stats["held"].append(e.tag)
+                                u = states[e.tag]
+                                held_why.append(f"{e.task_id or e.tag} is {u.state}: {u.state_reason}")
+                        todo = keep
                     moved += self._requeue_entries(todo, stats)
+        if moved == 0 and stats["held"] and not stats["refused"]:
+            raise ActionError("requeue refused: " + "; ".join(held_why)[:600] + ". The worker may still be "
+                              "running it, and a requeue can run it twice; use force to requeue anyway")
         if moved == 0 and stats["refused"]:
             raise ActionError(f"requeue refused: a live worker is (or may be) running task(s) "
                               f"{', '.join(sorted(set(refused_ids)))[:300]} "
@@ -180,7 +241,8 @@ class RequeueWrites(LedgerLookup):
 
     def orphaned(self, *, older_than: float | None = None, live: set[str] | None = None,
                  limit: int | None = None) -> list[tuple[str, float, str | None, str | None]]:
-        """Unacked entries no responding worker claims, older than the grace: (tag, score, task_id, queue)."""
+        """Orphaned unacked entries (every possible holder proven dead), older than the grace:
+        (tag, score, task_id, queue)."""
         self._check_reachable("orphaned")
         t0 = time.time()
         if live is None:
@@ -189,20 +251,23 @@ class RequeueWrites(LedgerLookup):
                 raise ActionError("cannot ask the workers what they are running (no reply to inspect)")
         cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
         out: list[tuple[str, float, str | None, str | None]] = []
+        view = self._liveness()
         with self._errors("orphaned"):
             for page in self._iter_unacked_batches(cutoff, limit=limit):
                 tags = [t for t, _ in page]
                 raws = self.client.hmget(self.keys.unacked, tags)
-                for (tag, score), raw in zip(page, raws, strict=True):
-                    entry = _parse_entry(tag, raw, score)
-                    if entry is None or (entry.task_id and entry.task_id in live):
+                parsed = [e for e in (_parse_entry(tag, raw, score)
+                                      for (tag, score), raw in zip(page, raws, strict=True)) if e is not None]
+                states = self._classified(parsed, view)
+                for entry in parsed:
+                    if (entry.task_id and entry.task_id in live) or states[entry.tag].state != "orphaned":
                         continue
                     queues = self._queues_for(entry.exchange, entry.routing_key)
-                    out.append((tag, score, entry.task_id, queues[0] if queues else None))
+                    out.append((entry.tag, entry.score or 0.0, entry.task_id, queues[0] if queues else None))
         return out
 
     def requeue_orphaned(self, *, older_than: float | None = None, force: bool = False) -> ActionResult:
-        """Requeue every orphaned unacked message (no responding worker claims it, older than a grace).
+        """Requeue every orphaned unacked message (every possible holder proven dead, older than a grace).
 
         The workers are asked first and the cutoff is taken from before that question, so a message
         delivered after the answer is never considered; each move then re-checks the entry's bytes
@@ -224,6 +289,7 @@ class RequeueWrites(LedgerLookup):
                                   "(no reply to inspect); use force to requeue anyway")
             live = set()
         cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
+        view = self._liveness()  # force never makes a message that may be held orphaned
         stats = self._new_stats()
         moved = 0
         with self._errors("requeue"):
@@ -242,6 +308,9 @@ class RequeueWrites(LedgerLookup):
                             stats["refused"].append(tag)
                         else:
                             todo.append(entry)
+                    states = self._classified(todo, view)
+                    stats["held"].extend(e.tag for e in todo if states[e.tag].state != "orphaned")
+                    todo = [e for e in todo if states[e.tag].state == "orphaned"]
                     moved += self._requeue_entries(todo, stats)
         msg = self._requeue_message(moved, stats, "orphaned message(s)")
         if moved:
