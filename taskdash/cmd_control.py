@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -205,6 +206,13 @@ def time_limit_cmd(ctx: click.Context, task: str, soft: str, hard: str, destinat
 def format_details(d: dict[str, Any]) -> str:
     """The readable form of ``WorkerControl.worker_details`` (also used by ``worker show``)."""
     lines = [f"Worker {d.get('hostname')} ({'online' if d.get('online') else 'no reply'})"]
+    lv = d.get("liveness") or {}
+    if lv:
+        since = lv.get("since")
+        when = time.strftime(" since %H:%M:%S", time.localtime(since)) if isinstance(since, int | float) else ""
+        lines.append(f"Liveness: {lv.get('liveness') or 'unknown'} — {lv.get('evidence') or 'no evidence'}{when}")
+        if lv.get("note"):
+            lines.append(f"  ({lv['note']})")
     stats = d.get("stats") or {}
     pool = stats.get("pool") or {}
     if stats:
@@ -233,18 +241,45 @@ def format_details(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def observe_liveness(settings: Any, host: str, seconds: float) -> dict[str, Any]:
+    """Watch the workers ``seconds`` (heartbeats, inspect, connection probes) and decide ``host``'s liveness."""
+    from collectors.analysis.liveness import annotate_workers, liveness_view
+    from collectors.reads.workers import WorkerMonitor
+
+    mon = WorkerMonitor(settings)
+    try:
+        mon.start()
+        time.sleep(seconds)
+        now = time.time()
+        wv = mon.view(now)
+        rows = {w.hostname: w for w in annotate_workers(wv.workers, liveness_view(wv, now, settings).decided)}
+    finally:
+        mon.stop()
+    w = rows.get(host)
+    note = "; ".join(n for n in (wv.inspect_denied, wv.conn_note) if n) or None
+    if w is None:
+        return {"liveness": None, "evidence": f"not heard in {seconds:g}s of watching", "since": None, "note": note}
+    return {"liveness": w.liveness, "evidence": w.liveness_evidence, "since": w.liveness_since,
+            "boot_at": w.boot_at, "note": note}
+
+
 @worker_group.command("show")
 @click.argument("host")
 @click.option("--json", "as_json", is_flag=True, help="Print the details as one JSON object.")
+@click.option("--observe", type=float, default=5.0, show_default=True,
+              help="Seconds to watch heartbeats and connections for the liveness evidence (0: skip).")
 @common_options
 @click.pass_context
 @handle_errors
-def show_cmd(ctx: click.Context, host: str, as_json: bool, **opts: Any) -> None:
-    """Show one worker: stats, registered tasks, active queues, configuration, revoked ids."""
+def show_cmd(ctx: click.Context, host: str, as_json: bool, observe: float, **opts: Any) -> None:
+    """Show one worker: liveness and its evidence, stats, registered tasks, active queues, configuration,
+    revoked ids."""
     from collectors.writes.control import WorkerControl
 
     settings = _settings(ctx, opts)
     d = WorkerControl(settings).worker_details(host)
+    if observe > 0:
+        d["liveness"] = observe_liveness(settings, host, observe)
     errors = d.get("errors") or {}
     if not d["online"] and any("cannot reach" in str(e) for e in errors.values()):
         fail(next(iter(errors.values())), EXIT_UNREACHABLE)

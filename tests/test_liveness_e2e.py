@@ -80,6 +80,8 @@ def test_cli_requeue_orphaned_moves_exactly_the_dead_workers_messages(
     assert res.exit_code == 0, res.output
     assert "requeued 3 orphaned" in res.output, res.output
     assert r.hexists("unacked", busy_tag)  # the responding worker's message stays
+    shown = cli_run("worker", "show", other.hostname, "--observe", "4")
+    assert "Liveness: responding — heartbeat" in shown.output, shown.output
     wait_for(lambda: all(runs(r, f"d{i}") for i in range(3)) and runs(r, "busy"), timeout=60, what="all ran")
     wait_for(lambda: r.hlen("unacked") == 0, timeout=20, what="all acked")
     time.sleep(1)
