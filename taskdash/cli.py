@@ -199,7 +199,7 @@ def handle_errors(f: F) -> F:
 
 _COMMAND_MODULES = (
     "cmd_snapshot", "cmd_actions", "cmd_demo", "cmd_extra", "cmd_control", "cmd_metrics", "cmd_lint", "cmd_serve",
-    "cmd_acl", "cmd_watch",
+    "cmd_acl", "cmd_watch", "cmd_bulk",
 )
 
 

@@ -32,6 +32,8 @@ PINNED = {
     "release_mutex": "c0fe86dca9a7825a3e95860568351409cafd1294",
     # the writes' permission pre-check (read-only: redis.acl_check_cmd)
     "acl_probe": "bac92e6b64f4b29f7e5cdc2b2b71098f0fb43e12",
+    # bulk actions on one priority list (issue 18)
+    "list_batch": "3f6451007542d208b1425972bd43161e56b8a237",
     # the broker reader's scripts, as they were in collectors/reads/broker.py
     "queue": "08f194e27d8547d4e47d9e614304f4cbecbd47d8",
     "window": "3fb8ff083c5db69f86ca560d3ede08b0859515f8",

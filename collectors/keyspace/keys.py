@@ -32,6 +32,8 @@ PURGING = "taskdash.purging"
 """Temporary lists a purge renames a queue's priority lists to (``taskdash.purging.<token>.<band>``)."""
 RESTORED = "taskdash.restored"
 """``taskdash.restored.<export id>``: set once an export was restored (refuses a second restore)."""
+PAUSED = "taskdash.paused"
+"""Queues paused by ``taskdash pause``: hash ``queue -> {"workers": [...], "by": actor, "since": time}``."""
 TASKSET_PREFIX = "celery-taskset-meta-"
 """Celery's group key ``<result_keyprefix>celery-taskset-meta-<gid>``; the Redis backend's chord state adds
 ``.s`` (size), ``.t`` (size adjustment), ``.j`` (joined part results, zset by group index or list), ``.d``
@@ -254,6 +256,11 @@ class KeyLayout:
     def restored_marker(self, export_id: str) -> str:
         """The string key that records that the export ``export_id`` was restored."""
         return self.key(f"{RESTORED}.{export_id}")
+
+    @property
+    def paused(self) -> str:
+        """The hash of paused queues ``queue -> JSON {workers, by, since}`` (issue 18)."""
+        return self.key(PAUSED)
 
     # ---- groups and chords in the result backend (issue 16) -------------------------------------
     @property

@@ -283,6 +283,45 @@ def release_mutex(client: Any, key: str, token: str) -> int:
     return int(RELEASE_MUTEX(client, [key], [token]))
 
 
+# LIST_BATCH — one batch of a bulk action on waiting messages of ONE priority list, atomically (issue 18).
+# KEYS[1] source list, KEYS[2] quarantine hash, KEYS[3] quarantine index, KEYS[4..] target lists.
+# ARGV: groups of 5 — exact message expected in the source, payload (new message, or quarantine record),
+# op ('0' delete | '-1' quarantine | 'N' LPUSH onto KEYS[3 + N]), quarantine id (or ''), time (or '').
+# Each message is removed with LREM ... -1 (searched from the end consumed next, where a bulk starts) and
+# only if it was still there is it pushed / stored. Returns one '1' (done) or '0' (gone) per group.
+_LIST_BATCH_LUA = """
+-- KEYS[1] source list, KEYS[2] quarantine hash, KEYS[3] quarantine index, KEYS[4..] target lists
+-- ARGV groups of 5: expected message, payload, op ('0' delete | '-1' quarantine | N target), id, time
+local out = {}
+for i = 1, #ARGV, 5 do
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    local op = tonumber(ARGV[i + 2])
+    if op == -1 then
+      redis.call('HSET', KEYS[2], ARGV[i + 3], ARGV[i + 1])
+      redis.call('ZADD', KEYS[3], ARGV[i + 4], ARGV[i + 3])
+    elseif op > 0 then
+      redis.call('LPUSH', KEYS[3 + op], ARGV[i + 1])
+    end
+    out[#out + 1] = '1'
+  else
+    out[#out + 1] = '0'
+  end
+end
+return table.concat(out)
+"""
+LIST_BATCH = Script("list_batch", _LIST_BATCH_LUA)
+
+
+def list_batch(client: Any, *, source: str, quarantine: str, quarantine_index: str, targets: Sequence[str],
+               ops: Sequence[tuple[bytes, bytes | str, int, str, str]]) -> str:
+    """Run one LIST_BATCH: ``ops`` are (expected, payload, op, qid, time); one '1'/'0' per op."""
+    argv: list[Arg] = []
+    for expected, payload, op, qid, now in ops:
+        argv += [expected, payload, str(op), qid, now]
+    res = LIST_BATCH(client, [source, quarantine, quarantine_index, *targets], argv)
+    return res.decode() if isinstance(res, bytes) else str(res or "")
+
+
 # ==== read scripts (collectors.reads.broker): queued in the refresh pipelines ========================
 
 # QUEUE_PROBE — depths of several queues' priority lists and the head (next message) of each.
@@ -449,7 +488,8 @@ def acl_probe(client: Any, checks: Sequence[Sequence[str]]) -> int:
 
 
 WRITE_SCRIPTS: tuple[Script, ...] = (MOVE_UNACKED, UNACKED_TO_QUARANTINE, LIST_TO_QUARANTINE, QUARANTINE_POP,
-                                     DELETE_UNACKED, RENAME_LISTS, UNDO_RENAME, RELEASE_MUTEX, ACL_PROBE)
+                                     DELETE_UNACKED, RENAME_LISTS, UNDO_RENAME, RELEASE_MUTEX, ACL_PROBE,
+                                     LIST_BATCH)
 """The compare-and-swap scripts of collectors.writes."""
 BROKER_SCRIPTS: tuple[Script, ...] = (QUEUE_PROBE, WINDOW_FETCH, UNACKED_ROUTES)
 """The scripts the broker reader loads in its first pipeline."""

@@ -68,6 +68,7 @@ class ExportFiles(WriteBase):
         header: dict[str, Any] = {}
         items: list[tuple[int, str, Any]] = []
         skipped: set[str] = set()
+        skipped_lines: set[int] = set()
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -79,7 +80,10 @@ class ExportFiles(WriteBase):
                 if kind == "header":
                     header = obj
                 elif kind == "skipped":
-                    skipped.add(str(obj.get("tag")))
+                    if isinstance(obj.get("line"), int):  # a bulk batch's message that was gone (issue 18)
+                        skipped_lines.add(int(obj["line"]))
+                    else:
+                        skipped.add(str(obj.get("tag")))
                 elif kind == "message":
                     key = obj.get("key")
                     if not isinstance(key, str) or not key:
@@ -109,4 +113,5 @@ class ExportFiles(WriteBase):
         if not isinstance(header.get("id"), str) or not header["id"]:
             raise ActionError(self._mask(f"restore: {p} has no export id in its header"))
         items = [it for it in items if not (it[1] == "unacked" and it[2][0] in skipped)]
+        items = [it for it in items if it[0] not in skipped_lines]
         return header, items
