@@ -36,6 +36,7 @@ from collectors.analysis.liveness import (
     liveness_view,
 )
 from collectors.analysis.poison import PoisonTracker
+from collectors.analysis.taskstats import TaskStatsAggregator
 from collectors.core.config import ConfigError, Settings, mask_text, mask_url, redis_client
 from collectors.core.errors import Kind, classify, user_of
 from collectors.core.models import (
@@ -176,6 +177,8 @@ class Collector:
         self._workers.register_own_client(lambda: getattr(self._results, "_pubsub", None))
         self._backlog = BacklogClock()
         self._poison = PoisonTracker(settings.poison_threshold)
+        self.task_stats = TaskStatsAggregator()
+        """Per-task-name analytics from the task events (issue 15), fed by every ``collect()``."""
         self.beat_canvas = BeatCanvasSource(settings, self._broker_client, self._backend_client)
         """Beat and canvas (issue 16); ``chord_parts()`` is the detail behind the canvas view's enter."""
         self._started = False
@@ -340,6 +343,15 @@ class Collector:
             poison = ()
             errors.append(SourceError("poison", describe_error(exc, s)))
 
+        task_stats = None
+        try:
+            self.task_stats.observe_many(events, now)
+            self.task_stats.observe_processed(
+                sum(w.processed for w in workers if w.processed is not None) if workers else None)
+            task_stats = self.task_stats.view(now)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(SourceError("task_stats", describe_error(exc, s)))
+
         beat, canvas = self.beat_canvas.read(
             now, worker_queues=wv.worker_queues if wv is not None else None, events=events)
 
@@ -365,6 +377,7 @@ class Collector:
             sources=source_states(errors, bv, wv is not None, backend_ok),
             beat=beat,
             canvas=canvas,
+            task_stats=task_stats,
         )
         self._feed(snapshot, wv)
         return snapshot

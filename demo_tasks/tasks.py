@@ -107,3 +107,18 @@ def nap(seconds: float = 30.0) -> float:
     """An early-ack sleeper: a kill -9 of its worker loses the message (a chord header part that never returns)."""
     time.sleep(seconds)
     return seconds
+
+
+@app.task
+def charge(seconds: float = 0.05, fail: bool = False) -> str:
+    """Sleeps ``seconds`` then raises when ``fail``: a known runtime and failure ratio (issue 15's analytics)."""
+    time.sleep(seconds)
+    if fail:
+        raise ValueError("card declined")
+    return "charged"
+
+
+@app.task(ignore_result=True)
+def quiet(seconds: float = 0.1) -> None:
+    """Sleeps and stores no result: per-name analytics come from events, not from the result backend."""
+    time.sleep(seconds)

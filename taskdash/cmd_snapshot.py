@@ -21,6 +21,7 @@ from taskdash.cli import (
     settings_from,
     strict_option,
 )
+from taskdash.events_option import enable_events_option
 
 
 def _age(v: float | None) -> str:
@@ -138,20 +139,29 @@ def findings(snap: Snapshot, fail_on: str | None) -> list[str]:
               help="Exit 3 when poison suspects / orphaned messages / any problem is found.")
 @click.option("--window", type=int, default=None, help="Unacked entries to decode (oldest first, default 500).")
 @strict_option
+@enable_events_option
 @click.pass_context
 @handle_errors
 def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold: int | None,
-             fail_on: str | None, window: int | None, strict: bool, **opts: Any) -> None:
+             fail_on: str | None, window: int | None, strict: bool, enable_events: bool = False,
+             enable_events_interval: float = 60.0, **opts: Any) -> None:
     """Print one snapshot of queues, unacked messages, workers, task states and poison suspects."""
     settings = settings_from(ctx, poison_threshold=poison_threshold, unacked_window=window, **opts)
     from collectors.collector import Collector
 
     collector = Collector(settings, background=observe > 0)
+    enabler = None
     try:
         reason = collector.ping_broker()
         if reason:
             fail_redis(reason, settings)
-        snap = collector.collect()
+        # task_stats: with --observe S the window covers what was observed
+        collector.task_stats.set_window(max(collector.task_stats.window_s, observe + settings.interval))
+        snap = collector.collect()  # first: the event subscriber is up before workers turn events on
+        if enable_events:
+            from taskdash.events_option import start_enabler
+
+            enabler = start_enabler(settings, enable_events_interval, collector)
         deadline = time.monotonic() + max(observe, 0.0)
         while time.monotonic() < deadline:
             time.sleep(min(settings.interval, max(deadline - time.monotonic(), 0)))
@@ -162,6 +172,8 @@ def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold
             snap = collector.collect()
             extra += 1
     finally:
+        if enabler is not None:
+            enabler.stop()
         collector.close()
     if as_json:
         click.echo(json.dumps(snap.to_json(), default=str))

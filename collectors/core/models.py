@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from collectors.core.beat_canvas import BeatView, CanvasView
+from collectors.core.taskstats import TaskStatsView
 
 SCHEMA_VERSION = 5
 """2: adds ``beat`` and ``canvas`` (issue 16; README, "beat and canvas JSON"). 4: adds ``task_stats``
 (issue 15; README, "task_stats JSON"). 5: worker ``liveness``/``liveness_evidence``/``liveness_since``/
 ``boot_at`` and the unacked states ``held-by-silent``/``may-be-held`` with ``possible_holders`` and
 ``state_reason`` (issue 12; README, "Safety")."""
-"""2: adds ``beat`` and ``canvas`` (issue 16; README, "beat and canvas JSON")."""
 
 UnackedState = Literal["active", "reserved", "scheduled", "orphaned", "unknown", "held-by-silent", "may-be-held"]
 """``held-by-silent``: a silent (not proven dead) worker that was alive at the delivery and consumes the
@@ -406,6 +406,8 @@ class Snapshot:
     """Periodic tasks (issue 16); None when the collector did not read beat."""
     canvas: CanvasView | None = None
     """Groups and chords in the result backend (issue 16); None when not read."""
+    task_stats: TaskStatsView | None = None
+    """Per-task-name analytics from task events (issue 15); None when not aggregated."""
 
     def source(self, name: str) -> SourceState:
         """The read state of ``name`` ("queues", "unacked", "workers", "results"); ok when not recorded."""
@@ -438,4 +440,5 @@ class Snapshot:
             "sources": {name: self.source(name).to_json() for name in ("queues", "unacked", "workers", "results")},
             "beat": self.beat.to_json() if self.beat is not None else None,
             "canvas": self.canvas.to_json() if self.canvas is not None else None,
+            "task_stats": self.task_stats.to_json() if self.task_stats is not None else None,
         }

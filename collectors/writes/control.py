@@ -238,6 +238,10 @@ class WorkerControl(Guarded):
         })
 
     # ---- the commands ---------------------------------------------------------------------------
+    def enable_events(self, destination: Sequence[str] | None = None) -> ActionResult:
+        """Celery's ``enable_events``: workers start sending task events (what Flower sends; issue 15)."""
+        return self._run("enable_events", "enable_events", {}, destination, "enable task events")
+
     def shutdown(self, destination: Sequence[str] | None = None) -> ActionResult:
         """Warm shutdown: the worker stops consuming, finishes its running tasks and exits."""
         return self._run("shutdown", "shutdown", {}, destination, "warm shutdown", reply=False)
