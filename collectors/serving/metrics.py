@@ -40,6 +40,9 @@ Metric families (all gauges unless noted; ``taskdash_`` prefix):
 ``redis_maxmemory_evicting{policy}``             1 when maxmemory is set with a policy that deletes keys
 ``redis_evicted_keys`` (counter, ``_total``)     keys the broker Redis evicted since its start
 ``redis_health_up``                              the last INFO read succeeded (1/0)
+``task_events_total{task,outcome}`` (counter),   per-task-name analytics from task events (issue 15; see
+``task_runtime_seconds`` / ``task_wait_seconds``  ``collectors.serving.task_metrics``)
+(histograms), ``task_failure_ratio{task}``, ...
 ==============================================  =========================================================
 """
 
@@ -56,6 +59,7 @@ from typing import Any
 from collectors.analysis.alerts import looping_suspects
 from collectors.core.models import Snapshot
 from collectors.reads.health import RedisHealth
+from collectors.serving.task_metrics import task_stats_lines
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +164,7 @@ def render_metrics(snapshot: Snapshot | None, *, scrape_duration_s: float | None
         w.family("refresh_round_trips", "Redis round trips of the last broker read.", [({}, s.cost.round_trips)])
         w.family("snapshot_age_seconds", "Age of the snapshot served by this scrape.",
                  [({}, max(0.0, (now if now is not None else time.time()) - s.taken_at))])
+        w.lines.extend(task_stats_lines(s.task_stats, PREFIX))  # per-task-name families (task_metrics.py)
     if health is not None:
         w.family("redis_health_up", "The last INFO of the broker's Redis succeeded (1/0).",
                  [({}, health.error is None and health.used_memory is not None)])
