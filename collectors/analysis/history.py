@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from collectors.core.models import Snapshot
 
@@ -35,10 +36,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     first_seen REAL, last_seen REAL NOT NULL, workers TEXT, PRIMARY KEY (scope, task_id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_last_seen ON deliveries(last_seen);
+CREATE TABLE IF NOT EXISTS task_minutes (
+    scope TEXT NOT NULL, minute REAL NOT NULL, task TEXT NOT NULL, counts TEXT NOT NULL, runtime TEXT NOT NULL,
+    wait TEXT NOT NULL, wait_source TEXT, runtime_max REAL, PRIMARY KEY (scope, task, minute)
+);
+CREATE INDEX IF NOT EXISTS task_minutes_scope_minute ON task_minutes(scope, minute);
 """
 
-DEFAULT_CAPS = {"depth": 200_000, "throughput": 50_000, "deliveries": 10_000}
-"""Row caps per table (~20 MB at most for depth)."""
+DEFAULT_CAPS = {"depth": 200_000, "throughput": 50_000, "deliveries": 10_000, "task_minutes": 300_000}
+"""Row caps per table (~20 MB at most for depth; task_minutes: 7 days of 30 busy task names)."""
 
 
 def default_path() -> Path:
@@ -86,6 +92,7 @@ class History:
         self._last_ts: float | None = None
         self._last_processed: dict[str, int] = {}
         self._samples = 0
+        self._last_task_minute: float | None = None
         self.prune()
 
     # ---- writing -------------------------------------------------------------------------------
@@ -138,7 +145,9 @@ class History:
             cur.execute("DELETE FROM depth WHERE ts < ?", (cutoff,))
             cur.execute("DELETE FROM throughput WHERE ts < ?", (cutoff,))
             cur.execute("DELETE FROM deliveries WHERE last_seen < ?", (cutoff,))
-            for table, order in (("depth", "ts"), ("throughput", "ts"), ("deliveries", "last_seen")):
+            cur.execute("DELETE FROM task_minutes WHERE minute < ?", (cutoff,))
+            for table, order in (("depth", "ts"), ("throughput", "ts"), ("deliveries", "last_seen"),
+                                 ("task_minutes", "minute")):
                 cap = self.caps[table]
                 (n,) = cur.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608 - fixed names
                 if n > cap:
@@ -197,7 +206,50 @@ class History:
         """Row count per table (all scopes), for the bounded-size check."""
         with self._lock:
             return {t: int(self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])  # noqa: S608
-                    for t in ("depth", "throughput", "deliveries")}
+                    for t in ("depth", "throughput", "deliveries", "task_minutes")}
+
+    # ---- per-task-name minutes (issue 15) -----------------------------------------------------------
+    def record_tasks(self, aggregator: Any, now: float) -> int:
+        """Store the closed minutes of a ``TaskStatsAggregator`` not stored yet; returns the rows written.
+
+        One row per (task name, minute): outcome counts and the log-bucket histograms of runtime and
+        wait (JSON ``{bucket: n}``), so 1 h / 24 h quantiles are re-merged exactly from the rows. A minute
+        already stored (before a restart) is never written again.
+        """
+        if self._last_task_minute is None:
+            with self._lock:
+                row = self._db.execute("SELECT MAX(minute) FROM task_minutes WHERE scope = ?",
+                                       (self.scope,)).fetchone()
+            self._last_task_minute = float(row[0]) if row and row[0] is not None else -1.0
+        rows = aggregator.minutes(self._last_task_minute, now)
+        if not rows:
+            return 0
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO task_minutes(scope, minute, task, counts, runtime, wait, wait_source,"
+                " runtime_max) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(self.scope, m, name, json.dumps(counts), json.dumps(rt), json.dumps(wait), src, mx)
+                 for m, name, counts, rt, wait, src, mx in rows])
+            self._db.commit()
+        self._last_task_minute = max(r[0] for r in rows)
+        return len(rows)
+
+    def task_minutes(self, since: float, until: float | None = None, task: str | None = None,
+                     limit: int = 100_000) -> list[tuple[float, str, list[int], dict[int, int], dict[int, int],
+                                                         str | None, float | None]]:
+        """Stored minute rows in ``[since, until)`` (oldest first), of one task or all."""
+        q = ("SELECT minute, task, counts, runtime, wait, wait_source, runtime_max FROM task_minutes"
+             " WHERE scope = ? AND minute >= ? AND minute < ?")
+        args: list[Any] = [self.scope, since, until if until is not None else float("inf")]
+        if task is not None:
+            q += " AND task = ?"
+            args.append(task)
+        q += " ORDER BY minute, task LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        return [(float(m), t, json.loads(c), {int(k): v for k, v in json.loads(rt).items()},
+                 {int(k): v for k, v in json.loads(w).items()}, src, mx) for m, t, c, rt, w, src, mx in rows]
 
     def close(self) -> None:
         """Close the file."""

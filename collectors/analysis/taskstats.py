@@ -35,7 +35,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from collectors.core.taskstats import OUTCOMES, TaskEvent, TaskException, TaskNameStats, TaskStatsView
+from collectors.core.taskstats import (
+    OUTCOMES,
+    TaskBaseline,
+    TaskEvent,
+    TaskException,
+    TaskNameStats,
+    TaskStatsView,
+)
 
 ALPHA = 0.02
 """Relative accuracy of every quantile."""
@@ -216,6 +223,8 @@ class TaskStatsAggregator:
         self._processed_grew = False
         self.enable_events = False
         """Set by whoever sends the enable_events broadcast (shown in the view)."""
+        self._baselines: tuple[TaskBaseline, ...] = ()
+        self._baselines_at = -math.inf
 
     # ---- feeding -------------------------------------------------------------------------------
     def set_window(self, window_s: float) -> None:
@@ -377,16 +386,23 @@ class TaskStatsAggregator:
             last_seen=st.last_seen or None, totals=tuple(st.totals),
             runtime_hist=tuple(rt_hist), runtime_sum=st.rt_sum, wait_hist=tuple(w_hist), wait_sum=st.wait_sum)
 
-    def view(self, now: float, *, recent: int = 200) -> TaskStatsView:
-        """The frozen per-name view now (names active in the window first, by rate)."""
+    def view(self, now: float, *, recent: int = 200, history: Any | None = None) -> TaskStatsView:
+        """The frozen per-name view now (names active in the window first, by rate).
+
+        With a ``History`` the view carries the same window 1 h and 24 h ago (re-read once a minute).
+        """
         self.expire(now)
+        if history is not None and hasattr(history, "task_minutes") and now - self._baselines_at >= 60.0:
+            self._baselines_at = now
+            self._baselines = baselines(history, now, self.window_s)
         covered = self.covered_s(now)
         tasks = [self.name_stats(n, st, covered) for n, st in self._names.items()]
         tasks.sort(key=lambda t: (-t.per_min, -sum(t.counts), t.name))
         state, note = self.state()
         rec = tuple(TaskEvent(*r) for r in list(self._recent)[-recent:]) if recent > 0 else ()
         return TaskStatsView(window_s=covered, tasks=tuple(tasks), state=state, note=note,  # type: ignore[arg-type]
-                             events_seen=self.events_seen, recent=rec, enable_events=self.enable_events)
+                             events_seen=self.events_seen, recent=rec, enable_events=self.enable_events,
+                             baselines=self._baselines if history is not None else ())
 
     def pending(self) -> int:
         """uuid entries held for naming and wait computation (bounded by ``max_pending``)."""
@@ -419,3 +435,54 @@ class TaskStatsAggregator:
             wait, src = (ws, "sent→started") if ws else ((wr, "received→started") if wr else ({}, None))
             rows.append((m, name, counts, rt, wait, src, mx))
         return rows
+
+
+def summarize(rows: Iterable[tuple[Any, ...]], span_s: float) -> dict[str, TaskBaseline]:
+    """Per-name rate, failure rate and p95s of history minute rows covering ``span_s`` seconds."""
+    merged: dict[str, list[Any]] = {}
+    for _m, name, counts, rt, wait, _src, _mx in rows:
+        acc = merged.get(name)
+        if acc is None:
+            acc = merged[name] = [[0] * len(OUTCOMES), {}, {}]
+        for i, n in enumerate(counts[: len(OUTCOMES)]):
+            acc[0][i] += n
+        _add(acc[1], rt, 1)
+        _add(acc[2], wait, 1)
+    out = {}
+    for name, (counts, rt, wait) in merged.items():
+        done = counts[_SUCCEEDED] + counts[_FAILED]
+        out[name] = TaskBaseline(name, "", done * 60.0 / max(span_s, 1.0), counts[_FAILED] / done if done else None,
+                                 quantiles(rt, (0.95,))[0], quantiles(wait, (0.95,))[0])
+    return out
+
+
+def baselines(history: Any, now: float, window_s: float) -> tuple[TaskBaseline, ...]:
+    """The window ending 1 h ago and 24 h ago per name, from ``History.task_minutes``."""
+    out: list[TaskBaseline] = []
+    for label, offset in (("1h ago", 3600.0), ("yesterday", 86400.0)):
+        end = now - offset
+        rows = history.task_minutes(end - window_s, end)
+        for name, b in summarize(rows, window_s).items():
+            out.append(TaskBaseline(name, label, b.per_min, b.failure_rate, b.runtime_p95, b.wait_p95))
+    return tuple(out)
+
+
+def movers(view: TaskStatsView, *, factor: float = 2.0, min_per_min: float = 1.0) -> list[tuple[float, str]]:
+    """Top movers vs 1 h ago, biggest first: ``(score, "billing.charge p95 ×3.1 vs 1 h ago")``."""
+    out: list[tuple[float, str]] = []
+    for t in view.tasks:
+        b = view.baseline(t.name, "1h ago")
+        if b is None or t.per_min < min_per_min:
+            continue
+        if t.runtime_p95 and b.runtime_p95 and t.runtime_p95 >= factor * b.runtime_p95:
+            r = t.runtime_p95 / b.runtime_p95
+            out.append((r, f"{t.name} p95 ×{r:.1f} vs 1 h ago ({b.runtime_p95:.3g}s → {t.runtime_p95:.3g}s)"))
+        fr, br = t.failure_rate or 0.0, b.failure_rate or 0.0
+        if fr >= 0.05 and fr >= factor * max(br, 0.01):
+            r = fr / max(br, 0.01)
+            out.append((r, f"{t.name} failing {fr:.0%} vs {br:.0%} 1 h ago"))
+        if b.per_min >= min_per_min and t.per_min >= factor * b.per_min:
+            r = t.per_min / b.per_min
+            out.append((r, f"{t.name} rate ×{r:.1f} vs 1 h ago ({b.per_min:.3g} → {t.per_min:.3g}/min)"))
+    out.sort(key=lambda x: -x[0])
+    return out

@@ -102,6 +102,23 @@ class TaskEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskBaseline:
+    """One task name over the same window length at an earlier time (from the history's minute rows)."""
+
+    name: str
+    label: str
+    """``1h ago`` or ``yesterday``."""
+    per_min: float
+    failure_rate: float | None
+    runtime_p95: float | None
+    wait_p95: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"per_min": round(self.per_min, 3), "failure_rate": _r(self.failure_rate, 4),
+                "runtime_p95": _r(self.runtime_p95), "wait_p95": _r(self.wait_p95)}
+
+
+@dataclass(frozen=True, slots=True)
 class TaskStatsView:
     """Per-task-name analytics of one refresh (``Snapshot.task_stats``)."""
 
@@ -117,6 +134,14 @@ class TaskStatsView:
     recent: tuple[TaskEvent, ...] = ()
     enable_events: bool = False
     """taskdash sends the ``enable_events`` broadcast (``--enable-events``)."""
+    baselines: tuple[TaskBaseline, ...] = ()
+    """The same window 1 h ago and 24 h ago per name (empty without history)."""
+
+    def baseline(self, name: str, label: str) -> TaskBaseline | None:
+        for b in self.baselines:
+            if b.name == name and b.label == label:
+                return b
+        return None
 
     def get(self, name: str) -> TaskNameStats | None:
         for t in self.tasks:
@@ -127,4 +152,12 @@ class TaskStatsView:
     def to_json(self) -> dict[str, Any]:
         return {"window_s": round(self.window_s, 3), "source": self.source, "state": self.state,
                 "note": self.note, "events_seen": self.events_seen, "enable_events": self.enable_events,
-                "tasks": [t.to_json() for t in self.tasks]}
+                "tasks": [self._task_json(t) for t in self.tasks]}
+
+    def _task_json(self, t: TaskNameStats) -> dict[str, Any]:
+        out = t.to_json()
+        for label, key in (("1h ago", "vs_1h_ago"), ("yesterday", "vs_yesterday")):
+            b = self.baseline(t.name, label)
+            if b is not None:
+                out[key] = b.to_json()
+        return out
