@@ -40,6 +40,7 @@ from collectors.analysis.taskstats import TaskStatsAggregator
 from collectors.core.config import ConfigError, Settings, mask_text, mask_url, redis_client
 from collectors.core.errors import Kind, classify, user_of
 from collectors.core.models import (
+    QueueInfo,
     RefreshCost,
     Snapshot,
     SourceError,
@@ -348,13 +349,15 @@ class Collector:
             self.task_stats.observe_many(events, now)
             self.task_stats.observe_processed(
                 sum(w.processed for w in workers if w.processed is not None) if workers else None)
-            task_stats = self.task_stats.view(now)
+            task_stats = self.task_stats.view(now, history=self.history)
         except Exception as exc:  # noqa: BLE001
             errors.append(SourceError("task_stats", describe_error(exc, s)))
 
         beat, canvas = self.beat_canvas.read(
             now, worker_queues=wv.worker_queues if wv is not None else None, events=events)
 
+        if bv is not None:
+            bv = replace(bv, queues=self._with_pauses(bv.queues, workers, now))
         wall_ms = (time.perf_counter() - t0) * 1000.0
         snapshot = Snapshot(
             taken_at=now,
@@ -382,6 +385,34 @@ class Collector:
         self._feed(snapshot, wv)
         return snapshot
 
+    _paused_at: float = 0.0
+    _paused: Mapping[str, Any] = {}
+
+    def _with_pauses(self, queues: tuple[QueueInfo, ...], workers: tuple[WorkerInfo, ...],
+                     now: float) -> tuple[QueueInfo, ...]:
+        """Mark the queues ``taskdash pause`` paused (``taskdash.paused``, read at most every 5 s) and the
+        workers that consume one anyway (issue 18)."""
+        if now - self._paused_at >= 5.0:
+            from collectors.keyspace.keys import KeyLayout
+            from collectors.writes.pause import read_paused
+
+            self._paused_at = now
+            try:
+                self._paused = read_paused(self._broker_client, KeyLayout.from_settings(self.settings))
+            except (redis.RedisError, OSError):
+                log.debug("paused queues unreadable", exc_info=True)
+        if not self._paused:
+            return queues
+        out = []
+        for q in queues:
+            p = self._paused.get(q.name)
+            if p is None:
+                out.append(q)
+                continue
+            late = tuple(sorted(w.hostname for w in workers if q.name in w.queues))
+            out.append(replace(q, paused_by=p.by, paused_since=p.since, consumed_while_paused=late))
+        return tuple(out)
+
     def _feed(self, snapshot: Snapshot, view: WorkersView | None) -> None:
         """Feed the attachments with this refresh (only when the broker answered)."""
         if not snapshot.broker.ok:
@@ -397,6 +428,10 @@ class Collector:
                 history.record(snapshot)
             except Exception:  # noqa: BLE001 - a full disk must not break the refresh
                 log.warning("history.record failed", exc_info=True)
+            try:
+                history.record_tasks(self.task_stats, snapshot.taken_at)  # per-name minute rows (issue 15)
+            except Exception:  # noqa: BLE001
+                log.warning("history.record_tasks failed", exc_info=True)
 
     def forget_poison(self, task_id: str) -> None:
         """Drop a task's delivery history (after it was quarantined or revoked)."""

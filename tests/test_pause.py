@@ -55,6 +55,17 @@ def test_pause_stops_deliveries_and_resume_restarts_them(start_worker, demo_app,
     # the snapshot side: what the Queues view shows
     paused = pc.paused()["emails"]
     assert "paused by" in paused.line() and sorted(paused.workers) == sorted([w1.hostname, w2.hostname])
+    from collectors.collector import Collector
+
+    col = Collector(settings)
+    try:
+        snap = col.collect()
+        q = next(q for q in snap.queues if q.name == "emails")
+        assert q.paused_by == rec["by"] and q.paused_since == rec["since"] and q.messages == 20
+        assert q.to_json()["paused_by"] == rec["by"] and q.consumed_while_paused == ()
+        assert next(q for q in snap.queues if q.name == "celery").paused_by is None
+    finally:
+        col.close()
 
     # a worker that starts later and consumes the paused queue is flagged (and can be told to cancel it)
     w4 = start_worker(("emails",), pool="threads", concurrency=1, env={"DEMO_PREFETCH": "1"})

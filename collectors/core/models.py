@@ -67,6 +67,12 @@ class QueueInfo:
     """Where the name came from: "binding", "app", "worker"."""
     wrong_type: bool = False
     """A priority key of this queue holds something other than a list."""
+    paused_by: str | None = None
+    """Who paused the queue with ``taskdash pause`` (issue 18); None when not paused."""
+    paused_since: float | None = None
+    """When it was paused (epoch s)."""
+    consumed_while_paused: tuple[str, ...] = ()
+    """Workers consuming the queue although it is paused (started later, or the cancel did not reach them)."""
 
     @property
     def no_consumer(self) -> bool:
@@ -84,6 +90,9 @@ class QueueInfo:
             "no_consumer": self.no_consumer,
             "sources": list(self.sources),
             "wrong_type": self.wrong_type,
+            "paused_by": self.paused_by,
+            "paused_since": self.paused_since,
+            "consumed_while_paused": list(self.consumed_while_paused),
         }
 
 
