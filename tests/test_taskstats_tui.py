@@ -80,3 +80,25 @@ async def test_events_off_note_and_hand_made_snapshots_have_no_box() -> None:
         app.show_view("tasks")
         await settle(pilot)
         assert not app.screen.query_one(TaskStatsBox).display
+
+
+def test_overview_lists_top_movers(tmp_path: Path) -> None:
+    from collectors.analysis.history import History
+    from tui.widgets.overview_model import problems
+
+    base = T0 - 3600 - 300
+    with History(tmp_path / "h.sqlite3", scope="s") as h:
+        old = TaskStatsAggregator(now=base)
+        for i in range(100):
+            t = base + i * 2.9
+            old.observe({"type": "task-received", "uuid": f"o{i}", "name": "billing.charge", "timestamp": t}, t)
+            old.observe({"type": "task-succeeded", "uuid": f"o{i}", "timestamp": t, "runtime": 0.2}, t)
+        h.record_tasks(old, base + 400)
+        agg = TaskStatsAggregator(now=T0 - 300)
+        for i in range(100):
+            t = T0 - 300 + i * 2.9
+            agg.observe({"type": "task-received", "uuid": f"n{i}", "name": "billing.charge", "timestamp": t}, t)
+            agg.observe({"type": "task-succeeded", "uuid": f"n{i}", "timestamp": t, "runtime": 0.6}, t)
+        snap = make_snapshot(task_stats=agg.view(T0, history=h))
+    lines = [p.text for p in problems(snap) if p.label == "MOVER"]
+    assert lines and lines[0].startswith("billing.charge p95 ×3.0 vs 1 h ago"), lines

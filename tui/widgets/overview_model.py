@@ -44,7 +44,8 @@ class Problem:
     order: int = 0
 
 
-_ORDER = {"orphaned": 0, "held": 1, "poison": 2, "noconsumer": 3, "worker": 4, "failures": 5, "source": 6}
+_ORDER = {"orphaned": 0, "held": 1, "poison": 2, "noconsumer": 3, "worker": 4, "failures": 5, "source": 6,
+          "mover": 5}
 
 
 def _oldest(entries: Iterable[UnackedEntry]) -> UnackedEntry:
@@ -132,6 +133,12 @@ def problems(snap: Snapshot, *, failure_rate: tuple[float, int] | None = None,
             add("failures", "rate", "warning", "FAILURES",
                 f"{share:.0%} of finished tasks failed ({failed:,} in the last minute){exc}",
                 "tasks", last.task_id if last is not None else None, "enter traceback · r retry")
+    if snap.task_stats is not None and snap.task_stats.baselines:  # top movers vs 1 h ago (issue 15)
+        from collectors.analysis.taskstats import movers
+
+        for _score, text in movers(snap.task_stats)[:3]:
+            name, what = text.split(" ", 2)[:2]
+            add("mover", f"{name}:{what}", "warning", "MOVER", text, "tasks", None, "t sort · enter exceptions")
     for err in snap.errors:
         add("source", err.source, "warning", "SOURCE ERROR", f"{err.source}: {err.message}", None, None,
             "the rest of the screen is still live")
