@@ -68,6 +68,86 @@ class Verdict:
     why: str = ""
 
 
+def tui_verdicts(res: dict[str, Any]) -> list[Verdict]:
+    """Targets from issue 14 (the TUI users run; the results steady state)."""
+    out: list[Verdict] = []
+    scales = [sc for sc in res["scales"] if sc.get("tui")]
+    if scales:
+        small, big = scales[0], scales[-1]
+        t = big["tui"]
+        worst = max(t["overview"]["cpu_share"], t["queues"]["cpu_share"])
+        out.append(Verdict(f"{big['scale']['label']}: TUI process ≤ 10 % of a core at a 1 s refresh",
+                           f"{t['overview']['cpu_share'] * 100:.1f} % on the Overview, "
+                           f"{t['queues']['cpu_share'] * 100:.1f} % on Queues ({t['queues_shown']:,} rows)",
+                           worst <= 0.10))
+        age = max(t["overview"]["screen_age_s"]["max"], t["queues"]["screen_age_s"]["max"])
+        out.append(Verdict(f"{big['scale']['label']}: screen ≤ 2 s old",
+                           f"{t['queues']['screen_age_s']['median']:.1f} s median, {age:.1f} s max", age <= 2.0))
+        k = t["keys"]["latency_ms"]
+        out.append(Verdict(f"{big['scale']['label']}: a key answers in < 100 ms during a refresh",
+                           f"{k['median']:.0f} ms median, {k['p95']:.0f} ms p95, {k['max']:.0f} ms max "
+                           f"({t['keys']['during_refresh']}/{t['keys']['presses']} pressed mid-refresh)",
+                           k["p95"] < 100))
+        if small is not big:
+            s = small["tui"]
+            w = max(s["overview"]["cpu_share"], s["queues"]["cpu_share"])
+            out.append(Verdict(f"{small['scale']['label']} (small deployment): TUI ≤ 3 % of a core",
+                               f"{s['overview']['cpu_share'] * 100:.1f} % Overview, "
+                               f"{s['queues']['cpu_share'] * 100:.1f} % Queues", w <= 0.03))
+        out.append(Verdict(f"{big['scale']['label']}: client time per collector refresh ≤ 25 ms (inside the TUI)",
+                           f"{t['collect_ms']['median']:.0f} ms median collect(), {t['collect_ms']['p95']:.0f} ms p95",
+                           t["collect_ms"]["median"] <= 25))
+    st = (res.get("s2") or {}).get("steady")
+    if st:
+        share = st["monitor_usec_per_s"] / 1e6
+        out.append(Verdict(f"S2 ({(res['s2'] or {}).get('total', 0):,} results): results monitor Redis cost after the "
+                           "first pass ≤ 1 % of a core",
+                           f"{share * 100:.2f} % ({st['calls']['scan']} SCAN, {st['calls']['pttl']} PTTL, "
+                           f"{st['calls']['getrange']} GETRANGE in {st['window_s']:.0f} s"
+                           + (", expiries all scheduled" if st["steady"] else ", expiry-learning pass running") + ")",
+                           share <= 0.01))
+    return out
+
+
+def tui_section(res: dict[str, Any]) -> list[str]:
+    """## TUI: what users run (issue 14)."""
+    scales = [sc for sc in res["scales"] if sc.get("tui")]
+    st = (res.get("s2") or {}).get("steady")
+    if not scales and not st:
+        return []
+    L = ["## TUI: what users run (issue 14)\n",
+         "`bench/s1_tui.py`: the real Textual app (`TaskDashApp`, headless `App.run_test` at 200x50) on the real "
+         "Collector at a 1 s refresh, on the scale's broker with its workers live. Process CPU is `getrusage` of "
+         "the whole process (UI thread, poll thread running `collect()`, results and heartbeat threads); screen "
+         "age = wall clock − `taken_at` of the snapshot shown by the last paint, sampled every 100 ms; key "
+         "latency = a view key pressed while `collect()` is in flight, until the first paint showing the new "
+         "view. Redis = server time of the process's commands (SLOWLOG by client name, over the whole run).\n",
+         "| scale | CPU Overview | CPU Queues | screen age (median / max) | key latency (median / p95 / max) "
+         "| collect() in the app | apply on the UI thread | Redis server time | RSS |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for sc in scales:
+        t = sc["tui"]
+        o, q, k = t["overview"], t["queues"], t["keys"]["latency_ms"]
+        L.append(f"| {sc['scale']['label']} | {o['cpu_share'] * 100:.1f} % | {q['cpu_share'] * 100:.1f} % "
+                 f"({t['queues_shown']:,} rows) | {q['screen_age_s']['median']:.1f} s / "
+                 f"{max(o['screen_age_s']['max'], q['screen_age_s']['max']):.1f} s "
+                 f"| {k['median']:.0f} / {k['p95']:.0f} / {k['max']:.0f} ms | {t['collect_ms']['median']:.0f} ms "
+                 f"(p95 {t['collect_ms']['p95']:.0f}) | {q['apply_ms']:.0f} ms | "
+                 f"{t.get('redis_server_share', 0) * 100:.2f} % of a core | {t['rss_mb']:.0f} MB |")
+    L.append("")
+    if st:
+        L.append(f"Results monitor after its first pass ({st['first_pass_s']:.0f} s) on S2, while {st['written']:,} "
+                 f"results were stored the way Celery does (SETEX + PUBLISH) over {st['window_s']:.0f} s: "
+                 f"{st['monitor_usec_per_s'] / 1e4:.3f} % of a Redis core for its own commands "
+                 f"(SCAN {st['calls']['scan']}, GETRANGE {st['calls']['getrange']}, PTTL {st['calls']['pttl']}), "
+                 f"{st['redis_cpu_share_all'] * 100:.2f} % Redis CPU for all clients including the writer; "
+                 + ("every expiry is scheduled (no SCAN until a live-feed reconnect or the 6-hourly safety pass)."
+                    if st["steady"] else "the expiry-learning pass (PTTL at 0.4 % of a core) was still running; "
+                    "after it there is no SCAN at all."))
+        L.append("")
+    return L
+
+
 def verdicts(res: dict[str, Any]) -> list[Verdict]:
     """Targets from issue 6 evaluated on the biggest scale measured."""
     out: list[Verdict] = []
@@ -251,6 +331,7 @@ def render(res: dict[str, Any]) -> str:
                  f"| {p['round_trips']:.1f} | {_kb(p['bytes'])} | {p['server_usec'] / 1000:.2f} ms "
                  f"| {p['redis_cpu_ms_all_clients']:.1f} ms | {c['window_states']} | {c['rss_mb']:.0f} MB |")
     L.append("")
+    L.extend(tui_section(res))
     if len(res["scales"]) >= 2:
         a, b = res["scales"][0], res["scales"][-1]
         L.append(f"## Growth from {a['scale']['label']} to {b['scale']['label']} "
@@ -503,7 +584,7 @@ def headline(res: dict[str, Any]) -> list[str]:
 
 def finish(res: dict[str, Any]) -> None:
     """Evaluate the targets and write the headline into ``res`` (both are part of the JSON)."""
-    res["verdicts"] = verdicts(res)
+    res["verdicts"] = verdicts(res) + tui_verdicts(res)
     res["headline"] = headline(res)
 
 

@@ -35,7 +35,9 @@ What is measured and how:
 Layout: this file parses the options, runs the phases and dispatches ``--child`` processes;
 ``presets`` holds the sizes, ``harness`` the meter / child / worker helpers, ``s1_refresh``,
 ``s1_inspect``, ``s1_collector`` and ``s1_scale`` the S1 phases, ``s2_results`` S2, ``s3_load`` S3,
-``report`` the verdicts and RESULTS.md, ``scenarios`` the Redis data, ``netcount`` the socket counter.
+``report`` the verdicts and RESULTS.md, ``scenarios`` the Redis data, ``netcount`` the socket counter;
+``s1_tui`` runs what users run (the Textual app headless on the real Collector at each scale, and the
+results monitor's steady state on S2; ``--skip tui`` leaves it out).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from bench.s1_inspect import child_celery_cli, child_inspect_flower, child_inspe
 from bench.s1_plain import child_broker_mode, phase_plain  # noqa: E402
 from bench.s1_refresh import child_broker, child_flower_queues  # noqa: E402
 from bench.s1_scale import phase_scale, phase_scale_no_workers  # noqa: E402
+from bench.s1_tui import child_results_steady, child_tui, phase_results_steady, phase_tui  # noqa: E402
 from bench.s2_results import (  # noqa: E402
     child_latency,
     child_results_background,
@@ -73,7 +76,7 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "broker": child_broker, "flower_queues": child_flower_queues, "inspect_taskdash": child_inspect_taskdash,
     "inspect_flower": child_inspect_flower, "celery_cli": child_celery_cli, "collector": child_collector,
     "results_scan": child_results_scan, "latency": child_latency, "results_background": child_results_background,
-    "broker_mode": child_broker_mode,
+    "broker_mode": child_broker_mode, "tui": child_tui, "results_steady": child_results_steady,
 }
 
 
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "RESULTS.md"))
     ap.add_argument("--json", default=None, help="also write the raw figures as JSON here")
-    ap.add_argument("--skip", action="append", default=[], choices=["workers", "s2", "s3", "plain"])
+    ap.add_argument("--skip", action="append", default=[], choices=["workers", "s2", "s3", "plain", "tui"])
     ap.add_argument("--from-json", default=None, help="re-render the report from a --json file (no run)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PARAMS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -118,10 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                 scale = Scale(scale.label, scale.queues, scale.messages, scale.unacked, 0)
             res["scales"].append(phase_scale(rs, meter, scale, preset) if scale.workers else
                                  phase_scale_no_workers(rs, meter, scale, preset))
+            if "tui" not in args.skip and scale.workers:  # the real app on the scenario just loaded
+                res["scales"][-1]["tui"] = phase_tui(rs, meter, scale, preset)
         if "plain" not in args.skip:  # issue 13: the largest scale's refresh on each read path
             res["s1_plain"] = phase_plain(rs, meter, preset.scales[-1], preset)
         if "s2" not in args.skip:
             res["s2"] = phase_results(rs, meter, preset)
+            if "tui" not in args.skip:
+                res["s2"]["steady"] = phase_results_steady(rs, meter, preset)
         if "s3" not in args.skip and "workers" not in args.skip:
             res["s3"] = phase_load(rs, meter, preset)
     res["total_s"] = time.perf_counter() - t_start

@@ -188,12 +188,10 @@ class OverviewPanel(Panel, inherit_bindings=False):
         errors = sum(1 for p in self.problems if p.severity == "error")
         title = "Overview · " + (f"{n} problem{'s' if n != 1 else ''}" + (f" ({errors} serious)" if errors else "")
                                  if n else "all clear")
-        self.border_title = title
         item = self.table.selected_item if self.is_mounted else None
-        if isinstance(item, Problem) and item.view:
-            self.border_subtitle = f"enter → {VIEW_LABELS.get(item.view, item.view)}: {item.hint}"
-        else:
-            self.border_subtitle = ""
+        subtitle = (f"enter → {VIEW_LABELS.get(item.view, item.view)}: {item.hint}"
+                    if isinstance(item, Problem) and item.view else "")
+        self.set_titles(Text(title), subtitle)
 
     def _update_note(self) -> None:
         note = self.query_one(".panel-note") if self.query(".panel-note") else None

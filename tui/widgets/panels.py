@@ -82,6 +82,8 @@ class Panel(Vertical):
         self.sort_index = 0
         self.snapshot: Snapshot | None = None
         self._synced: Snapshot | None = None
+        self._note_text: str | None = None
+        self._titles: tuple[str, str] | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.compose_extra()
@@ -171,12 +173,18 @@ class Panel(Vertical):
             parts.append(f"sort: {label} {'↓' if desc else '↑'}")
         if self.filter_text:
             parts.append(f"filter: {self.filter_text}")
-        self.border_title = safe_text(Text(" · ".join(parts)))  # type: ignore[assignment] - user filter text: no markup
         table = self.table if self.is_mounted else None
-        if table is not None and table.marked:
-            self.border_subtitle = f"{len(table.marked)} marked"
-        else:
-            self.border_subtitle = ""
+        subtitle = f"{len(table.marked)} marked" if table is not None and table.marked else ""
+        self.set_titles(safe_text(Text(" · ".join(parts))), subtitle)  # user filter text: no markup
+
+    def set_titles(self, title: Text, subtitle: str) -> None:
+        """Set the border title and subtitle, only when they change: each assignment repaints the whole
+        panel, table included (every refresh did, twice)."""
+        if (title.plain, subtitle) == self._titles:
+            return
+        self._titles = (title.plain, subtitle)
+        self.border_title = title  # type: ignore[assignment]
+        self.border_subtitle = subtitle
 
     def _update_note(self) -> None:
         table = self.table
@@ -195,7 +203,9 @@ class Panel(Vertical):
             what = {"unreadable": "UNREADABLE", "partial": "partly read", "degraded": "read"}[st.state]
             line = f"{what}: {st.reason or 'no reason given'}"
             text = line if (st.state == "unreadable" or not text) else f"{line}\n{text}"
-        note.update(Text(text))
+        if text != self._note_text:  # Static.update re-lays out the whole screen: only on a change
+            self._note_text = text
+            note.update(Text(text))
         note.display = bool(text)
 
     def extra_note(self, text: str) -> str:

@@ -125,9 +125,17 @@ class StatusBar(Static):
     StatusBar { height: auto; max-height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
+    _shown: Text | None = None
+
     def show(self, state: StatusState, secrets: tuple[str | None, ...] = ()) -> None:
         """Re-render from ``state``."""
         text = status_text(state, self.app.theme_variables, secrets)
         self.set_class(state.latest is not None and not state.latest.broker.ok, "-down")
         self.set_class(bool(state.latest and (state.latest.errors or not state.latest.backend.ok)), "-errors")
-        self.update(text)
+        if text == self._shown:
+            return
+        # Static.update lays out the whole screen again (a full repaint, twice a second): only when the
+        # bar's height can change, i.e. it gains or loses its problem line.
+        lines = text.plain.count("\n")
+        self.update(text, layout=lines != (self._shown.plain.count("\n") if self._shown is not None else -1))
+        self._shown = text

@@ -1,0 +1,301 @@
+"""What users run: the real Textual app on the real Collector at a 1 s refresh, and the results monitor's
+steady-state Redis cost.
+
+``child_tui`` runs ``TaskDashApp`` headless (``App.run_test``, 200x50) on ``collectors.collector.Collector``
+against the loaded S1-shaped broker with live workers. Measured in that one process, in three windows
+after a warm-up: the Overview (the first screen), the Queues view (every queue a row) and a window of
+key presses:
+
+* process CPU: ``getrusage(RUSAGE_SELF)`` over the window — the UI thread, the poll thread that runs
+  ``collect()``, the results/heartbeat threads: everything the user's ``taskdash`` costs;
+* screen age: every 100 ms, wall clock minus ``taken_at`` of the snapshot the last paint showed (what
+  the status bar's "⟳ Ns ago" would say, but measured at the paint);
+* key latency: a view key (``1`` ``2`` ``0`` ``3``) pressed while ``collect()`` is in flight, timed
+  from the press to the first paint that shows the new view (paints are seen by wrapping
+  ``App._display``);
+* client time per collector refresh (``collect()`` wall time inside the app);
+* Redis: the server time of this process's commands (SLOWLOG by client name, read by the parent) and
+  the server's CPU delta over the windows (all clients: the idle workers' polling included).
+
+``child_results_steady`` starts ``ResultsMonitor`` on the S2 backend (1M results), waits for the first
+pass, then measures the Redis CPU share and the SCAN/GETRANGE/PTTL calls over a window, while a writer
+stores results the way Celery does (SETEX + PUBLISH) at a modest rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import resource
+import threading
+import time
+from typing import Any
+
+import redis
+
+from bench.harness import (
+    METER_NAME,
+    Meter,
+    log,
+    run_child,
+    settings_for,
+    start_workers,
+    stats_of,
+    stop_workers,
+    vm_hwm_mb,
+)
+from bench.presets import Preset, Scale
+
+KEYS = ("1", "2", "0", "3")
+VIEW_OF = {"0": "overview", "1": "queues", "2": "unacked", "3": "workers"}
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread name (``/proc/self/task/*/stat``), the Textual main thread as "ui"."""
+    import os
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    main = threading.main_thread().native_id
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "ui" if int(tid) == main else names.get(int(tid), "other")
+        name = name.split("-")[0] if name.startswith(("ThreadPoolExecutor", "Thread")) else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def child_tui(params: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard, headless, on the real Collector (see the module docstring)."""
+    return asyncio.run(_tui(params))
+
+
+async def _tui(params: dict[str, Any]) -> dict[str, Any]:
+    from collectors.collector import Collector
+    from tui.app import TaskDashApp
+
+    settings = settings_for(params).with_(inspect_interval=float(params.get("inspect_interval", 5.0)),
+                                          interval=1.0)
+    window_s = float(params.get("window_s", 15.0))
+    presses = int(params.get("presses", 12))
+    size = tuple(params.get("size", (200, 50)))
+    meter = Meter(params["broker"])
+    collector = Collector(settings)
+    collect_ms: list[float] = []
+    in_flight = threading.Event()
+    original = collector.collect
+
+    def timed_collect() -> Any:
+        in_flight.set()
+        t0 = time.perf_counter()
+        try:
+            return original()
+        finally:
+            collect_ms.append((time.perf_counter() - t0) * 1000)
+            in_flight.clear()
+
+    collector.collect = timed_collect  # type: ignore[method-assign]
+    app = TaskDashApp(collector, interval=1.0, load_details=False, show_welcome=False)
+    paints: list[tuple[float, float | None, str]] = []
+    """(perf_counter at the paint, taken_at of the snapshot shown, view shown)."""
+    display = app._display  # noqa: SLF001 - the one place every screen update goes through
+
+    def painted(screen: Any, renderable: Any) -> None:
+        display(screen, renderable)
+        if renderable is not None and not app._batch_count:  # noqa: SLF001
+            snap = app.snapshot
+            try:
+                view = app.current_view
+            except Exception:  # noqa: BLE001 - before the dashboard exists
+                view = ""
+            paints.append((time.perf_counter(), snap.taken_at if snap else None, view))
+            del paints[:-2000]
+
+    app._display = painted  # type: ignore[method-assign]  # noqa: SLF001
+    out: dict[str, Any] = {"size": list(size)}
+    try:
+        async with app.run_test(size=size) as pilot:
+            t0 = time.perf_counter()
+            while app.snapshot is None and time.perf_counter() - t0 < 120:
+                await asyncio.sleep(0.1)
+            out["first_snapshot_s"] = time.perf_counter() - t0
+            await asyncio.sleep(3.0)  # warm-up: discovery passes, the first inspect
+            for view in ("overview", "queues"):
+                app.show_view(view)
+                await asyncio.sleep(2.0)
+                out[view] = await _window(app, paints, collect_ms, meter, window_s)
+            out["keys"] = await _keys(app, pilot, paints, in_flight, presses)
+            snap = app.snapshot
+            out["queues_shown"] = len(snap.queues) if snap else 0
+            out["workers_shown"] = len(snap.workers) if snap else 0
+            out["unacked_total"] = snap.unacked_total if snap else 0
+            out["apply_ms_last"] = app.apply_ms
+    finally:
+        collector.close()
+    out["collect_ms"] = stats_of(collect_ms[2:])
+    out["rss_mb"] = vm_hwm_mb()
+    return out
+
+
+async def _window(app: Any, paints: list[tuple[float, float | None, str]], collect_ms: list[float],
+                  meter: Meter, seconds: float) -> dict[str, Any]:
+    """CPU share, screen ages and refreshes over ``seconds`` without input."""
+    ages: list[float] = []
+    refreshes0 = app._refreshes  # noqa: SLF001
+    n_collect0 = len(collect_ms)
+    c0 = meter.counters()
+    threads0 = _thread_cpu()
+    cpu0, t0 = _cpu(), time.perf_counter()
+    end = t0 + seconds
+    while time.perf_counter() < end:
+        await asyncio.sleep(0.1)
+        shown = next((taken for _, taken, _ in reversed(paints) if taken is not None), None)
+        if shown is not None:
+            ages.append(max(0.0, time.time() - shown))
+    elapsed = time.perf_counter() - t0
+    cpu = _cpu() - cpu0
+    threads1 = _thread_cpu()
+    c1 = meter.counters()
+    by_thread = {k: (v - threads0.get(k, 0.0)) / elapsed for k, v in threads1.items()}
+    return {"cpu_share": cpu / elapsed,
+            "cpu_by_thread": {k: v for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1]) if v > 0.0005}, "screen_age_s": stats_of(ages), "elapsed_s": elapsed,
+            "refreshes": app._refreshes - refreshes0, "collect_ms": stats_of(collect_ms[n_collect0:]),  # noqa: SLF001
+            "redis_cpu_share_all_clients": (c1["cpu"] - c0["cpu"]) / elapsed, "apply_ms": app.apply_ms}
+
+
+async def _keys(app: Any, pilot: Any, paints: list[tuple[float, float | None, str]], in_flight: threading.Event,
+                presses: int) -> dict[str, Any]:
+    """View keys pressed while a refresh is in flight; latency from the press to the paint showing it."""
+    lat: list[float] = []
+    during: list[bool] = []
+    rng = random.Random(14)
+    cpu0, t_start = _cpu(), time.perf_counter()
+    for i in range(presses):
+        key = KEYS[i % len(KEYS)]
+        if VIEW_OF[key] == app.current_view:
+            key = KEYS[(i + 1) % len(KEYS)]
+        deadline = time.perf_counter() + 3.0
+        while not in_flight.is_set() and time.perf_counter() < deadline:
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(rng.uniform(0.0, 0.02))
+        during.append(in_flight.is_set())
+        t0 = time.perf_counter()
+        await pilot.press(key)
+        target = VIEW_OF[key]
+        end = t0 + 5.0
+        seen = None
+        while time.perf_counter() < end and seen is None:
+            seen = next((t for t, _, v in paints if t >= t0 and v == target), None)
+            if seen is None:
+                await asyncio.sleep(0.001)
+        if seen is not None:
+            lat.append((seen - t0) * 1000)
+        await asyncio.sleep(rng.uniform(0.3, 0.8))
+    elapsed = time.perf_counter() - t_start
+    return {"latency_ms": stats_of(lat), "presses": presses, "answered": len(lat),
+            "during_refresh": sum(during), "cpu_share": (_cpu() - cpu0) / elapsed}
+
+
+def phase_tui(rs: Any, meter: Meter, scale: Scale, preset: Preset) -> dict[str, Any]:
+    """The TUI child on the broker the scale phase left loaded, with ``scale.workers`` live workers."""
+    backend = rs.url_db(1)
+    n = max(1, scale.workers)
+    log(f"{scale.label}: TUI (headless Textual app on the real Collector), starting {n} workers")
+    workers = start_workers(rs, n, backend)
+    try:
+        from demo_tasks.celery_app import make_app
+
+        app = make_app(rs.url, backend)
+        for i in range(n):
+            app.send_task("demo_tasks.tasks.slow", args=(3600,), kwargs={"tag": f"held{i}"}, queue="bench.held")
+        time.sleep(2.0)
+        meter.threshold(0)
+        meter.reset()
+        window_s = max(5.0, float(preset.refreshes))
+        out = run_child("tui", {"broker": rs.url, "backend": backend, "window_s": window_s,
+                                "presses": max(6, preset.refreshes), "inspect_timeout": 1.0},
+                        timeout=600)
+        srv = meter.take_slowlog()
+        measured = 2 * window_s + 40  # rough span the slowlog covered (warm-up and key window included)
+        out["redis_server_share"] = srv["usec"] / 1e6 / measured
+        out["redis_by_cmd"] = srv["by_cmd"]
+    finally:
+        stop_workers(workers)
+    return out
+
+
+# ---- results steady state ------------------------------------------------------------------------
+def _store(client: redis.Redis, tid: str, state: str, ttl: int) -> None:
+    key = f"celery-task-meta-{tid}"
+    value = json.dumps({"status": state, "result": 1, "traceback": None, "children": [],
+                        "date_done": None, "task_id": tid})
+    pipe = client.pipeline(transaction=True)
+    pipe.setex(key, ttl, value)
+    pipe.publish(key, value)
+    pipe.execute()
+
+
+def child_results_steady(params: dict[str, Any]) -> dict[str, Any]:
+    """ResultsMonitor after its first pass: Redis CPU share and scan calls while results keep arriving."""
+    from collectors.core.config import redis_client
+    from collectors.reads.results import ResultsMonitor
+
+    settings = settings_for(params)
+    meter = Meter(params["backend"])
+    writer = redis.Redis.from_url(params["backend"], client_name=METER_NAME)
+    client = redis_client(params["backend"], settings)
+    mon = ResultsMonitor(settings, client)
+    rate = float(params.get("rate", 20.0))
+    window = float(params.get("window_s", 30.0))
+    t0 = time.perf_counter()
+    mon.start()
+    try:
+        while not mon.stats().complete and time.perf_counter() - t0 < float(params.get("max_s", 300)):
+            time.sleep(0.25)
+        first_pass_s = time.perf_counter() - t0
+        time.sleep(1.0)
+        # baseline: the writer alone costs Redis too (measured with the monitor's feed included)
+        cs0, c0 = meter.commandstats(), meter.counters()
+        w0 = time.perf_counter()
+        rng = random.Random(3)
+        sent = 0
+        while time.perf_counter() - w0 < window:
+            _store(writer, f"steady-{rng.getrandbits(64):016x}", "SUCCESS", 86400)
+            sent += 1
+            time.sleep(1.0 / rate)
+        elapsed = time.perf_counter() - w0
+        cs1, c1 = meter.commandstats(), meter.counters()
+        calls = {k: cs1.get(k, (0, 0))[0] - cs0.get(k, (0, 0))[0] for k in ("scan", "getrange", "pttl", "get",
+                                                                             "setex", "publish", "exists")}
+        usec = {k: cs1.get(k, (0, 0))[1] - cs0.get(k, (0, 0))[1] for k in ("scan", "getrange", "pttl", "get")}
+        st = mon.stats()
+        writer_usec = sum(cs1.get(k, (0, 0))[1] - cs0.get(k, (0, 0))[1] for k in ("setex", "publish", "multi", "exec"))
+        return {"first_pass_s": first_pass_s, "complete": st.complete, "steady": mon.steady,
+                "passes": st.passes, "window_s": elapsed, "written": sent, "calls": calls,
+                "monitor_usec_per_s": sum(usec.values()) / elapsed,
+                "redis_cpu_share_all": (c1["cpu"] - c0["cpu"]) / elapsed,
+                "writer_usec_per_s": writer_usec / elapsed, "due": mon.due_count, "expired": mon.expired,
+                "counted": sum(n for _, n in st.states), "rss_mb": vm_hwm_mb()}
+    finally:
+        mon.stop()
+
+
+def phase_results_steady(rs: Any, meter: Meter, preset: Preset) -> dict[str, Any]:
+    """On the S2 backend the results phase left loaded: the monitor's cost once the first pass is done."""
+    meter.threshold(-1)
+    log("S2: results monitor steady state (after the first pass)")
+    out = run_child("results_steady", {"broker": rs.url, "backend": rs.url_db(1), "max_s": 240,
+                                       "window_s": max(10.0, 2.0 * preset.refreshes)}, timeout=600)
+    meter.threshold(0)
+    return out
