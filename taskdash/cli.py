@@ -258,9 +258,12 @@ def _exit_code_epilog() -> str:
 @click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
              epilog=_exit_code_epilog())
 @common_options
+@click.option("--enable-events", "enable_events", is_flag=True, default=False,
+              help="Dashboard: send Celery's enable_events broadcast now and every 60 s (workers without -E send "
+                   "task events; audited, refused with --read-only). snapshot/metrics take it too.")
 @click.version_option(package_name="taskdash")
 @click.pass_context
-def cli(ctx: click.Context, **opts: Any) -> None:
+def cli(ctx: click.Context, enable_events: bool = False, **opts: Any) -> None:
     """taskdash: see and fix Celery on Redis — queues, unacked messages, workers, poison loops.
 
     Without a sub-command, opens the live dashboard.
@@ -268,6 +271,11 @@ def cli(ctx: click.Context, **opts: Any) -> None:
     if ctx.invoked_subcommand is None:
         settings = settings_from(ctx)
         from tui import run_tui
+
+        if enable_events:  # issue 15: per-task-name analytics need task events
+            from taskdash.events_option import start_enabler
+
+            start_enabler(settings)  # daemon thread: repeats while the dashboard runs
 
         sys.exit(run_tui(settings))
 

@@ -23,6 +23,7 @@ from taskdash.cli import (
     handle_errors,
     settings_for,
 )
+from taskdash.events_option import enable_events_option
 
 
 @click.command("metrics")
@@ -33,9 +34,11 @@ from taskdash.cli import (
 @click.option("--cache", "cache_s", type=float, default=None,
               help="Seconds a snapshot is reused between scrapes (default: the refresh interval).")
 @common_options
+@enable_events_option
 @click.pass_context
 @handle_errors
-def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None, **opts: Any) -> None:
+def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None, enable_events: bool = False,
+                enable_events_interval: float = 60.0, **opts: Any) -> None:
     """Serve Prometheus metrics (queues per priority, oldest age, unacked, orphans, poison, workers, tasks)."""
     from collectors.collector import Collector
     from collectors.serving.metrics import MetricsServer
@@ -62,12 +65,20 @@ def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None,
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    enabler = None
+    if enable_events:  # after the collector's event subscriber is up (first collect)
+        from taskdash.events_option import start_enabler
+
+        collector.collect()
+        enabler = start_enabler(settings, enable_events_interval, collector)
     click.echo(f"taskdash metrics on {server.url} (broker {settings.broker_masked})", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        if enabler is not None:
+            enabler.stop()
         server.shutdown()
         collector.close()
     sys.exit(EXIT_OK)
