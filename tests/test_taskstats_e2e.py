@@ -112,3 +112,38 @@ def test_events_off_says_so_then_enable_events_brings_stats(redis_url: str, demo
     assert add["wait_s"]["source"] == "received→started"
     lines = [json.loads(x) for x in open(audit)]
     assert lines and all(x.get("action") == "worker-enable_events" for x in lines)
+
+
+def test_history_minutes_survive_a_restart(redis_url: str, demo_app: Any, start_worker: Any, tmp_path: Any) -> None:
+    """Real workers: the Collector writes closed minutes to the history file; a new process reads them back."""
+    from collectors.analysis.history import History
+
+    start_worker(("celery",), concurrency=2, extra_args=("-E",))
+    path = tmp_path / "history.sqlite3"
+    hist = History(path, scope="e2e")
+    col = _collector(redis_url)
+    col.attach(forensics=None, history=hist)
+    try:
+        col.collect()
+        time.sleep(0.5)
+        for i in range(8):
+            demo_app.send_task("demo_tasks.tasks.charge", kwargs={"seconds": 0.1, "fail": i < 2})
+        snap = _wait_stats(col, {"demo_tasks.tasks.charge": 8})
+        sent_minute = snap.taken_at - (snap.taken_at % 60.0)
+        deadline = time.monotonic() + 75
+        while time.monotonic() < deadline and not hist.task_minutes(sent_minute - 60, sent_minute + 61):
+            time.sleep(1.0)
+            col.collect()  # the minute closes; the next refresh stores it
+        while time.monotonic() < deadline and time.time() < sent_minute + 121:
+            time.sleep(1.0)  # and the one after, in case the tasks straddled a minute boundary
+            col.collect()
+    finally:
+        col.close()
+        hist.close()
+    with History(path, scope="e2e") as again:  # taskdash restarted
+        rows = again.task_minutes(sent_minute - 120, sent_minute + 120, task="demo_tasks.tasks.charge")
+        assert rows
+        succeeded = sum(c[3] for _m, _n, c, *_ in rows)
+        failed = sum(c[4] for _m, _n, c, *_ in rows)
+        assert (succeeded, failed) == (6, 2)
+        assert sum(sum(rt.values()) for _m, _n, _c, rt, *_ in rows) == 6

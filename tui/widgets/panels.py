@@ -531,12 +531,18 @@ class TasksPanel(Panel):
     ]
 
     def compose_extra(self) -> ComposeResult:
+        from tui.widgets.taskstats import TaskStatsBox  # per-task-name analytics (issue 15)
+
+        yield TaskStatsBox()
         yield Static("", id="task-states")
 
     def resync(self) -> None:
         super().resync()
         if self.snapshot is not None and self.is_mounted:
             self.query_one("#task-states", Static).update(self.states_text(self.snapshot))
+            from tui.widgets.taskstats import TaskStatsBox
+
+            self.query_one(TaskStatsBox).show(self.snapshot)
 
     def states_text(self, snapshot: Snapshot) -> Text:
         """``SUCCESS 1,204 · FAILURE 12 · …`` and the scan progress."""
