@@ -250,3 +250,17 @@ def test_cli_dry_run_typed_confirmation_and_run(redis_url, demo_app, r, tmp_path
     assert res.exit_code == 1 and "does not apply" in res.stderr
     with pytest.raises(ActionError):
         BulkActions(Settings(broker_url=redis_url)).plan("nope", "")
+
+
+def test_bulk_delete_from_quarantine_is_exported_and_restorable(settings, demo_app, r) -> None:
+    tpl = template(demo_app, r)
+    fill(r, tpl, "work", 40, name="billing.charge")
+    actions = BulkActions(settings)
+    assert actions.run(actions.plan("quarantine", "in:queue:work")).count == 40
+    records = r.hgetall("taskdash.quarantine")
+    plan = actions.plan("delete", "in:quarantine name:billing")
+    assert plan.count == 40 and set(plan.keys) == {"taskdash.quarantine", "taskdash.quarantine.index"}
+    res = actions.run(plan, batch=15)
+    assert res.count == 40 and r.hlen("taskdash.quarantine") == 0 and r.zcard("taskdash.quarantine.index") == 0
+    restored = actions.restore(res.details["export"])
+    assert restored.count == 40 and r.hgetall("taskdash.quarantine") == records
