@@ -96,6 +96,24 @@ def render_tables(snap: Snapshot) -> str:
                   f"{'complete' if snap.tasks.complete else 'scan in progress'})")
     for f in snap.tasks.recent_failures[:10]:
         _print(f"  FAILURE {f.task or '?'} {f.task_id}: {f.exception}")
+    ts = snap.task_stats  # issue 15: per task name, from task events
+    if ts is not None and ts.tasks:
+        t = _Table(title=f"Tasks by name (task events, last {ts.window_s:.0f}s)", title_justify="left")
+        for col in ("task", "/min", "succeeded", "failed", "fail%", "p50", "p95", "p99", "wait p95", "top exception"):
+            t.add_column(col)
+
+        def _s(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3g}s"
+
+        for x in ts.tasks[:30]:
+            top = x.top_exceptions[0] if x.top_exceptions else None
+            t.add_row(x.name, f"{x.per_min:.1f}", str(x.count("succeeded")), str(x.count("failed")),
+                      "-" if x.failure_rate is None else f"{x.failure_rate:.0%}", _s(x.runtime_p50),
+                      _s(x.runtime_p95), _s(x.runtime_p99), _s(x.wait_p95),
+                      f"{top.exception} ({top.count})" if top else "")
+        _print(t)
+    elif ts is not None and ts.note and ts.state == "off":
+        _print(f"Task events off: {ts.note}")
     if snap.poison:
         t = _Table(title="Poison suspects", title_justify="left")
         for col in ("task", "id", "queue", "deliveries", "workers", "reason"):

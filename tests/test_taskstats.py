@@ -145,3 +145,19 @@ def test_minutes_for_history() -> None:
     rows = agg.minutes(after=-1.0, now=200.0)
     assert [(m, n, c[3]) for m, n, c, *_ in rows] == [(60.0, "t", 30)]
     assert agg.minutes(after=60.0, now=200.0) == []
+
+
+def test_snapshot_tables_show_tasks_by_name() -> None:
+    from collectors.core.models import Snapshot, SourceStatus
+    from taskdash.cmd_snapshot import render_tables
+
+    agg = TaskStatsAggregator(now=0.0)
+    _task(agg, "x", "billing.charge", 1.0, fail="ValueError('card declined')")
+    ok = SourceStatus("redis://h", True)
+    text = render_tables(Snapshot(taken_at=5.0, broker=ok, backend=ok, task_stats=agg.view(5.0)))
+    assert "Tasks by name" in text and "billing.charge" in text and "ValueError: card declined (1)" in text
+    off = TaskStatsAggregator(now=0.0)
+    off.observe_processed(1)
+    off.observe_processed(3)
+    text = render_tables(Snapshot(taken_at=5.0, broker=ok, backend=ok, task_stats=off.view(5.0)))
+    assert "Task events off:" in text and "--enable-events" in text
