@@ -102,3 +102,23 @@ def test_overview_lists_top_movers(tmp_path: Path) -> None:
         snap = make_snapshot(task_stats=agg.view(T0, history=h))
     lines = [p.text for p in problems(snap) if p.label == "MOVER"]
     assert lines and lines[0].startswith("billing.charge p95 ×3.0 vs 1 h ago"), lines
+
+
+async def test_tasks_view_keys_reach_the_box() -> None:
+    app = make_app([make_snapshot(task_stats=_agg().view(T0))])
+    async with app.run_test(size=(140, 50)) as pilot:
+        await settle(pilot)
+        app.show_view("tasks")
+        await settle(pilot)
+        box = app.screen.query_one(TaskStatsBox)
+        await pilot.press("t")
+        await settle(pilot)
+        assert box.sort_index == 1 and "sort: p95" in screen_text(app)
+        await pilot.press("n")
+        await settle(pilot)
+        assert app.focused is box.query_one("#ts-table")
+        await pilot.press("e")  # from the name table: the box's own keys
+        await settle(pilot)
+        app.screen.query_one("TasksPanel").action_stats("filter")
+        await settle(pilot)
+        assert app.focused is box.query_one("#ts-filter")

@@ -528,7 +528,20 @@ class TasksPanel(Panel):
     SORTS = (("done", "done", True), ("task", "task", False), ("exception", "exc", False))
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry", "Retry", id="taskdash.retry"),
+        Binding("t", "stats('sort')", "Stats sort", show=False),
+        Binding("n", "stats('table')", "Per name", show=False),
+        Binding("e", "stats('filter')", "Events filter", show=False),
     ]
+
+    def action_stats(self, what: str) -> None:
+        """Per-task-name analytics keys (issue 15): t sort, n the name table, e the event filter."""
+        from tui.widgets.taskstats import TaskStatsBox
+
+        box = self.query_one(TaskStatsBox)
+        if what == "sort":
+            box.action_stats_sort()
+        elif box.display:
+            box.query_one("#ts-filter" if what == "filter" else "#ts-table").focus()
 
     def compose_extra(self) -> ComposeResult:
         from tui.widgets.taskstats import TaskStatsBox  # per-task-name analytics (issue 15)
