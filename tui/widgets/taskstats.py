@@ -243,8 +243,8 @@ class TaskStatsBox(Vertical):
         rate, p95 = self.series(self.selected, self._taken_at)
         last = f"{rate[-1]:.0f}/min" if rate else "–"
         self._update("#ts-plot-label", Text(f"{self.selected[:24]} last hour: done/min {last}"))
-        self.query_one("#ts-rate", Sparkline).data = rate or [0.0]
-        self.query_one("#ts-p95", Sparkline).data = [v for v in p95 if not math.isnan(v)] or [0.0]
+        self.query_one("#ts-rate", Sparkline).data = rate  # empty until a minute has passed: nothing drawn
+        self.query_one("#ts-p95", Sparkline).data = [v for v in p95 if not math.isnan(v)]
 
     def stream_lines(self) -> list[Text]:
         """The newest events matching the filter, newest first."""
