@@ -122,3 +122,22 @@ async def test_tasks_view_keys_reach_the_box() -> None:
         app.screen.query_one("TasksPanel").action_stats("filter")
         await settle(pilot)
         assert app.focused is box.query_one("#ts-filter")
+
+
+async def test_enter_on_a_stream_event_shows_it_and_searches_its_id() -> None:
+    app = make_app([make_snapshot(task_stats=_agg().view(T0))])
+    async with app.run_test(size=(140, 50)) as pilot:
+        await settle(pilot)
+        app.show_view("tasks")
+        await settle(pilot)
+        box = app.screen.query_one(TaskStatsBox)
+        searched: list[str] = []
+        app.screen._run_search = lambda text, snap: searched.append(text)  # type: ignore[method-assign]
+        stream = box.query_one("#ts-stream")
+        assert stream.row_count == 6
+        stream.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        first = box.stream_events()[0]
+        assert searched == [f"id:{first.task_id}"]
+        assert any("Task event" in (n.title or "") for n in app._notifications)

@@ -89,6 +89,7 @@ class TaskStatsBox(Vertical):
     TaskStatsBox Sparkline { width: 1fr; height: 2; }
     TaskStatsBox #ts-filter { height: 1; }
     TaskStatsBox #ts-stream { height: auto; max-height: 6; }
+    TaskStatsBox #ts-stream-note { height: auto; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -109,6 +110,8 @@ class TaskStatsBox(Vertical):
         self._taken_at = 0.0
         self._keys: list[str] = []
         self._rows: list[tuple[Any, ...]] = []
+        self._stream_rows: list[tuple[Any, ...]] = []
+        self._stream: list[Any] = []
         self._painted: dict[str, str] = {}
 
     def _update(self, selector: str, text: Text) -> None:
@@ -128,10 +131,12 @@ class TaskStatsBox(Vertical):
             yield Sparkline([], id="ts-p95", summary_function=max)
         yield Input(placeholder="filter events: name: id: state: worker: exc: (search syntax)", id="ts-filter",
                     compact=True)
-        yield Static("", id="ts-stream")
+        yield Static("", id="ts-stream-note")
+        yield DataTable(id="ts-stream", cursor_type="row", zebra_stripes=False, show_header=False)
 
     def on_mount(self) -> None:
         self.query_one("#ts-table", DataTable).add_columns(*self.COLUMNS)
+        self.query_one("#ts-stream", DataTable).add_columns("event", "task", "id", "worker", "runtime", "exception")
         self.display = self.view is not None
 
     # ---- data ---------------------------------------------------------------------------------
@@ -167,7 +172,7 @@ class TaskStatsBox(Vertical):
         view = self.view
         self.display = view is not None  # a collector without analytics (or a hand-made snapshot): no box
         quiet = view is None or (not view.tasks and not view.recent)
-        for sel in ("#ts-table", "#ts-plots", "#ts-filter", "#ts-stream"):
+        for sel in ("#ts-table", "#ts-plots", "#ts-filter", "#ts-stream", "#ts-stream-note"):
             self.query_one(sel).display = not quiet  # events off / none yet: only the note
         t = Text()
         if view is None:
@@ -246,20 +251,29 @@ class TaskStatsBox(Vertical):
         self.query_one("#ts-rate", Sparkline).data = rate  # empty until a minute has passed: nothing drawn
         self.query_one("#ts-p95", Sparkline).data = [v for v in p95 if not math.isnan(v)]
 
-    def stream_lines(self) -> list[Text]:
-        """The newest events matching the filter, newest first."""
+    def stream_events(self) -> list[Any]:
+        """The newest events matching the filter, newest first (at most STREAM_LINES)."""
         from collectors.reads.search import SearchHit
 
         view = self.view
         if view is None:
             return []
-        out: list[Text] = []
+        out: list[Any] = []
         for ev in reversed(view.recent):
             if self._query is not None:
                 hit = SearchHit(source="event", task_id=ev.task_id, name=ev.name, state=ev.type,
                                 worker=ev.hostname, exception=ev.exception)
                 if not self._query.matches(hit):
                     continue
+            out.append(ev)
+            if len(out) >= STREAM_LINES:
+                break
+        return out
+
+    def stream_lines(self) -> list[Text]:
+        """The newest events matching the filter as lines, newest first."""
+        out: list[Text] = []
+        for ev in self.stream_events():
             style = "red" if ev.type == "failed" else "green" if ev.type == "succeeded" else ""
             line = Text()
             line.append(f"{ev.type:<9} ", style=style)
@@ -271,15 +285,44 @@ class TaskStatsBox(Vertical):
             if ev.exception:
                 line.append(f" {ev.exception[:60]}", style="red")
             out.append(line)
-            if len(out) >= STREAM_LINES:
-                break
         return out
 
     def _paint_stream(self) -> None:
-        lines = self.stream_lines()
-        text = Text("\n").join(lines) if lines else Text(
-            "no event matches the filter" if self._query is not None else "no task event yet", style="dim")
-        self._update("#ts-stream", text)
+        events = self.stream_events()
+        note = self.query_one("#ts-stream-note", Static)
+        table = self.query_one("#ts-stream", DataTable)
+        note.display = not events and table.display
+        if not events:
+            self._update("#ts-stream-note", Text(
+                "no event matches the filter" if self._query is not None else "no task event yet", style="dim"))
+        rows = [(ev.type, (ev.name or "?")[:32], (ev.task_id or "")[:8], (ev.hostname or "")[:20],
+                 fmt_s(ev.runtime) if ev.runtime is not None else "", (ev.exception or "")[:60]) for ev in events]
+        if rows == self._stream_rows:
+            return
+        self._stream_rows = rows
+        self._stream = events
+        table.clear()
+        for i, (row, ev) in enumerate(zip(rows, events, strict=True)):
+            style = "red" if ev.type == "failed" else "green" if ev.type == "succeeded" else ""
+            table.add_row(Text(row[0], style=style), *row[1:5], Text(row[5], style="red"), key=str(i))
+
+    @on(DataTable.RowSelected, "#ts-stream")
+    def _event_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on an event: its details, and the task search for its id (stored result, unacked, queued)."""
+        event.stop()
+        try:
+            ev = self._stream[int(event.row_key.value or "")]
+        except (ValueError, IndexError):
+            return
+        parts = [f"{ev.type} {ev.name or '?'}", f"id {ev.task_id or '?'}", f"worker {ev.hostname or '?'}"]
+        if ev.runtime is not None:
+            parts.append(f"runtime {fmt_s(ev.runtime)}")
+        if ev.exception:
+            parts.append(ev.exception)
+        self.app.notify("\n".join(parts), title="Task event", timeout=10)
+        search = getattr(self.screen, "_run_search", None)
+        if ev.task_id and callable(search):
+            search(f"id:{ev.task_id}", getattr(self.app, "snapshot", None))
 
     # ---- keys and events -----------------------------------------------------------------------
     def action_stats_sort(self) -> None:
