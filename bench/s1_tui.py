@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import redis
+from textual import events
 
 from bench.harness import (
     METER_NAME,
@@ -176,35 +177,48 @@ async def _window(app: Any, paints: list[tuple[float, float | None, str]], colle
 
 async def _keys(app: Any, pilot: Any, paints: list[tuple[float, float | None, str]], in_flight: threading.Event,
                 presses: int) -> dict[str, Any]:
-    """View keys pressed while a refresh is in flight; latency from the press to the paint showing it."""
-    lat: list[float] = []
-    during: list[bool] = []
+    """Keys pressed while a refresh is in flight, timed from the press to the first paint after it: the
+    cursor keys in the Queues view (``down``/``up``: what a user does most) and, separately, view keys
+    (``1 2 0 3``: the paint must show the new view, which re-lays out and re-styles the screen)."""
     rng = random.Random(14)
     cpu0, t_start = _cpu(), time.perf_counter()
-    for i in range(presses):
-        key = KEYS[i % len(KEYS)]
-        if VIEW_OF[key] == app.current_view:
-            key = KEYS[(i + 1) % len(KEYS)]
-        deadline = time.perf_counter() + 3.0
-        while not in_flight.is_set() and time.perf_counter() < deadline:
-            await asyncio.sleep(0.002)
-        await asyncio.sleep(rng.uniform(0.0, 0.02))
-        during.append(in_flight.is_set())
-        t0 = time.perf_counter()
-        await pilot.press(key)
-        target = VIEW_OF[key]
-        end = t0 + 5.0
-        seen = None
-        while time.perf_counter() < end and seen is None:
-            seen = next((t for t, _, v in paints if t >= t0 and v == target), None)
-            if seen is None:
-                await asyncio.sleep(0.001)
-        if seen is not None:
-            lat.append((seen - t0) * 1000)
-        await asyncio.sleep(rng.uniform(0.3, 0.8))
+    app.show_view("queues")
+    await asyncio.sleep(0.5)
+    out: dict[str, Any] = {}
+    for kind in ("cursor", "view"):
+        lat: list[float] = []
+        during: list[bool] = []
+        for i in range(presses):
+            if kind == "cursor":
+                key, target = ("down" if i % 4 < 2 else "up"), None
+            else:
+                key = KEYS[i % len(KEYS)]
+                if VIEW_OF[key] == app.current_view:
+                    key = KEYS[(i + 1) % len(KEYS)]
+                target = VIEW_OF[key]
+            deadline = time.perf_counter() + 3.0
+            while not in_flight.is_set() and time.perf_counter() < deadline:
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(rng.uniform(0.0, 0.02))
+            during.append(in_flight.is_set())
+            t0 = time.perf_counter()
+            # the press itself, not pilot.press (which also waits for animations and idle)
+            app.post_message(events.Key(key, None))
+            end = t0 + 5.0
+            seen = None
+            while time.perf_counter() < end and seen is None:
+                seen = next((t for t, _, v in paints if t >= t0 and (target is None or v == target)), None)
+                if seen is None:
+                    await asyncio.sleep(0.001)
+            if seen is not None:
+                lat.append((seen - t0) * 1000)
+            await asyncio.sleep(rng.uniform(0.3, 0.8))
+        out[kind] = {"latency_ms": stats_of(lat), "presses": presses, "answered": len(lat),
+                     "during_refresh": sum(during)}
     elapsed = time.perf_counter() - t_start
-    return {"latency_ms": stats_of(lat), "presses": presses, "answered": len(lat),
-            "during_refresh": sum(during), "cpu_share": (_cpu() - cpu0) / elapsed}
+    out.update(out["cursor"])  # the headline key figure
+    out["cpu_share"] = (_cpu() - cpu0) / elapsed
+    return out
 
 
 def phase_tui(rs: Any, meter: Meter, scale: Scale, preset: Preset) -> dict[str, Any]:
@@ -299,3 +313,94 @@ def phase_results_steady(rs: Any, meter: Meter, preset: Preset) -> dict[str, Any
                                        "window_s": max(10.0, 2.0 * preset.refreshes)}, timeout=600)
     meter.threshold(0)
     return out
+
+
+# ---- standalone: only this phase, spliced into RESULTS.md ------------------------------------------
+def _broker_child(rs: Any, sc: Any, preset: Preset, *, hiredis: bool) -> dict[str, Any]:
+    """``child_broker`` (the broker+unacked refresh) with redis-py's hiredis parser on or off."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from bench.harness import ROOT, RUN_PY
+
+    params = {"broker": rs.url, "backend": rs.url_db(1), "held": [list(h) for h in sc.held],
+              "queues": len(sc.queues), "refreshes": max(10, preset.refreshes)}
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        if not hiredis:  # a module that fails to import: redis-py falls back to its pure-Python parser
+            with open(os.path.join(tmp, "hiredis.py"), "w") as f:
+                f.write("raise ImportError('disabled by bench/s1_tui.py')\n")
+            env["PYTHONPATH"] = tmp + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run([sys.executable, str(RUN_PY), "--child", "broker", "-"], input=json.dumps(params),
+                              capture_output=True, text=True, timeout=600, cwd=str(ROOT), env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"broker child failed: {proc.stderr[-2000:]}")
+    out = json.loads(lines[-1])
+    return {"wall_ms": stats_of([r["wall_ms"] for r in out["rows"]]),
+            "cpu_ms": stats_of([r["cpu_ms"] for r in out["rows"]])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python bench/s1_tui.py [--preset P] [--splice bench/RESULTS.md]``: this phase alone."""
+    import argparse
+    import os
+    import sys
+    from pathlib import Path
+
+    from bench import report
+    from bench.presets import PRESETS
+    from bench.scenarios import load_broker, load_results
+    from taskdash.procs import RedisServer
+
+    ap = argparse.ArgumentParser(description="the TUI users run and the results steady state (issue 14)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    ap.add_argument("--splice", default=None, help="update only the issue-14 block of this RESULTS.md")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    preset = PRESETS[args.preset]
+    t_start = time.perf_counter()
+    res: dict[str, Any] = {"preset": preset.name, "scales": [], "machine": report.machine_info()}
+    with RedisServer() as rs:
+        meter = Meter(rs.url)
+        meter.setup()
+        for scale in preset.scales:
+            r0 = rs.client()
+            r0.flushall()
+            log(f"{scale.label}: loading {scale.queues} queues, {scale.messages} messages, {scale.unacked} unacked")
+            sc = load_broker(r0, n_queues=scale.queues, n_messages=scale.messages, n_unacked=scale.unacked)
+            entry: dict[str, Any] = {"scale": {"label": scale.label, "queues": scale.queues,
+                                               "messages": scale.messages, "unacked": scale.unacked,
+                                               "workers": scale.workers}}
+            log(f"{scale.label}: broker refresh with and without hiredis")
+            meter.threshold(-1)
+            entry["parser"] = {"hiredis": _broker_child(rs, sc, preset, hiredis=True),
+                               "python": _broker_child(rs, sc, preset, hiredis=False)}
+            meter.threshold(0)
+            entry["tui"] = phase_tui(rs, meter, scale, preset)
+            res["scales"].append(entry)
+        rs.client().flushall()
+        log(f"S2: loading {preset.results} results")
+        load_results(rs.client(db=1), preset.results)
+        res["s2"] = {"total": preset.results, "steady": phase_results_steady(rs, meter, preset)}
+    res["total_s"] = time.perf_counter() - t_start
+    res["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    block = report.issue14_block(res)
+    if args.splice:
+        report.splice_issue14(args.splice, block)
+        log(f"updated the issue-14 block of {args.splice} ({res['total_s']:.0f} s)")
+    else:
+        sys.stdout.write("\n".join(block) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())
