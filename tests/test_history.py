@@ -92,4 +92,4 @@ def test_bounded_by_rows_and_age(tmp_path: Path) -> None:
         assert h.rows()["depth"] <= 100
         assert path.stat().st_size < max(size_500 * 3, 200_000)
         h.prune(now=1_000_000.0 + 2000 + 20_000)  # everything is older than max_age_s now
-        assert h.rows() == {"depth": 0, "throughput": 0, "deliveries": 0}
+        assert h.rows() == {"depth": 0, "throughput": 0, "deliveries": 0, "task_minutes": 0}

@@ -106,6 +106,10 @@ class WorkerControlAPI(Protocol):
         """Send a raw control command; replies by hostname."""
         ...
 
+    def enable_events(self, destination: Sequence[str] | None = None) -> ActionResult:
+        """Celery's ``enable_events``: workers start sending task events."""
+        ...
+
     def cancel_consumer(self, queue: str, destination: Sequence[str] | None = None) -> ActionResult:
         """Stop consuming ``queue``."""
         ...

@@ -282,6 +282,9 @@ class FakeControl:
         self.calls.append(("broadcast", (command, dict(arguments or {})), destination))
         return {}
 
+    def enable_events(self, destination: Sequence[str] | None = None) -> ActionResult:
+        return self._rec("enable_events", (), destination, "task events enabled")
+
     def cancel_consumer(self, queue: str, destination: Sequence[str] | None = None) -> ActionResult:
         return self._rec("cancel_consumer", (queue,), destination, f"stopped consuming {queue}")
 
