@@ -33,7 +33,8 @@ neither). Then:
   prefetch buffer mid-handover, Celery versions that report less): "nobody claims it" is no proof, so
   → ``may-be-held``;
 - no known worker could hold it (a worker taskdash never saw, the delivery before taskdash started) →
-  ``unknown``.
+  ``orphaned`` when the connection probe shows no unseen live worker (``unknown_workers == 0``) or the
+  entry is older than the visibility timeout (kombu redelivers it anyway), else ``unknown``.
 Each entry carries its possible holders and a one-line reason; time to redelivery stays
 ``visibility_timeout - age``.
 """
@@ -204,6 +205,11 @@ def classify_unacked(entries: Iterable[UnackedEntry], decided: Sequence[tuple[In
                 out.append(replace(e, state="orphaned", holder=None, possible_holders=(), state_reason=(
                     f"no known worker consumed {e.queue!r} at its delivery, and every live worker's pidbox "
                     f"subscription belongs to a known one ({evidence_source}): its holder is gone")))
+            elif e.stale:
+                out.append(replace(e, state="orphaned", holder=None, possible_holders=(), state_reason=(
+                    f"no known worker consumed {e.queue!r} at its delivery, and it is older than the visibility "
+                    "timeout: any holder has been silent that long, and kombu's next restore sweep redelivers "
+                    "it anyway")))
             else:
                 out.append(replace(e, state="unknown", holder=None, possible_holders=(), state_reason=(
                     f"no known worker consumed {e.queue!r} at its delivery; a worker taskdash never saw may "

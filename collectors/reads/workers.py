@@ -86,8 +86,8 @@ EVENT_BUFFER = 10_000
 OFFLINE_SLACK_S = 1.0
 """Extra seconds on top of 2 heartbeat periods before a silent worker is shown offline."""
 _JSON = "application/json"
-BOOT_WINDOWS = {"online": (-2.0, 0.5), "stats": (-2.0, 2.5)}
-"""Fallback windows when only one anchor is known; with both, [stats start − 1.5, online + 0.5]."""
+BOOT_WINDOWS = {"online": (-2.5, 0.5), "stats": (-2.0, 2.0)}
+"""Fallback windows when only one anchor is known; with both, [stats start − 2, online + 0.5]."""
 """Seconds around a worker's boot estimate in which its pidbox subscriber connection is created. Measured
 with kombu 5.7: ~0.8 s *before* the worker-online timestamp (the Events step starts after the Connection
 step) and ~1 s after the start time stats' (rounded) uptime gives. A connection's creation time is known
@@ -358,7 +358,7 @@ def _boot_window(node: _Node) -> tuple[float, float] | None:
     its worker-online event; with one anchor only, a fixed window around it."""
     st, on = node.boot_stats, node.boot_online
     if st is not None and on is not None and on >= st - 1.0:
-        return st - 1.5, on + 0.5
+        return st - 2.0, on + 0.5
     if on is not None:
         lo, hi = BOOT_WINDOWS["online"]
         return on + lo, on + hi
@@ -378,6 +378,44 @@ def _augment(host: str, edges: Mapping[str, list[int]], match: dict[int, str], s
             match[i] = host
             return True
     return False
+
+
+def _process_tcp_addrs() -> set[str]:
+    """Local ``ip:port`` of every TCP socket this process holds (Linux /proc; empty elsewhere): every
+    connection taskdash's own modules opened, whichever client made it."""
+    import os
+    import socket
+
+    inodes: set[str] = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    except OSError:
+        return set()
+    out: set[str] = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(f"/proc/net/{name}") as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            parts = row.split()
+            if len(parts) < 10 or parts[9] not in inodes:
+                continue
+            hexip, hexport = parts[1].split(":")
+            raw = bytes.fromhex(hexip)
+            if family == socket.AF_INET:
+                ip = socket.inet_ntop(family, raw[::-1])
+            else:
+                ip = socket.inet_ntop(family, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                if ip.startswith("::ffff:"):
+                    ip = ip[7:]
+            out.add(f"{ip}:{int(hexport, 16)}")
+    return out
 
 
 def _sock_addr(conn: Any) -> str | None:
@@ -856,7 +894,7 @@ class WorkerMonitor:
         self._own_clients.append(client)
 
     def _own_addrs(self) -> set[str]:
-        out: set[str] = set()
+        out: set[str] = _process_tcp_addrs()
         for c in (self._probe_client, self._pubsub, *self._own_clients):
             if callable(c) and not hasattr(c, "connection_pool"):
                 with contextlib.suppress(Exception):
