@@ -37,7 +37,8 @@ Layout: this file parses the options, runs the phases and dispatches ``--child``
 ``s1_inspect``, ``s1_collector`` and ``s1_scale`` the S1 phases, ``s2_results`` S2, ``s3_load`` S3,
 ``report`` the verdicts and RESULTS.md, ``scenarios`` the Redis data, ``netcount`` the socket counter;
 ``s1_tui`` runs what users run (the Textual app headless on the real Collector at each scale, and the
-results monitor's steady state on S2; ``--skip tui`` leaves it out).
+results monitor's steady state on S2; ``--skip tui`` leaves it out); ``s_bulk`` a bulk move (issue 18),
+``s_taskstats`` task events through the per-name aggregator (issue 15).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ from bench.s2_results import (  # noqa: E402
     phase_results,
 )
 from bench.s3_load import phase_load  # noqa: E402
+from bench.s_bulk import phase_bulk  # noqa: E402
+from bench.s_taskstats import phase_taskstats, write_section  # noqa: E402
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "broker": child_broker, "flower_queues": child_flower_queues, "inspect_taskdash": child_inspect_taskdash,
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "RESULTS.md"))
     ap.add_argument("--json", default=None, help="also write the raw figures as JSON here")
-    ap.add_argument("--skip", action="append", default=[], choices=["workers", "s2", "s3", "plain", "tui"])
+    ap.add_argument("--skip", action="append", default=[], choices=["workers", "s2", "s3", "plain", "tui", "bulk",
+                                                                       "taskstats"])
     ap.add_argument("--from-json", default=None, help="re-render the report from a --json file (no run)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PARAMS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -131,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
                 res["s2"]["steady"] = phase_results_steady(rs, meter, preset)
         if "s3" not in args.skip and "workers" not in args.skip:
             res["s3"] = phase_load(rs, meter, preset)
+        if "bulk" not in args.skip:  # issue 18: a bulk move of a tenth of the preset's results (100,000 in full)
+            res["bulk"] = phase_bulk(rs, meter, preset)
+    if "taskstats" not in args.skip:  # issue 15: 50,000 task events/min through the per-name aggregator
+        res["taskstats"] = phase_taskstats({"full": 5.0, "quick": 1.0}.get(preset.name, 0.2))
     res["total_s"] = time.perf_counter() - t_start
     res["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report.finish(res)
     report.write(res, args.out, args.json)
+    if "taskstats" in res:
+        write_section(Path(args.out), res["taskstats"])
     log(f"wrote {args.out} ({res['total_s']:.0f} s)")
     return 0
 

@@ -471,6 +471,32 @@ class TaskDashApp(App[int]):
         """Show the key reference."""
         self.push_screen(HelpScreen(self.read_only))
 
+    def action_beat(self) -> None:
+        """``:beat``: periodic tasks — beat alive or dead, entries, missed runs (issue 16)."""
+        from tui.screens.beat import BeatScreen
+
+        self.push_screen(BeatScreen())
+
+    def action_canvas(self) -> None:
+        """``:canvas``: groups and chords; enter lists a chord's parts (issue 16)."""
+        from tui.screens.canvas import CanvasScreen
+
+        self.push_screen(CanvasScreen())
+
+    def action_bulk(self) -> None:
+        """``:bulk``: bulk actions by query with a dry run first, stoppable with escape (issue 18)."""
+        from collectors.writes.bulk import BulkActions
+        from tui.screens.bulk import BulkScreen
+
+        def factory() -> BulkActions:
+            actions = BulkActions(self.settings)
+            live = getattr(self.collector, "liveness", None)
+            if callable(live):
+                actions.evidence = live  # the requeue liveness guard classifies with what we watched
+            return actions
+
+        self.push_screen(BulkScreen(factory, read_only=self.read_only))
+
     def action_health(self) -> None:
         """``:health``: Redis memory, eviction policy, clients, persistence (INFO in a thread)."""
         from tui.screens.health import HealthScreen

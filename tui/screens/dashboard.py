@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 TAB_LABELS: dict[str, str] = {"overview": "Overview", "queues": "Queues", "unacked": "Unacked", "workers": "Workers",
                               "tasks": "Tasks", "poison": "Poison", "quarantine": "Quarantine"}
-SCREENS: tuple[str, ...] = ("health", "lint", "ctx", "crash")
+SCREENS: tuple[str, ...] = ("health", "lint", "ctx", "crash", "beat", "canvas", "bulk")
 """``:`` words that open a screen (or run a command) instead of a view."""
 ARG_SCREENS: tuple[str, ...] = ("ctx", "crash")
 """``:`` words that take an optional argument (``:ctx NAME``, ``:crash HOST``)."""
