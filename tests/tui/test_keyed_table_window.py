@@ -93,3 +93,23 @@ async def test_sort_change_over_10k_rows_is_fast() -> None:
         assert table.row_count == min(10_000, table.limit)
         shown = table.shown_keys[:5]
         assert [table.get_row_index(k) for k in shown] == list(range(5))
+
+
+async def test_changed_cells_are_repainted_without_a_full_table_redraw() -> None:
+    first = make_snapshot()
+    second = make_snapshot(taken_at=first.taken_at + 1, queues=(
+        replace(first.queues[0], messages=777), *first.queues[1:]))
+    app = make_app([first, second])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        table = app.panel().table
+        assert "120" in screen_text(app)
+        count = table._update_count
+        app.action_refresh()
+        await settle(pilot)
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "777" in text and " 120 " not in text  # the changed cell is on screen
+        assert table._update_count == count  # ... and no table-wide cache invalidation was needed

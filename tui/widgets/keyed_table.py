@@ -104,6 +104,8 @@ class KeyedTable(DataTable[Any]):
         self._dirty: set[str] = set()
         """Rows outside the window whose model changed since their cells were built."""
         self._source: RowSource | None = None
+        self._pending_rows: dict[str, set[str]] = {}
+        """Row key -> columns written since the last _flush_rows."""
         self._col_keys = tuple(c[1] for c in self.column_spec)
         self._blank: tuple[Any, ...] = tuple(Text("") for _ in self.column_spec)
         self._order: list[str] = []
@@ -193,6 +195,7 @@ class KeyedTable(DataTable[Any]):
         self.items = dict(keyed)
         self._source = source
         with self.app.batch_update():
+            count = self._update_count
             stale = [k for k in self._cells if k not in wanted_keys]
             if stale:
                 self._remove_rows(stale)
@@ -215,10 +218,10 @@ class KeyedTable(DataTable[Any]):
                     self._store(key, cells)
                     added = True
                     continue
-                mark = Mark(key, key in self.marked)
-                if self.get_cell(key, MARK_COLUMN) != mark:
-                    self.update_cell(key, MARK_COLUMN, mark)
-                if in_window:
+                if in_window:  # marks change through toggle_mark/clear_marks; this only double-checks
+                    mark = Mark(key, key in self.marked)
+                    if self.get_cell(key, MARK_COLUMN) != mark:
+                        self.update_cell(key, MARK_COLUMN, mark)
                     self._update_row(key, self._build(source, item), old)
                 else:
                     self._dirty.add(key)
@@ -226,11 +229,12 @@ class KeyedTable(DataTable[Any]):
                 # Textual would measure every cell of the new rows again (one Console.size per cell);
                 # the widths are ours (_fit_columns), and every row is one line high.
                 self._new_rows.clear()
-            if order != self._current_order():
+            if added or stale or order != self._order:  # (the table's order is ours since the last sync)
                 rank = {k: i for i, k in enumerate(order)}
                 self.sort(MARK_COLUMN, key=lambda m: rank[m.key])
             self._order = order
             self._fit_columns()
+            self._flush_rows(count)
             if selected is not None and selected in wanted_keys:
                 index = order.index(selected)
                 if index != self.cursor_row:
@@ -283,18 +287,48 @@ class KeyedTable(DataTable[Any]):
         self._widths[key] = tuple(_cell_width(c) for c in cells)
 
     def _update_row(self, key: str, cells: tuple[Any, ...], old: tuple[Any, ...]) -> None:
-        if old == _STALE:
-            for col, new in zip(self._col_keys, cells, strict=True):
-                self.update_cell(key, col, new)
-        elif old != cells:
-            for col, new, was in zip(self._col_keys, cells, old, strict=True):
-                if new != was:
-                    self.update_cell(key, col, new)
-        else:
+        if old == cells:
             self._dirty.discard(key)
             return
+        # Straight into the table's data, not update_cell: that bumps DataTable's update count, which
+        # keys every render cache, so one changed cell re-rendered every visible line. _flush_rows drops
+        # the caches of the changed rows only and repaints just those lines.
+        data = self._data[key]  # type: ignore[index]  # str looks up a RowKey
+        before = old if len(old) == len(cells) else (_STALE[0],) * len(cells)  # _STALE: redraw every cell
+        changed = self._pending_rows.setdefault(key, set())
+        for col, new, was in zip(self._col_keys, cells, before, strict=True):
+            if new != was:
+                data[col] = new  # type: ignore[index]
+                changed.add(col)
         self._store(key, cells)
         self._dirty.discard(key)
+
+    def _flush_rows(self, update_count: int) -> None:
+        """Repaint the rows whose cells changed since ``update_count`` was read."""
+        rows, self._pending_rows = self._pending_rows, {}
+        if not rows:
+            return
+        if self._update_count != update_count:  # rows were added/removed/sorted: every cache is stale
+            self.refresh()
+            return
+        indexes = {i for i in (self._row_locations.get(k) for k in rows) if i is not None}  # type: ignore[call-overload]
+        header = self.header_height if self.show_header else 0
+        lines = {i + header for i in indexes}
+
+        def by_row(ck: Any) -> bool:
+            return getattr(ck[0], "value", ck[0]) in rows
+
+        def by_cell(ck: Any) -> bool:  # unchanged cells of a changed row keep their rendering
+            cols = rows.get(getattr(ck[0], "value", ck[0]))
+            return cols is not None and getattr(ck[1], "value", ck[1]) in cols
+
+        for cache, stale in ((self._cell_render_cache, by_cell), (self._row_render_cache, by_row),
+                             (self._row_renderable_cache, lambda ck: ck[1] in indexes),
+                             (self._line_cache, lambda ck: ck[0] in lines)):
+            for ck in [ck for ck in cache.keys() if stale(ck)]:
+                cache.discard(ck)
+        for index in indexes:
+            self.refresh_row(index)
 
     def _fit_columns(self) -> None:
         """Auto-width columns: the widest cell of the column (or its label), from the kept widths."""
@@ -326,6 +360,7 @@ class KeyedTable(DataTable[Any]):
         if not keys:
             return
         with self.app.batch_update():
+            count = self._update_count
             for key in keys:
                 item = self.items.get(key)
                 old = self._cells.get(key)
@@ -334,6 +369,7 @@ class KeyedTable(DataTable[Any]):
                     continue
                 self._update_row(key, self._build(source, item), old)
             self._fit_columns()
+            self._flush_rows(count)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
