@@ -720,6 +720,7 @@ class ResultsMonitor:
                 connected_once = True
                 with contextlib.suppress(Exception):  # redis-py reconnects and resubscribes silently
                     pubsub.connection.register_connect_callback(self._live_reconnected)
+                self._pubsub = pubsub  # its connection is taskdash's own (the liveness probe skips it)
                 self.live_error = None
                 backoff = 0.5
                 last_ping = time.monotonic()
