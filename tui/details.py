@@ -108,6 +108,8 @@ def unacked_sections(e: UnackedEntry, snapshot: Snapshot) -> list[Section]:
             ("stale", _s(e.stale) + ("  (older than visibility_timeout: the next restore sweep requeues it)"
                                      if e.stale else "")),
             ("redelivery in", "now" if e.stale else fmt_age(e.time_to_redelivery_s)),
+            *([("why", e.state_reason)] if e.state_reason else []),
+            *([("possible holders", ", ".join(e.possible_holders))] if e.possible_holders else []),
         ]),
         ("Arguments", [("args", _s(e.argsrepr)), ("kwargs", _s(e.kwargsrepr))]),
         delivery_history(_poison_for(snapshot, e.task_id), snapshot),
@@ -116,10 +118,43 @@ def unacked_sections(e: UnackedEntry, snapshot: Snapshot) -> list[Section]:
     return sections
 
 
+LIVENESS_WORDS = {"responding": "RESPONDING", "silent": "SILENT (not proven dead)", "dead": "DEAD (proven)",
+                  "ghost": "GHOST (heartbeating and answering, not consuming)"}
+
+
+def liveness_fields(w: WorkerInfo, now: float) -> Fields:
+    """The liveness of one worker, the whole evidence that decided it, since when, and the process
+    (pid, boot time): the Liveness section of both worker detail screens."""
+    if w.liveness is None:
+        state = "not decided yet" + ("" if w.online else " (offline: no heartbeat)")
+    else:
+        state = LIVENESS_WORDS.get(w.liveness, w.liveness)
+    since = "–"
+    if w.liveness_since is not None:
+        since = f"{fmt_time(w.liveness_since)} ({fmt_age(now - w.liveness_since)} ago)"
+    boot = "–"
+    if w.boot_at is not None:
+        boot = f"{fmt_time(w.boot_at)} (up {fmt_age(now - w.boot_at)})"
+    fields: Fields = [("liveness", state), ("evidence", _s(w.liveness_evidence)), ("since", since),
+                      ("pid", _s(w.pid)), ("booted", boot)]
+    if w.liveness == "ghost":
+        from collectors.analysis.liveness import ghost_queue
+
+        queue = ghost_queue(w.liveness_evidence) or "QUEUE"
+        fields.append(("fix", f"restart the worker, or make it consume again: taskdash worker add-consumer "
+                              f"{queue} -d {w.hostname}"))
+    elif w.liveness == "silent":
+        fields.append(("meaning", "its messages are HELD-BY-SILENT, never orphaned: requeueing them needs force "
+                                  "and may run them twice"))
+    return fields
+
+
 def worker_sections(w: WorkerInfo, snapshot: Snapshot) -> list[Section]:
-    """Detail of one worker, with the unacked messages it holds."""
-    held = [e for e in snapshot.unacked if e.holder == w.hostname]
+    """Detail of one worker: liveness and its evidence, then the worker, and the unacked messages it holds
+    (reported) or may hold (held-by-silent / may-be-held with it among the possible holders)."""
+    held = [e for e in snapshot.unacked if e.holder == w.hostname or w.hostname in e.possible_holders]
     return [
+        ("Liveness", liveness_fields(w, snapshot.taken_at)),
         ("Worker", [
             ("hostname", w.hostname), ("online", _s(w.online)), ("answers inspect", _s(w.responding)),
             ("last seen", fmt_age(w.last_seen_s) + " ago" if w.last_seen_s is not None else "–"),

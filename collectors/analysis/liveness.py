@@ -41,6 +41,7 @@ Each entry carries its possible holders and a one-line reason; time to redeliver
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -134,6 +135,15 @@ def _ghost(inc: Incarnation, now: float, backlog_since: Mapping[str, float], gho
             text += f"; no longer consuming {q!r} (not in active_queues)"
         return text, max(since, flat_since)
     return None
+
+
+_GHOST_QUEUE = re.compile(r"^ghost: '((?:[^'\\]|\\.)*)' has a backlog")
+
+
+def ghost_queue(evidence: str | None) -> str | None:
+    """The queue a ghost's evidence names (``ghost: 'q' has a backlog ...``), for the fix to print."""
+    m = _GHOST_QUEUE.match(evidence or "")
+    return m.group(1) if m else None
 
 
 def decide_all(incarnations: Iterable[Incarnation], now: float, *, visibility_timeout: float,

@@ -71,6 +71,43 @@ WORKERS = (
     WorkerInfo("w2@host", True, "solo", 1, 1, 1, 0, 88, ("celery", "risky"), 1.2, pid=201, sw_ver="5.7.0"),
     WorkerInfo("w3@gone", False, "prefork", 2, 0, 0, 0, 12, ("emails",), 340.0, pid=301),
 )
+LIVENESS_WORKERS = (
+    WorkerInfo("w1@host", True, "prefork", 4, 1, 0, 0, 1520, ("celery", "slow"), 0.8, pid=101, sw_ver="5.7.0",
+               pool_pids=(102, 103, 104, 105), liveness="responding", liveness_evidence="heartbeat 1s ago",
+               liveness_since=T0 - 0.8, boot_at=T0 - 7200.0),
+    WorkerInfo("w4@quiet", True, "solo", 1, 1, 0, 0, 400, ("celery",), 42.0, pid=401, responding=False,
+               liveness="silent", liveness_evidence=(
+                   "no heartbeat or reply for 42s; 3 subscriber connection(s) opened at its start still open "
+                   "(CLIENT LIST)"), liveness_since=T0 - 42.0, boot_at=T0 - 600.0),
+    WorkerInfo("w5@killed", False, "prefork", 2, 0, 0, 0, 77, ("slow",), 95.0, pid=501, responding=False,
+               liveness="dead", liveness_evidence=(
+                   "no Redis connection, silent 1m (CLIENT LIST: no Redis connection (CLIENT LIST))"),
+               liveness_since=T0 - 80.0, boot_at=T0 - 3600.0),
+    WorkerInfo("w6@ghost", True, "prefork", 4, 0, 0, 0, 12, ("emails",), 1.0, pid=601, liveness="ghost",
+               liveness_evidence=(
+                   "ghost: 'emails' has a backlog for 5m, processed flat at 12 for 5m, 0/4 slots busy; no longer "
+                   "consuming 'emails' (not in active_queues)"), liveness_since=T0 - 300.0, boot_at=T0 - 900.0),
+)
+"""One worker in each liveness state (issue 12), with the evidence the collector gives."""
+LIVENESS_UNACKED = (
+    replace(entry("tag-h1", "h1h1h1h1-0000-4000-8000-000000000011", queue="celery", state="held-by-silent",
+                  age=42.0), holder="w4@quiet", possible_holders=("w4@quiet",),
+            state_reason="may be held by silent w4@quiet (not proven dead); kombu redelivers it in 59m"),
+    replace(entry("tag-m1", "m1m1m1m1-0000-4000-8000-000000000012", queue="celery", state="may-be-held",
+                  age=30.0), possible_holders=("w1@host", "w4@quiet"),
+            state_reason=("not reported, but w1@host (alive) consumed 'celery' at its delivery and may hold it "
+                          "unreported (rate limit, prefetch); kombu redelivers it in 59m")),
+    replace(entry("tag-o9", "o9o9o9o9-0000-4000-8000-000000000013", state="orphaned", age=90.0),
+            possible_holders=("w5@killed",), state_reason="every possible holder is dead (w5@killed: ...)"),
+)
+
+
+def liveness_snapshot(**changes: Any) -> Snapshot:
+    """The standard snapshot with a worker in each liveness state and the unacked states that follow."""
+    return make_snapshot(workers=LIVENESS_WORKERS, unacked=LIVENESS_UNACKED, unacked_total=len(LIVENESS_UNACKED),
+                         **changes)
+
+
 FAILURES = (
     TaskFailure("f1f1f1f1-0000-4000-8000-000000000006", "demo_tasks.tasks.fail", "ValueError('boom')",
                 'Traceback (most recent call last):\n  File "tasks.py", line 20, in fail\n'

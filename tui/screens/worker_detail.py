@@ -9,6 +9,7 @@ callable that is run in a thread worker (``r`` runs it again). ``escape``/``q`` 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from collectors.core.models import WorkerInfo
 from tui.format import safe_text
 
 Details = Mapping[str, Any]
@@ -102,6 +104,16 @@ def worker_sections(d: Details) -> list[tuple[str, Text]]:
     return out
 
 
+def liveness_section(w: WorkerInfo | None, now: float) -> Text:
+    """The worker's liveness (issue 12): state, the whole evidence that decided it, since when, pid and
+    boot time — what taskdash watched, where the rest of the screen is what the worker says of itself."""
+    if w is None:
+        return _section("Liveness", [("liveness", "not in the last refresh (taskdash has not seen this worker)")])
+    from tui.details import liveness_fields
+
+    return _section("Liveness", liveness_fields(w, now))
+
+
 class WorkerDetailScreen(ModalScreen[None]):
     """A scrollable view of one worker's details; ``r`` reloads when a loader was given.
 
@@ -109,6 +121,8 @@ class WorkerDetailScreen(ModalScreen[None]):
         hostname: The worker.
         details: A ``WorkerControl.worker_details`` dict to show at once.
         loader: Called in a thread worker to (re)load the dict (e.g. ``lambda: control.worker_details(h)``).
+        info: The worker's row of the last refresh (liveness, evidence, since, boot time); by default it
+            is looked up in the app's current snapshot (``app.snapshot``), again on every reload.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -145,12 +159,26 @@ class WorkerDetailScreen(ModalScreen[None]):
     AUTO_FOCUS = "#wd-body"
 
     def __init__(self, hostname: str, details: Details | None = None,
-                 loader: Callable[[], Details] | None = None) -> None:
+                 loader: Callable[[], Details] | None = None, info: WorkerInfo | None = None) -> None:
         super().__init__()
         self.hostname = hostname
         self.details: Details | None = details
         self.loader = loader
+        self.info = info
         self.loads = 0
+
+    def worker_info(self) -> tuple[WorkerInfo | None, float]:
+        """The worker's row (given, or from the app's latest snapshot) and that snapshot's time."""
+        snap = getattr(self.app, "snapshot", None)
+        now = snap.taken_at if snap is not None else time.time()
+        if self.info is not None:
+            return self.info, now
+        workers = getattr(snap, "workers", None) or ()
+        return next((w for w in workers if w.hostname == self.hostname), None), now
+
+    def _liveness(self) -> Static:
+        info, now = self.worker_info()
+        return Static(liveness_section(info, now), id="wd-liveness", classes="wd-section")
 
     def _title(self) -> Text:
         t = Text(f"Worker {self.hostname}", style="bold")
@@ -166,6 +194,7 @@ class WorkerDetailScreen(ModalScreen[None]):
         with Vertical(id="wd-dialog"):
             yield Label(self._title(), id="wd-title")
             with VerticalScroll(id="wd-body"):
+                yield self._liveness()
                 if self.details is not None:
                     for sid, text in worker_sections(self.details):
                         yield Static(text, id=f"wd-{sid}", classes="wd-section")
@@ -199,8 +228,8 @@ class WorkerDetailScreen(ModalScreen[None]):
         self.query_one("#wd-title", Label).update(self._title())
         body = self.query_one("#wd-body", VerticalScroll)
         await body.remove_children()
-        await body.mount_all([Static(text, id=f"wd-{sid}", classes="wd-section")
-                        for sid, text in worker_sections(details)])
+        await body.mount_all([self._liveness(), *(Static(text, id=f"wd-{sid}", classes="wd-section")
+                                                  for sid, text in worker_sections(details))])
         self.loads += 1
 
     def action_close(self) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -347,13 +348,33 @@ class QueuesPanel(Panel):
 
 
 # ---------------------------------------------------------------------------------------------
+MAYBE_HELD_STATES = ("held-by-silent", "may-be-held")
+"""Unacked states of a message a live (silent or responding) worker may still run (issue 12): never
+requeued without force; what matters is the time left before kombu redelivers it, and who may hold it."""
+
+
 def unacked_state_text(e: UnackedEntry, c: Colors) -> Text:
-    """State cell: orphaned rows shout (bold + colour, so they stand out even with NO_COLOR)."""
+    """State cell: orphaned rows shout (bold + colour, so they stand out even with NO_COLOR); a message a
+    live worker may hold is in capitals too (HELD-BY-SILENT bold): not orphaned, and not to requeue."""
     if e.state == "orphaned":
         return Text("ORPHANED", style=c.error)
+    if e.state == "held-by-silent":
+        return Text("HELD-BY-SILENT", style=f"bold {c.warning}")
+    if e.state == "may-be-held":
+        return Text("MAY-BE-HELD", style=c.warning)
     if e.state == "unknown":
         return Text("unknown", style=c.warning)
     return Text(e.state, style=c.success if e.state == "active" else "")
+
+
+def holder_text(e: UnackedEntry, width: int = 22) -> str:
+    """Holder cell: the worker that reports it; for a message that may be held, its possible holders
+    (``w4@quiet?``, ``w1@host? +2``): the ``?`` says nobody reported it."""
+    if e.state in MAYBE_HELD_STATES and e.possible_holders:
+        first, rest = e.possible_holders[0], len(e.possible_holders) - 1
+        more = f" +{rest}" if rest else ""
+        return truncate(first, max(4, width - 1 - len(more))) + "?" + more
+    return truncate(e.holder, width)
 
 
 class UnackedPanel(Panel):
@@ -365,7 +386,7 @@ class UnackedPanel(Panel):
     DETAIL_KIND = "unacked"
     EMPTY = "no unacked message: every delivered message has been acknowledged"
     COLUMNS = (
-        ("State", "state", 9),
+        ("State", "state", 14),
         ("Task", "task", None),
         ("Id", "id", 8),
         ("Queue", "queue", None),
@@ -382,8 +403,8 @@ class UnackedPanel(Panel):
         Binding("Q", "quarantine", "Quarantine", id="taskdash.quarantine"),
         Binding("x", "revoke", "Revoke", id="taskdash.revoke"),
     ]
-    STATE_ORDER: ClassVar[dict[str, int]] = {"orphaned": 0, "unknown": 1, "active": 2, "reserved": 3,
-                                             "scheduled": 4}
+    STATE_ORDER: ClassVar[dict[str, int]] = {"orphaned": 0, "held-by-silent": 1, "may-be-held": 2, "unknown": 3,
+                                             "active": 4, "reserved": 5, "scheduled": 6}
 
     def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
         return snapshot.unacked
@@ -402,16 +423,18 @@ class UnackedPanel(Panel):
 
     def row_text(self, e: UnackedEntry) -> str:
         return " ".join(str(x) for x in (e.state, e.task, e.task_id, e.queue, e.holder, e.delivery_tag,
-                                         "stale" if e.stale else "")).lower()
+                                         *e.possible_holders, "stale" if e.stale else "")).lower()
 
     def row_cells(self, e: UnackedEntry) -> tuple[Any, ...]:
         c = self.c
         row_style = c.error if e.state == "orphaned" else ""
         age = Text(("⚠ " if e.stale else "") + fmt_age(e.age_s), style=c.warning if e.stale else row_style)
         ttr = "now" if e.stale else fmt_age(e.time_to_redelivery_s)
+        # A message a live worker may hold: the time left before kombu redelivers it is the decision.
+        ttr_style = c.warning if e.stale else "bold" if e.state in MAYBE_HELD_STATES else ""
+        holder = Text(holder_text(e), style=c.warning if e.state in MAYBE_HELD_STATES else "")
         return (unacked_state_text(e, c), Text(truncate(e.task, 28), style=row_style), short_id(e.task_id),
-                truncate(e.queue, 14), age, Text(ttr, style=c.warning if e.stale else ""),
-                truncate(e.holder, 22), "↻" if e.redelivered else "")
+                truncate(e.queue, 14), age, Text(ttr, style=ttr_style), holder, "↻" if e.redelivered else "")
 
     def extra_note(self, text: str) -> str:
         snap = self.snapshot
@@ -441,8 +464,48 @@ class UnackedPanel(Panel):
 
 
 # ---------------------------------------------------------------------------------------------
+LIVENESS_LABELS: dict[str, str] = {"responding": "RESPONDING", "silent": "SILENT", "dead": "DEAD",
+                                   "ghost": "GHOST"}
+LIVENESS_ORDER: dict[str, int] = {"dead": 0, "ghost": 1, "silent": 2, "offline": 0, "no-reply": 2,
+                                  "responding": 3, "online": 3}
+"""Sort rank of a worker's liveness: the ones that need a look first."""
+
+
+def worker_liveness(w: WorkerInfo) -> str:
+    """responding / silent / dead / ghost when decided by evidence, else the online flags' offline /
+    no-reply / online (a row from before the first decision, or a collector without liveness)."""
+    if w.liveness is not None:
+        return w.liveness
+    if not w.online:
+        return "offline"
+    return "online" if w.responding else "no-reply"
+
+
+def liveness_text(w: WorkerInfo, c: Colors) -> Text:
+    """Liveness cell, in capitals and bold for the states that need a look (readable with NO_COLOR):
+    DEAD and GHOST in the error style, SILENT in the warning style, RESPONDING in the success style."""
+    state = worker_liveness(w)
+    if state in ("dead", "ghost", "offline"):
+        return Text(LIVENESS_LABELS.get(state, state.upper()), style=c.error)
+    if state in ("silent", "no-reply"):
+        return Text(LIVENESS_LABELS.get(state, state.upper()), style=f"bold {c.warning}")
+    return Text(LIVENESS_LABELS.get(state, state), style=c.success)
+
+
+def liveness_since_s(w: WorkerInfo, now: float) -> float | None:
+    """Seconds the liveness evidence has held (for a worker not decided yet: since it was last seen)."""
+    if w.liveness is not None and w.liveness_since is not None:
+        return max(0.0, now - w.liveness_since)
+    return w.last_seen_s
+
+
 class WorkersPanel(Panel):
-    """Workers: online/offline, last seen, pool, concurrency, active/reserved/scheduled, processed."""
+    """Workers: liveness by evidence (responding / silent / dead / ghost, since when, and why), pool,
+    concurrency, active/reserved/scheduled, processed.
+
+    The Evidence column takes the width the others leave (it is the one that truncates; the detail
+    screen shows it whole): Worker, Liveness, Since and Busy stay on screen at 80 columns.
+    """
 
     VIEW = "workers"
     SOURCE = "workers"
@@ -451,23 +514,37 @@ class WorkersPanel(Panel):
     EMPTY = "no worker has answered yet (inspect runs every few seconds)"
     COLUMNS = (
         ("Worker", "host", None),
-        ("Status", "status", 8),
-        ("Seen", "seen", 6),
-        ("Pool", "pool", None),
-        ("Conc", "conc", 4),
-        ("Act", "active", 3),
+        ("Liveness", "liveness", 10),
+        ("Since", "since", 6),
+        ("Evidence", "evidence", None),
+        ("Busy", "busy", 5),
         ("Res", "reserved", 3),
         ("Sch", "scheduled", 3),
         ("Processed", "processed", 9),
         ("Done/s", "rate", 6),
+        ("Pool", "pool", None),
         ("Queues", "queues", None),
     )
-    SORTS = (("name", "host", False), ("status", "status", False), ("active", "active", True),
+    SORTS = (("name", "host", False), ("liveness", "liveness", False), ("active", "active", True),
              ("processed", "processed", True))
+    EVIDENCE_MIN = 20
+    EVIDENCE_MAX = 72
+    EVIDENCE_ROOMY = 44
+    """Evidence width kept before the columns right of it get room too (wide terminals)."""
+    _RIGHT_KEPT = ("busy",)
+    """Always kept on screen right of the evidence (the evidence shrinks first, down to EVIDENCE_MIN)."""
+    _RIGHT_NEXT = ("reserved", "processed", "rate", "scheduled")
+    """Then these, in order, while the evidence keeps EVIDENCE_ROOMY characters."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "control", "Control", id="taskdash.control"),
         Binding("T", "timeline", "Timeline", id="taskdash.timeline"),
     ]
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self._now = 0.0
+        self._evidence_width = self.EVIDENCE_MAX
+        self._sized_for = 0
 
     def action_timeline(self) -> None:
         """Crash forensics timeline of the worker under the cursor (all workers when none)."""
@@ -482,6 +559,30 @@ class WorkersPanel(Panel):
             return
         self.screen.open_control_prompt(targets)  # type: ignore[attr-defined] - the DashboardScreen
 
+    def on_resize(self) -> None:
+        if self.snapshot is not None and self.size.width != self._sized_for and self.is_displayed_view():
+            self.resync()  # the evidence column follows the width
+
+    def evidence_width(self, workers: Sequence[WorkerInfo]) -> int:
+        """Characters of evidence that fit beside Worker, Liveness, Since (and Busy) in this panel's width."""
+        width = self.table.size.width or self.size.width or self.app.size.width
+        self._sized_for = self.size.width
+        pad = 2 * self.table.cell_padding
+        fixed = {key: w for _, key, w in self.COLUMNS if w is not None}
+        host = max((cell_len(w.hostname) for w in workers), default=6)
+        left = (1 + pad) + (max(host, 6) + pad) + (fixed["liveness"] + pad) + (fixed["since"] + pad)
+        room = width - left - pad - 2 - sum(fixed[k] + pad for k in self._RIGHT_KEPT)  # 2: the scrollbar
+        for key in self._RIGHT_NEXT:
+            if room - (fixed[key] + pad) < self.EVIDENCE_ROOMY:
+                break
+            room -= fixed[key] + pad
+        return max(self.EVIDENCE_MIN, min(self.EVIDENCE_MAX, room))
+
+    def prepare(self, snapshot: Snapshot) -> None:
+        super().prepare(snapshot)
+        self._now = snapshot.taken_at
+        self._evidence_width = self.evidence_width(snapshot.workers)
+
     def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
         return snapshot.workers
 
@@ -489,24 +590,25 @@ class WorkersPanel(Panel):
         return item.hostname
 
     def row_sort(self, w: WorkerInfo, sort_by: str) -> Any:
-        return {"host": w.hostname, "status": (0 if not w.online else 1 if not w.responding else 2),
-                "active": w.active, "processed": w.processed}.get(sort_by)
+        if sort_by == "liveness":
+            return (LIVENESS_ORDER.get(worker_liveness(w), 9), w.hostname)
+        return {"host": w.hostname, "active": w.active, "processed": w.processed}.get(sort_by)
 
     def row_text(self, w: WorkerInfo) -> str:
-        return " ".join((w.hostname, "online" if w.online else "offline", w.pool or "", *w.queues)).lower()
+        return " ".join((w.hostname, "online" if w.online else "offline", worker_liveness(w),
+                         w.liveness_evidence or "", w.pool or "", *w.queues)).lower()
 
     def row_cells(self, w: WorkerInfo) -> tuple[Any, ...]:
         c = self.c
-        if not w.online:
-            status = Text("OFFLINE", style=c.error)
-        elif not w.responding:
-            status = Text("no-reply", style=c.warning)
-        else:
-            status = Text("online", style=c.success)
+        state = worker_liveness(w)
+        bad = state in ("dead", "ghost", "offline")
+        evidence = Text(truncate(w.liveness_evidence, self._evidence_width),
+                        style=c.error if bad else c.warning if state in ("silent", "no-reply") else c.muted)
         rate = self.history.processed_rate(w.hostname)
-        return (Text(w.hostname, style="" if w.online else c.muted), status, fmt_age(w.last_seen_s),
-                w.pool or "–", fmt_int(w.concurrency), str(w.active), str(w.reserved), str(w.scheduled),
-                fmt_int(w.processed), fmt_rate(rate).lstrip("+"), truncate(",".join(w.queues), 30))
+        busy = f"{w.active}/{fmt_int(w.concurrency)}" if w.concurrency is not None else str(w.active)
+        return (Text(w.hostname, style=c.muted if state in ("dead", "offline") else ""), liveness_text(w, c),
+                fmt_age(liveness_since_s(w, self._now)), evidence, busy, str(w.reserved), str(w.scheduled),
+                fmt_int(w.processed), fmt_rate(rate).lstrip("+"), w.pool or "–", truncate(",".join(w.queues), 30))
 
 
 # ---------------------------------------------------------------------------------------------
