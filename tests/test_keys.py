@@ -42,6 +42,7 @@ def test_ledger_bindings_results_and_own_keys() -> None:
     assert k.binding_row("rk\x06\x16\x06\x16q") == ["rk", "", "q"]
     assert (k.pidbox_exchange, k.reply_exchange, k.pidbox_queue_suffix) == ("ctl.pidbox", "reply.ctl.pidbox",
                                                                             ".ctl.pidbox")
+    assert k.reply_queue("oid") == "oid.reply.ctl.pidbox"
     assert k.result_key("abc") == "res_celery-task-meta-abc"
     assert k.result_pattern == "res_celery-task-meta-*" and k.result_prefix == "res_celery-task-meta-"
     assert (k.quarantine, k.quarantine_index) == ("app:taskdash.quarantine", "app:taskdash.quarantine.index")
@@ -84,7 +85,6 @@ KEY_LITERALS = re.compile(r"_kombu\.binding|celery-task-meta|\bunacked_mutex\b|t
                           r"|\.pidbox\b|\bC\.dq2\b|\.dq2\b")
 ALLOWED = {
     "collectors/keyspace/keys.py": "the home of key names",
-    "collectors/reads/workers.py": "not migrated yet (owned by the workers change)",
 }
 
 

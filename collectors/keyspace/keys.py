@@ -178,6 +178,10 @@ class KeyLayout:
         """The direct exchange control replies go to (``reply.<ctl>.pidbox``)."""
         return f"reply.{self.control_exchange}{PIDBOX_SUFFIX}"
 
+    def reply_queue(self, oid: str) -> str:
+        """The reply queue of one control client ``oid`` (``<oid>.reply.<ctl>.pidbox``, kombu ``Mailbox``)."""
+        return f"{oid}.{self.reply_exchange}"
+
     @property
     def pidbox_queue_suffix(self) -> str:
         """What a worker node's control queue adds to the node name (``.<ctl>.pidbox``)."""

@@ -66,6 +66,7 @@ import redis
 
 from collectors.core.config import Settings, load_app, mask_text, redis_client
 from collectors.core.models import TaskRef, WorkerInfo
+from collectors.keyspace.keys import KeyLayout
 
 log = logging.getLogger(__name__)
 
@@ -479,6 +480,7 @@ class WorkerMonitor:
                 Either way its ``broker_transport_options`` get ``ack_emulation=False``.
         """
         self.settings = settings
+        self._keys = KeyLayout.from_settings(settings)
         self._app = app
         self._app_lock = threading.Lock()
         self._conn: Any = None
@@ -662,11 +664,11 @@ class WorkerMonitor:
         timeout = max(0.05, float(s.inspect_timeout))
         conn = self._connection()
         chan = conn.default_channel
-        exchange = Exchange(f"{s.control_exchange}.pidbox", type="fanout", durable=False,
+        exchange = Exchange(self._keys.pidbox_exchange, type="fanout", durable=False,
                             delivery_mode="transient")
-        reply_exchange = Exchange(f"reply.{s.control_exchange}.pidbox", type="direct", durable=False,
+        reply_exchange = Exchange(self._keys.reply_exchange, type="direct", durable=False,
                                   delivery_mode="transient")
-        reply_queue = Queue(f"{self._oid}.{reply_exchange.name}", exchange=reply_exchange,
+        reply_queue = Queue(self._keys.reply_queue(self._oid), exchange=reply_exchange,
                             routing_key=self._oid, durable=False, auto_delete=True,
                             expires=10.0, message_ttl=300.0)
         tickets = {str(uuid.uuid4()): method for method, _ in INSPECT_METHODS}
@@ -916,15 +918,8 @@ class WorkerMonitor:
 
     def pidbox_channel(self, db: int) -> str:
         """The PUB/SUB channel of the control (pidbox) exchange that every worker PSUBSCRIBEs."""
-        opts = self.settings.transport_options
-        fanout_prefix = opts.get("fanout_prefix", True)
-        if fanout_prefix is True:
-            keyprefix_fanout = f"/{db}."
-        elif isinstance(fanout_prefix, str):
-            keyprefix_fanout = fanout_prefix
-        else:
-            keyprefix_fanout = ""
-        return f"{self.settings.global_keyprefix}{keyprefix_fanout}{self.settings.control_exchange}.pidbox"
+        fanout_prefix = self.settings.transport_options.get("fanout_prefix", True)
+        return self._keys.fanout_channel(self._keys.pidbox_exchange, db, fanout_prefix)
 
     def _probe_message(self) -> str:
         body = {"method": "ping", "arguments": {}, "destination": [PROBE_TAG], "pattern": None,
@@ -934,7 +929,7 @@ class WorkerMonitor:
             "content-encoding": "utf-8", "content-type": _JSON,
             "headers": {"clock": 0, "expires": time.time() + 1.0},
             "properties": {"delivery_mode": 1, "priority": 0, "body_encoding": "base64",
-                           "delivery_info": {"exchange": f"{self.settings.control_exchange}.pidbox",
+                           "delivery_info": {"exchange": self._keys.pidbox_exchange,
                                              "routing_key": ""},
                            "delivery_tag": str(uuid.uuid4())},
         })
@@ -1112,14 +1107,7 @@ class WorkerMonitor:
     def event_pattern(self, db: int) -> str:
         """The PSUBSCRIBE pattern of the event exchange's fanout channels (docs/redis-layout.md#event-channels)."""
         opts = self.settings.transport_options
-        fanout_prefix = opts.get("fanout_prefix", True)
-        if fanout_prefix is True:
-            keyprefix_fanout = f"/{db}."
-        elif isinstance(fanout_prefix, str):
-            keyprefix_fanout = fanout_prefix
-        else:
-            keyprefix_fanout = ""
-        base = f"{self.settings.global_keyprefix}{keyprefix_fanout}{self.settings.event_exchange}"
+        base = self._keys.fanout_channel(self._keys.event_exchange, db, opts.get("fanout_prefix", True))
         escaped = "".join("\\" + c if c in "*?[]\\" else c for c in base)
         return escaped + ("/*" if opts.get("fanout_patterns", True) else "")
 
