@@ -18,14 +18,20 @@ from taskdash.cli import EXIT_FOUND, EXIT_UNREACHABLE, common_options, fail, han
               help="Seconds after which a running task counts as long (prefetch rule).")
 @click.option("--max-clock-skew", "max_skew", type=float, default=2.0, show_default=True,
               help="Tolerated difference between a worker's clock and Redis' clock (seconds).")
+@click.option("--observe", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to watch the workers first (heartbeats, inspect, queue depths) to decide their "
+                   "liveness, for the ghost-worker rule (a worker heartbeating but not consuming); 40 s "
+                   "applies the dashboard's 30-s ghost threshold, shorter watches 3/4 of their length. "
+                   "0: skip the rule.")
 @click.pass_context
 @handle_errors
 def lint_cmd(ctx: click.Context, as_json: bool, timeout: float | None, long_task: float, max_skew: float,
-             **opts: Any) -> None:
+             observe: float, **opts: Any) -> None:
     """Warn about settings that cause duplicate runs and redelivery loops (exit 3 on a warning).
 
     Reads the broker transport options, the -A app's settings, and `inspect stats/conf/registered/
-    active/scheduled` plus heartbeat clocks from live workers (one window, read-only).
+    active/scheduled` plus heartbeat clocks from live workers (one window, read-only). With --observe,
+    first watches the workers that long and warns about ghosts (heartbeating, answering, not consuming).
     """
     from collectors.analysis.lint import RULES, dumps, run_lint
     from collectors.core.config import redis_client
@@ -37,7 +43,8 @@ def lint_cmd(ctx: click.Context, as_json: bool, timeout: float | None, long_task
         from collectors.collector import describe_error
 
         fail(f"broker {settings.broker_masked} unreachable: {describe_error(exc, settings)}", EXIT_UNREACHABLE)
-    report = run_lint(settings, timeout=timeout, long_task_s=long_task, max_clock_skew_s=max_skew)
+    report = run_lint(settings, timeout=timeout, long_task_s=long_task, max_clock_skew_s=max_skew,
+                      observe=observe)
     if as_json:
         click.echo(dumps(report))
     else:

@@ -88,7 +88,11 @@ def _rules(report: LintReport, subject: str | None = None) -> set[str]:
     return {f.rule for f in report.findings if f.severity == "warning" and (subject is None or f.subject == subject)}
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
+OBSERVED = {"ghost-worker"}
+"""Rules on liveness watched over time (``--observe``), not on configuration: tests/test_lint_ghost.py."""
+
+
+@pytest.mark.parametrize("rule", sorted(set(RULES) - OBSERVED))
 def test_rule_fires_on_misconfigured_worker(reports: Reports, rule: str) -> None:
     found = [f for f in reports.bad.findings if f.rule == rule]
     assert found, f"{rule} not reported; got {[f.rule for f in reports.bad.findings]}"

@@ -518,7 +518,9 @@ class TaskDashApp(App[int]):
         from collectors.analysis.lint import run_lint
         from tui.screens.lint import LintScreen
 
-        self.push_screen(LintScreen(partial(run_lint, self.settings)))
+        snap = self.snapshot  # the ghost rule reads the liveness the collector has been deciding all along
+        workers = snap.workers if snap is not None and any(w.liveness for w in snap.workers) else None
+        self.push_screen(LintScreen(partial(run_lint, self.settings, workers=workers)))
 
     def action_crash(self, hostname: str = "") -> None:
         """``:crash [HOST]`` / ``T`` on a worker: the crash-forensics timeline (one worker or all)."""

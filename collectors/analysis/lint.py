@@ -24,6 +24,13 @@ with a one-line reason and the fix. Rules (docs/redis-layout.md#restore-sweep-an
   so restores come early (duplicates) or late.
 - ``visibility-timeout-mismatch``: workers (or the app) use different visibility timeouts -> the
   smallest one wins for every queue.
+- ``ghost-worker`` (issue 12): a worker whose liveness is ``ghost`` — heartbeating and answering inspect,
+  but not consuming a queue it consumes (a backlog there while its processed count stays flat with free
+  slots; the known "stops consuming after a Redis reconnect" failure) -> its queue backs up while every
+  monitor calls it healthy. Liveness needs watching over time, not one window: the rule reads the
+  workers' decided liveness (``workers_liveness``: the dashboard's last refresh for ``:lint``), or
+  ``run_lint(observe=SECONDS)`` (``taskdash lint --observe``) watches heartbeats, inspect and queue depths
+  that long first and decides it the way the collector does (collectors/analysis/liveness.py).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import Any, Literal
 
 from collectors.core.config import DEFAULT_VISIBILITY_TIMEOUT, Settings, mask_text, redis_client
 from collectors.core.messages import eta_timestamp
+from collectors.core.models import WorkerInfo
 from collectors.keyspace.keys import KeyLayout
 from collectors.reads.workers import WorkerMonitor, decode_event_message
 
@@ -58,6 +66,7 @@ RULES: dict[str, str] = {
     "results-never-expire": "results never expire",
     "clock-skew": "worker clock far from Redis' clock",
     "visibility-timeout-mismatch": "visibility_timeout differs between workers/app",
+    "ghost-worker": "worker heartbeating and answering but not consuming (ghost)",
 }
 """Rule id -> short title (for ``taskdash lint --help`` and the ``:lint`` view)."""
 
@@ -77,6 +86,16 @@ LINT_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 HEARTBEAT_WAIT_S = 2.6
 """Longest wait for one heartbeat of every worker (they come every 2 s by default)."""
+OBSERVE_SAMPLE_S = 1.0
+"""Queue depths are sampled this often while ``observe`` watches (the ghost rule's backlog clock)."""
+
+
+def observe_ghost_after(observe: float) -> float:
+    """The ghost threshold of an ``observe``-second watch: 3/4 of it (a backlog and a flat processed count
+    must both have lasted that long), at most the dashboard's ``GHOST_AFTER_S`` (reached with 40 s)."""
+    from collectors.analysis.liveness import GHOST_AFTER_S
+
+    return min(GHOST_AFTER_S, max(3.0, 0.75 * observe))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +149,8 @@ class LintInputs:
     redis_time: float | None = None
     window_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    workers_liveness: list[WorkerInfo] = field(default_factory=list)
+    """Worker rows with their liveness decided (``observe`` > 0, or given): the ghost rule's input."""
 
     @property
     def hostnames(self) -> list[str]:
@@ -244,8 +265,56 @@ def _names(items: Iterable[str], limit: int = 3) -> str:
 
 
 # ---- gathering -------------------------------------------------------------------------------------
+def observe_liveness(settings: Settings, monitor: WorkerMonitor, seconds: float
+                     ) -> tuple[list[WorkerInfo], list[str]]:
+    """Watch the workers ``seconds`` (the monitor's heartbeats, inspect windows and connection probes, and
+    the queue depths every OBSERVE_SAMPLE_S) and decide their liveness as the collector does, with the
+    ghost threshold ``observe_ghost_after(seconds)``. Returns (worker rows, problems); never raises."""
+    from collectors.analysis.liveness import BacklogClock, annotate_workers, decide_all
+    from collectors.reads.broker import BrokerReader
+
+    errors: list[str] = []
+    client = None
+    try:
+        client = redis_client(settings.broker_url, settings)
+        reader = BrokerReader(settings, client)
+        clock = BacklogClock()
+        backlog: Mapping[str, float] = {}
+        monitor.start()
+        deadline = time.monotonic() + seconds
+        while True:
+            now = time.time()
+            wv = monitor.view(now)
+            try:
+                bv = reader.read(now=now, worker_queues=wv.worker_queues, claims=None,
+                                 inspected_at=wv.inspected_at)
+                backlog = clock.observe(bv.queues, now)
+            except Exception as exc:  # noqa: BLE001 - the backlog clock restarts; reported once
+                msg = f"queue depths: {mask_text(f'{type(exc).__name__}: {exc}', settings.broker_url)}"
+                if msg not in errors:
+                    errors.append(msg)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(OBSERVE_SAMPLE_S, left))
+        now = time.time()
+        wv = monitor.view(now)
+        s = settings
+        decided = decide_all(wv.incarnations, now, visibility_timeout=s.visibility_timeout,
+                             reply_fresh_s=2 * s.inspect_interval + s.inspect_timeout + 1.0,
+                             backlog_since=backlog, ghost_after=observe_ghost_after(seconds))
+        return list(annotate_workers(wv.workers, decided)), errors
+    except Exception as exc:  # noqa: BLE001 - the config rules still run
+        errors.append(f"liveness: {mask_text(f'{type(exc).__name__}: {exc}', settings.broker_url)}")
+        return [], errors
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
 def gather(settings: Settings, monitor: WorkerMonitor | None = None, *, timeout: float | None = None,
-           heartbeat_wait: float = HEARTBEAT_WAIT_S) -> LintInputs:
+           heartbeat_wait: float = HEARTBEAT_WAIT_S, observe: float = 0.0) -> LintInputs:
     """Read workers' stats/conf/registered/active/scheduled and clocks in one window; never raises.
 
     Args:
@@ -255,10 +324,21 @@ def gather(settings: Settings, monitor: WorkerMonitor | None = None, *, timeout:
         timeout: inspect window (default ``settings.inspect_timeout``); the window also waits up to
             ``heartbeat_wait`` seconds for one heartbeat of every worker that answered.
         heartbeat_wait: longest wait for heartbeats (0 skips the clock check).
+        observe: seconds to watch the workers first for their liveness (``observe_liveness``; the ghost
+            rule), 0 to skip.
     """
     inputs = LintInputs()
     own = monitor is None
     mon = monitor or WorkerMonitor(settings)
+    if observe > 0:
+        try:
+            inputs.workers_liveness, problems = observe_liveness(settings, mon, observe)
+            inputs.errors.extend(problems)
+        except BaseException:
+            if own:
+                with contextlib.suppress(Exception):
+                    mon.stop()
+            raise
     hb: dict[str, tuple[float, float]] = {}
     """hostname -> (worker timestamp, local receive time)."""
     events_from: set[str] = set()
@@ -517,6 +597,7 @@ def lint(
     task_events_from: Iterable[str] = (),
     long_task_s: float = 60.0,
     max_clock_skew_s: float = 2.0,
+    workers_liveness: Iterable[WorkerInfo] = (),
 ) -> list[Finding]:
     """Findings for the given configuration and observations (pure; no I/O).
 
@@ -537,6 +618,7 @@ def lint(
         task_events_from: workers seen sending task events.
         long_task_s: a task running this long counts as "long" for the prefetch rule.
         max_clock_skew_s: tolerated clock difference between a worker and Redis.
+        workers_liveness: worker rows with their liveness decided by evidence (the ghost rule).
     """
     stats = {h: dict(v) for h, v in (workers_stats or {}).items()}
     confs = {h: dict(v) for h, v in (workers_conf or {}).items()}
@@ -714,6 +796,25 @@ def lint(
                 "task-events-off", "info",
                 "app: worker_send_task_events is off (workers started with -E still send events)",
                 "start workers with -E (or set worker_send_task_events=True)", subject="app"))
+    # -- ghost-worker (issue 12): liveness decided by evidence over time, never a reason to requeue
+    for w in workers_liveness:
+        if w.liveness != "ghost":
+            continue
+        from collectors.analysis.liveness import ghost_queue
+
+        queue = ghost_queue(w.liveness_evidence)
+        since = (f" (since {time.strftime('%H:%M:%S', time.localtime(w.liveness_since))})"
+                 if w.liveness_since is not None else "")
+        findings.append(Finding(
+            "ghost-worker", "warning",
+            f"{w.hostname} is a ghost: it heartbeats and answers inspect but does not consume — "
+            f"{w.liveness_evidence or 'no evidence recorded'}{since}. Its queue backs up while it looks "
+            "healthy (the known 'stops consuming after a Redis reconnect' failure); its unacked messages are "
+            "not orphaned (it is alive)",
+            f"restart the worker (a warm shutdown, then start it again); or make it consume again: "
+            f"taskdash worker add-consumer {queue or 'QUEUE'} -d {w.hostname} --yes",
+            subject=w.hostname,
+        ))
     if not hosts:
         findings.append(Finding(
             "no-workers", "info", "no worker answered inspect: only the app/transport settings were checked",
@@ -733,20 +834,28 @@ def _unbounded(attrs: Mapping[str, str]) -> bool:
 
 def run_lint(settings: Settings, app: Any | None = None, monitor: WorkerMonitor | None = None, *,
              timeout: float | None = None, long_task_s: float = 60.0,
-             max_clock_skew_s: float = 2.0) -> LintReport:
-    """``gather`` + ``lint``: what ``taskdash lint`` and the ``:lint`` view run (blocking, ~1-3 s)."""
+             max_clock_skew_s: float = 2.0, observe: float = 0.0,
+             workers: Iterable[WorkerInfo] | None = None) -> LintReport:
+    """``gather`` + ``lint``: what ``taskdash lint`` and the ``:lint`` view run (blocking, ~1-3 s, plus
+    ``observe`` seconds of watching for the ghost rule).
+
+    ``workers``: rows whose liveness is already decided (the dashboard's last refresh); used for the ghost
+    rule instead of watching (``observe`` is then ignored).
+    """
     if app is None and settings.app:
         from collectors.core.config import load_app
 
         app = load_app(settings.app)
-    inputs = gather(settings, monitor, timeout=timeout)
+    inputs = gather(settings, monitor, timeout=timeout, observe=0.0 if workers is not None else observe)
+    if workers is not None:
+        inputs.workers_liveness = list(workers)
     findings = lint(
         settings, app, inputs.workers_stats, inputs.workers_conf, inputs.observed_runtimes,
         inputs.redis_time, workers_tasks=inputs.workers_tasks, worker_runtimes=inputs.worker_runtimes,
         queue_runtimes=inputs.queue_runtimes, workers_queues=inputs.workers_queues,
         scheduled=inputs.scheduled, worker_clocks=inputs.worker_clocks,
         task_events_from=inputs.task_events_from, long_task_s=long_task_s,
-        max_clock_skew_s=max_clock_skew_s,
+        max_clock_skew_s=max_clock_skew_s, workers_liveness=inputs.workers_liveness,
     )
     order = {"warning": 0, "info": 1}
     findings.sort(key=lambda f: (order.get(f.severity, 2), f.rule, f.subject or ""))
