@@ -200,6 +200,8 @@ class Collector:
             self._workers.inspect_now()
         except Exception as exc:  # noqa: BLE001 - reported through the workers view
             log.debug("initial inspect failed: %s", exc)
+        # ...and which connections are still there (the evidence an unclaimed entry needs to be orphaned).
+        self._workers.probe_connections()
         if self._background:
             self._workers.start()
 
@@ -268,6 +270,8 @@ class Collector:
                 self._workers.inspect_now()
             except Exception:  # noqa: BLE001
                 log.debug("on-demand inspect failed", exc_info=True)
+        if not self._background and self._workers.probe_due(time.time()):
+            self._workers.probe_connections()  # no probe thread: probe here when one is due
         now = time.time()
         errors: list[SourceError] = []
 

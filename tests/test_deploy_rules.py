@@ -302,14 +302,14 @@ def _scrape(url: str) -> str:
         return resp.read().decode("utf-8")
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, msg: str) -> Any:
+def wait_for(pred: Callable[[], Any], timeout: float, msg: str | Callable[[], str]) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s: {msg}")
+    raise AssertionError(f"timed out after {timeout}s: {msg() if callable(msg) else msg}")
 
 
 def _facts_scrape(text: str) -> dict[str, Any]:
@@ -387,16 +387,23 @@ def test_live_scrape_has_every_metric_and_promtool_agrees_with_watch(
         victim.kill9()
         looper.kill9()
 
+        last: list[Any] = [None]
+
         def settled() -> tuple[str, Snapshot, RedisHealth] | None:
             col.inspect_soon()
             snap = col.collect()
             text = _scrape(url)
             a, b = _facts_scrape(text), _facts_snapshot(snap)
+            last[0] = ({k: (a[k], b[k]) for k in a if a[k] != b[k]} or a,
+                       [(e.task, e.state, e.possible_holders, e.state_reason) for e in snap.unacked],
+                       [(w.hostname, w.liveness, w.liveness_evidence) for w in snap.workers],
+                       [(c.get("name"), c.get("age"), c.get("cmd"), c.get("laddr"), c.get("addr")) for c in r.client_list()])
             if a != b or a["orphaned"] < 2 or a["workers"].get("victim@deploy", True) or not a["complete"]:
                 return None
             return text, snap, redis_health(r)
 
-        text, snap, health = wait_for(settled, 120, "metrics process and collector agree on a settled state")
+        text, snap, health = wait_for(settled, 120, lambda: "metrics process and collector agree on a settled "
+                                      f"state (last: {last[0]})")
     finally:
         col.close()
         metrics.send_signal(signal.SIGTERM)

@@ -575,6 +575,9 @@ def redis_client(url: str, settings: Settings | None = None, *, db_default: int 
         # them back to the same bytes instead of failing.
         "encoding_errors": "surrogateescape",
     }
+    packer = _surrogate_safe_packer()
+    if packer is not None:
+        opts["command_packer"] = packer
     first = url.split(";")[0]
     scheme = first.split("://", 1)[0].lower()
     if settings is not None and scheme == "rediss":
@@ -591,6 +594,80 @@ def redis_client(url: str, settings: Settings | None = None, *, db_default: int 
         return redis.Redis.from_url(url, **opts)
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {mask_url(url)!r}: {exc}") from exc
+
+
+OWN_NAME = "taskdash-monitor"
+"""The client name of taskdash's long-lived connections (subscriptions, probes): the liveness probe's
+CLIENT LIST skips them, so another taskdash process's connections are never taken for a worker's."""
+
+_NAME_REFUSED: set[str] = set()
+
+
+def own_client(url: str, settings: Settings | None = None) -> Any:
+    """A client for ``url`` whose connections are named :data:`OWN_NAME`; unnamed where CLIENT SETNAME is
+    refused (a least-privilege user), remembered per URL so the refusal costs one round trip."""
+    import redis
+
+    if url in _NAME_REFUSED:
+        return redis_client(url, settings)
+    client = redis_client(url, settings, client_name=OWN_NAME)
+    try:
+        client.ping()
+    except redis.ResponseError as exc:
+        text = str(exc).lower()
+        if not (isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in text
+                or "no permissions" in text or "unknown command" in text):
+            raise
+        _NAME_REFUSED.add(url)
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
+        return redis_client(url, settings)
+    return client
+
+
+class _SurrogateEscapePacker:
+    """hiredis' command packer with ``str`` arguments encoded the way the client's ``encoding_errors`` says.
+
+    With hiredis installed redis-py (>= 4.5) packs commands with ``hiredis.pack_command``, which encodes
+    ``str`` arguments strictly and ignores ``encoding_errors``: a key name read back with undecodable bytes
+    kept as surrogates (``b"bin\\xff"`` -> ``"bin\\udcff"``) then fails with UnicodeEncodeError instead of
+    addressing the key it came from. Encoding them here first (``surrogateescape``, as the Python packer
+    does) keeps hiredis' speed and the same bytes on the wire.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def pack(self, *args: Any) -> Any:
+        return self._inner.pack(*(
+            a.encode("utf-8", "surrogateescape") if isinstance(a, str) else a for a in args))
+
+
+_PACKER: list[Any] = []
+
+
+def _surrogate_safe_packer() -> Any:
+    """A shared :class:`_SurrogateEscapePacker` when redis-py would pack with hiredis, else None (the
+    Python packer already uses the client's encoder, ``encoding_errors`` included)."""
+    if not _PACKER:
+        packer = None
+        try:
+            import inspect
+
+            import redis.connection as rc
+
+            if (getattr(rc, "HIREDIS_AVAILABLE", False) and hasattr(rc, "HiredisRespSerializer")
+                    and "command_packer" in inspect.signature(
+                        getattr(rc, "AbstractConnection", rc.Connection).__init__).parameters):
+                packer = _SurrogateEscapePacker(rc.HiredisRespSerializer())
+        except (ImportError, AttributeError, TypeError, ValueError):
+            packer = None
+        _PACKER.append(packer)
+    return _PACKER[0]
 
 
 def _sentinel_client(url: str, settings: Settings | None, opts: dict[str, Any]) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from collectors.core.config import Settings, mask_text, redis_client
+from collectors.core.config import Settings, mask_text, own_client
 from collectors.keyspace.keys import KeyLayout
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class ResultStream:
         while not self._stop.is_set():
             client = pubsub = None
             try:
-                client = redis_client(s.effective_backend_url, s)
+                client = own_client(s.effective_backend_url, s)  # named: not a worker's in CLIENT LIST
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(self.layout.result_pattern)
                 self.error = None

@@ -54,7 +54,7 @@ from typing import Any
 
 import redis
 
-from collectors.core.config import Settings, mask_text, redis_client
+from collectors.core.config import Settings, mask_text, own_client, redis_client
 from collectors.core.messages import eta_timestamp
 from collectors.core.models import TaskFailure, TaskStats
 from collectors.keyspace.keys import KeyLayout
@@ -711,7 +711,8 @@ class ResultsMonitor:
         while not self._stop.is_set():
             pubsub = None
             try:
-                client = redis_client(self.settings.effective_backend_url, self.settings) \
+                # named: another taskdash's liveness probe must not take this subscription for a worker's
+                client = own_client(self.settings.effective_backend_url, self.settings) \
                     if self._own_client else self.client
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(self._pattern)

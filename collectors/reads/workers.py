@@ -64,7 +64,7 @@ from typing import Any
 
 import redis
 
-from collectors.core.config import Settings, load_app, mask_text, redis_client
+from collectors.core.config import OWN_NAME, Settings, load_app, mask_text, own_client, redis_client
 from collectors.core.models import TaskRef, WorkerInfo
 from collectors.keyspace.keys import KeyLayout
 
@@ -101,8 +101,6 @@ PROBE_MIN_INTERVAL = 1.0
 """Connection probes run at most this often (only while some worker is silent; else per inspect interval)."""
 PROBE_TAG = "taskdash-liveness-probe"
 """Destination of the no-op pidbox message whose PUBLISH reply counts the pidbox subscribers."""
-OWN_NAME = "taskdash-monitor"
-"""CLIENT SETNAME of taskdash's event subscriber connections (where permitted)."""
 MAX_PAST = 4
 """Past incarnations (restarted processes) remembered per hostname."""
 _POOL_ALIASES = {"thread": "threads"}
@@ -509,7 +507,6 @@ class WorkerMonitor:
         self._pub_base: tuple[int, frozenset[str]] | None = None
         self._conn_born: dict[str, tuple[float, float]] = {}
         self._unknown_workers: int | None = None
-        self._name_refused = False
         """CLIENT LIST id -> (earliest, latest) creation time seen for it."""
         self._pubsub: Any = None
         self._own_clients: list[Any] = []
@@ -875,21 +872,8 @@ class WorkerMonitor:
         )
 
     def _named_client(self) -> Any:
-        """A client whose connections are named ``OWN_NAME`` (so other taskdash processes' event subscriptions
-        are not taken for unseen workers in CLIENT LIST); unnamed where CLIENT SETNAME is refused."""
-        if self._name_refused:
-            return redis_client(self.settings.broker_url, self.settings)
-        client = redis_client(self.settings.broker_url, self.settings, client_name=OWN_NAME)
-        try:
-            client.ping()
-        except redis.ResponseError as exc:
-            if not _is_noperm(exc):
-                raise
-            self._name_refused = True
-            with contextlib.suppress(Exception):
-                client.close()
-            return redis_client(self.settings.broker_url, self.settings)
-        return client
+        """A client whose connections are named ``OWN_NAME`` (see :func:`own_client`)."""
+        return own_client(self.settings.broker_url, self.settings)
 
     def register_own_client(self, client: Any) -> None:
         """A redis-py client (or PubSub, or a callable returning one) of taskdash's: never a worker's."""
@@ -934,7 +918,8 @@ class WorkerMonitor:
                            "delivery_tag": str(uuid.uuid4())},
         })
 
-    def _probe_due(self, now: float) -> bool:
+    def probe_due(self, now: float) -> bool:
+        """Whether a connection probe is due (the probe thread's test; also for a thread-less collector)."""
         if self._last_probe is None or now - self._last_probe >= max(self.settings.inspect_interval, 1.0):
             return True
         if now - self._last_probe < PROBE_MIN_INTERVAL:
@@ -947,7 +932,7 @@ class WorkerMonitor:
     def _run_probe(self) -> None:
         while not self._stop.wait(0.25):
             now = time.time()
-            if self._probe_mode == "none" or not self._probe_due(now):
+            if self._probe_mode == "none" or not self.probe_due(now):
                 continue
             self.probe_connections(now)
 

@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "taskdash_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-UNACKED_STATES: tuple[str, ...] = ("active", "reserved", "scheduled", "orphaned", "unknown")
+UNACKED_STATES: tuple[str, ...] = ("active", "reserved", "scheduled", "held-by-silent", "may-be-held", "orphaned",
+                                   "unknown")
 
 
 def _escape(value: str) -> str:
