@@ -117,9 +117,21 @@ def requeue_cmd(ctx: click.Context, tags: tuple[str, ...], task_ids: tuple[str, 
     _refuse_read_only(actions, "requeue")
     broker = actions.settings.broker_masked
     if orphaned:
-        found = _guarded(actions, lambda: actions.orphaned(older_than=older_than, live=None if not force else set()))
+        # Said at once: the liveness guard asks the workers (one inspect window) and then watches
+        # them for up to OBSERVE_S seconds before anything can be called orphaned (silent is not dead).
+        from collectors.writes.requeue import OBSERVE_S
+
+        _guarded(actions, actions.client.ping)  # an unreachable broker: its one line, nothing before it
+        click.echo(f"taskdash: asking the workers what they hold, then watching them up to {OBSERVE_S:g} s "
+                   "for liveness evidence (heartbeats, replies, connections)…", err=True)
+        found, census = _guarded(actions, lambda: actions.orphan_census(older_than=older_than,
+                                                                        live=None if not force else set()))
+        watch = actions.last_watch
+        if watch is not None:
+            click.echo(f"taskdash: watched {watch[0]:.1f} s ({watch[1]})", err=True)
         if not found:
-            click.echo("no orphaned unacked messages")
+            held = actions.not_requeued_summary(census)
+            _echo("no orphaned unacked messages" + (f"; {held}" if held else ""))
             sys.exit(EXIT_REFUSED)
         by_queue = Counter(q or "?" for _t, _s, _id, q in found)
         what = ", ".join(f"{q}: {n}" for q, n in sorted(by_queue.items()))

@@ -17,6 +17,7 @@ here for ``observe_s`` seconds (heartbeats, one inspect window, connection probe
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 import weakref
@@ -43,7 +44,17 @@ from collectors.writes.base import (
 from collectors.writes.lookup import LedgerLookup
 
 OBSERVE_S = 6.0
-"""How long a write without a collector's evidence watches the workers first (3 heartbeat periods)."""
+"""How long a write without a collector's evidence watches the workers first (3 heartbeat periods),
+at most: the watch ends early once no entry it could requeue is left undecided (see ``_liveness``)."""
+WATCH_STEP_S = 0.2
+"""How often the watch re-decides whether it has seen enough."""
+CENSUS_CAP = BATCH
+"""An early end of the watch is only considered when the candidate entries fit in one page."""
+SETTLED_STATES = frozenset({"active", "reserved", "scheduled", "may-be-held"})
+"""States that more watching can never turn into ``orphaned`` except by a worker dying meanwhile: a
+responding worker reports the entry, or every possible holder is responding (no silent, no unknown)."""
+
+_SILENT_WHO_RE = re.compile(r"may be held by silent (.+?) \(not proven dead\)")
 
 
 class RequeueWrites(LedgerLookup):
@@ -53,17 +64,82 @@ class RequeueWrites(LedgerLookup):
     """The liveness evidence to classify with (e.g. ``Collector.liveness``); None: observe here."""
     observe_s: float = OBSERVE_S
 
-    def _liveness(self) -> LivenessView:
+    def _liveness(self, settled: Callable[[LivenessView], str | None] | None = None) -> LivenessView:
+        """The liveness evidence: the collector's (``evidence``), else this object's own WorkerMonitor,
+        which watches the workers for up to ``observe_s`` seconds the first time.
+
+        The watch ends early only when ``settled(view)`` says (with a reason) that nothing it could
+        requeue is left to decide: every candidate entry is reported by a responding worker or may be held by responding
+        workers only. More watching could then only make an entry orphaned by a worker dying during
+        the watch; it never makes a silent worker dead sooner (silent is not dead), so an entry whose
+        possible holder is silent, unknown or already looks dead is always watched the full time.
+        ``last_watch`` says how long it watched and why it stopped.
+        """
         if self.evidence is not None:
             return self.evidence()
         mon = self.__dict__.get("_own_monitor")
         if mon is None:  # watch the workers from now on (daemon threads), and once for observe_s first
             mon = self.__dict__["_own_monitor"] = WorkerMonitor(self.settings)
             weakref.finalize(self, mon.stop)  # its threads and connections end with this object
+            t0 = time.monotonic()
             mon.start()
-            time.sleep(self.observe_s)
+            deadline = t0 + self.observe_s
+            why = f"watched the full {self.observe_s:g} s"
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if settled is not None:
+                    now = time.time()
+                    reason = settled(liveness_view(mon.view(now), now, self.settings))
+                    if reason:
+                        why = f"stopped early: {reason}"
+                        break
+                time.sleep(min(WATCH_STEP_S, left))
+            self.__dict__["last_watch"] = (time.monotonic() - t0, why)
         now = time.time()
         return liveness_view(mon.view(now), now, self.settings)
+
+    @property
+    def last_watch(self) -> tuple[float, str] | None:
+        """(seconds, why it stopped) of this object's liveness watch; None before one (or with evidence)."""
+        return self.__dict__.get("last_watch")
+
+    def _candidates(self, cutoff: float, live: set[str]) -> list[_Entry] | None:
+        """The ledger entries ``requeue --orphaned`` would consider (older than ``cutoff``, not reported
+        live), when they fit in ``CENSUS_CAP``; None when there are more (then the watch runs in full)."""
+        out: list[_Entry] = []
+        seen = 0
+        for page in self._iter_unacked_batches(cutoff, limit=CENSUS_CAP + 1):
+            seen += len(page)
+            if seen > CENSUS_CAP:
+                return None
+            raws = self.client.hmget(self.keys.unacked, [t for t, _ in page])
+            for (tag, score), raw in zip(page, raws, strict=True):
+                entry = _parse_entry(tag, raw, score)
+                if entry is not None and not (entry.task_id and entry.task_id in live):
+                    out.append(entry)
+        return out
+
+    def _settled_for(self, cutoff: float, live: set[str]) -> Callable[[LivenessView], str | None] | None:
+        """The early end of the watch for ``requeue --orphaned``: a reason once every candidate entry is
+        reported by, or may be held by, responding workers only; None (watch in full) for a big ledger."""
+        try:
+            entries = self._candidates(cutoff, live)
+        except redis.RedisError:
+            return None
+        if entries is None:
+            return None
+        if not entries:
+            return lambda view: "no entry to decide: every one is reported by a responding worker (or none is old enough)"
+
+        def settled(view: LivenessView) -> str | None:
+            states = self._classified(entries, view)
+            if all(u.state in SETTLED_STATES for u in states.values()):
+                return f"every worker that could hold the {len(entries)} unreported entr{'y' if len(entries) == 1 else 'ies'} is responding"
+            return None
+
+        return settled
 
     def _classified(self, entries: Sequence[_Entry], view: LivenessView) -> dict[str, UnackedEntry]:
         """The liveness classification of parsed ledger entries, by tag."""
@@ -143,15 +219,85 @@ class RequeueWrites(LedgerLookup):
     @staticmethod
     def _new_stats() -> dict[str, Any]:
         return {"tags": [], "task_ids": [], "gone": [], "changed": [], "refused": [], "unroutable": [],
-                "held": [], "targets": {}}
+                "held": [], "targets": {}, "why": {}}
+
+    @staticmethod
+    def _note_why(stats: dict[str, Any], tag: str, u: UnackedEntry | None, *, live: bool = False,
+                  fresh: bool = False) -> None:
+        """Why ``tag`` was not requeued, in ``stats["why"]``: its state, the workers behind it, the reason."""
+        if fresh:
+            stats["why"][tag] = {"state": "fresh", "holders": [], "reason": "delivered while the workers were asked"}
+            return
+        state = u.state if u is not None else "unknown"
+        if live and state not in ("active", "reserved", "scheduled"):
+            state = "live"  # reported by a responding worker to live_task_ids, not in the monitor's window
+        holders: list[str] = []
+        if u is not None:
+            if state in ("active", "reserved", "scheduled"):
+                holders = [u.holder] if u.holder else []
+            elif state == "held-by-silent":
+                m = _SILENT_WHO_RE.search(u.state_reason or "")
+                holders = m.group(1).split(", ") if m else list(u.possible_holders)
+            else:
+                holders = list(u.possible_holders)
+        stats["why"][tag] = {"state": state, "holders": holders,
+                             "reason": (u.state_reason if u is not None and not live else None)
+                             or ("reported active/reserved/scheduled by a responding worker" if live else None)}
+
+    @staticmethod
+    def not_requeued_summary(stats: Mapping[str, Any]) -> str | None:
+        """"12 not requeued: 9 held by responding workers (active/reserved: w2@h), 3 may be held by silent
+        w1@h (not proven dead)" for the refused and held entries of ``stats``; None when there are none."""
+        tags = [*stats.get("refused", ()), *stats.get("held", ())]
+        if not tags:
+            return None
+        why = stats.get("why") or {}
+        groups: dict[str, dict[str, Any]] = {}
+
+        def add(key: str, label: str, states: set[str], holders: list[str]) -> None:
+            g = groups.setdefault(key, {"n": 0, "label": label, "states": set(), "holders": []})
+            g["n"] += 1
+            g["states"] |= states
+            g["holders"] += [h for h in holders if h not in g["holders"]]
+
+        for tag in tags:
+            w = why.get(tag) or {"state": "live" if tag in stats.get("refused", ()) else "unknown", "holders": []}
+            st, holders = w["state"], list(w.get("holders") or ())
+            if st in ("active", "reserved", "scheduled", "live"):
+                add("responding", "held by responding workers", {st} - {"live"}, holders)
+            elif st == "held-by-silent":
+                who = ", ".join(holders) or "a worker"
+                add(f"silent {who}", f"may be held by silent {who} (not proven dead)", set(), [])
+            elif st == "may-be-held":
+                who = ", ".join(holders) or "a responding worker"
+                add(f"unreported {who}", f"may be held unreported by responding {who} (prefetch, rate limit)",
+                    set(), [])
+            elif st == "fresh":
+                add("fresh", "delivered while the workers were asked", set(), [])
+            elif st == "unknown":
+                add("unknown", "may be held by a worker taskdash has not seen (no proof its holder is gone)",
+                    set(), [])
+            else:
+                add(st, st, set(), [])
+        parts = []
+        for g in groups.values():
+            text = f"{g['n']} {g['label']}"
+            if g["label"] == "held by responding workers":
+                states = "/".join(s for s in ("active", "reserved", "scheduled") if s in g["states"])
+                inner = ": ".join(x for x in (states or "reported active/reserved/scheduled",
+                                              ", ".join(g["holders"][:5])) if x)
+                text += f" ({inner})"
+            parts.append(text)
+        return f"{len(tags)} not requeued: " + ", ".join(parts)
 
     def _requeue_message(self, n: int, stats: Mapping[str, Any], what: str) -> str:
         parts = [f"requeued {n} {what}"]
         if stats["targets"]:
             parts[0] += " to " + ", ".join(sorted({self.display_key(k) for k in stats["targets"]}))
-        for key, label in (("refused", "refused (a live worker has or may have it)"),
-                           ("held", "left alone (may be held by a worker not proven dead)"),
-                           ("gone", "already acked/restored"),
+        held = self.not_requeued_summary(stats)
+        if held:
+            parts.append(held)
+        for key, label in (("gone", "already acked/restored"),
                            ("changed", "redelivered meanwhile"), ("unroutable", "without a matching queue")):
             if stats[key]:
                 parts.append(f"{len(stats[key])} {label}")
@@ -209,12 +355,14 @@ class RequeueWrites(LedgerLookup):
                         elif not force and entry.task_id and entry.task_id in live:
                             stats["refused"].append(tag)
                             refused_ids.append(entry.task_id)
+                            self._note_why(stats, tag, None, live=True)
                         elif (asked_at is not None and entry.score is not None
                               and entry.score > asked_at - FRESH_MARGIN):
                             # delivered while (or after) the workers were asked: their answer cannot
                             # tell whether a live worker holds it
                             stats["refused"].append(tag)
                             refused_ids.append(entry.task_id or tag)
+                            self._note_why(stats, tag, None, fresh=True)
                         else:
                             todo.append(entry)
                     if view is not None and todo:
@@ -224,6 +372,7 @@ class RequeueWrites(LedgerLookup):
                             if states[e.tag].state != "orphaned":
                                 stats["held"].append(e.tag)
                                 u = states[e.tag]
+                                self._note_why(stats, e.tag, u)
                                 held_why.append(f"{e.task_id or e.tag} is {u.state}: {u.state_reason}")
                         todo = keep
                     moved += self._requeue_entries(todo, stats)
@@ -243,6 +392,14 @@ class RequeueWrites(LedgerLookup):
                  limit: int | None = None) -> list[tuple[str, float, str | None, str | None]]:
         """Orphaned unacked entries (every possible holder proven dead), older than the grace:
         (tag, score, task_id, queue)."""
+        return self.orphan_census(older_than=older_than, live=live, limit=limit)[0]
+
+    def orphan_census(self, *, older_than: float | None = None, live: set[str] | None = None,
+                      limit: int | None = None
+                      ) -> tuple[list[tuple[str, float, str | None, str | None]], dict[str, Any]]:
+        """``orphaned`` plus why the other entries older than the grace are not orphaned: a stats dict
+        with ``refused`` (reported by a responding worker), ``held`` and ``why`` (see
+        ``not_requeued_summary``)."""
         self._check_reachable("orphaned")
         t0 = time.time()
         if live is None:
@@ -251,7 +408,8 @@ class RequeueWrites(LedgerLookup):
                 raise ActionError("cannot ask the workers what they are running (no reply to inspect)")
         cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
         out: list[tuple[str, float, str | None, str | None]] = []
-        view = self._liveness()
+        stats = self._new_stats()
+        view = self._liveness(self._settled_for(cutoff, live) if self.evidence is None else None)
         with self._errors("orphaned"):
             for page in self._iter_unacked_batches(cutoff, limit=limit):
                 tags = [t for t, _ in page]
@@ -260,11 +418,18 @@ class RequeueWrites(LedgerLookup):
                                       for (tag, score), raw in zip(page, raws, strict=True)) if e is not None]
                 states = self._classified(parsed, view)
                 for entry in parsed:
-                    if (entry.task_id and entry.task_id in live) or states[entry.tag].state != "orphaned":
+                    u = states[entry.tag]
+                    if entry.task_id and entry.task_id in live:
+                        stats["refused"].append(entry.tag)
+                        self._note_why(stats, entry.tag, u, live=True)
+                        continue
+                    if u.state != "orphaned":
+                        stats["held"].append(entry.tag)
+                        self._note_why(stats, entry.tag, u)
                         continue
                     queues = self._queues_for(entry.exchange, entry.routing_key)
                     out.append((entry.tag, entry.score or 0.0, entry.task_id, queues[0] if queues else None))
-        return out
+        return out, stats
 
     def requeue_orphaned(self, *, older_than: float | None = None, force: bool = False) -> ActionResult:
         """Requeue every orphaned unacked message (every possible holder proven dead, older than a grace).
@@ -289,7 +454,8 @@ class RequeueWrites(LedgerLookup):
                                   "(no reply to inspect); use force to requeue anyway")
             live = set()
         cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
-        view = self._liveness()  # force never makes a message that may be held orphaned
+        # force never makes a message that may be held orphaned
+        view = self._liveness(self._settled_for(cutoff, live) if self.evidence is None else None)
         stats = self._new_stats()
         moved = 0
         with self._errors("requeue"):
@@ -297,6 +463,7 @@ class RequeueWrites(LedgerLookup):
                 with self._sweep_mutex(force):
                     raws = self.client.hmget(self.keys.unacked, [t for t, _ in page])
                     todo: list[_Entry] = []
+                    live_entries: list[_Entry] = []
                     for (tag, score), raw in zip(page, raws, strict=True):
                         entry = _parse_entry(tag, raw, score)
                         if entry is None:
@@ -306,10 +473,16 @@ class RequeueWrites(LedgerLookup):
                                 stats["unroutable"].append(tag)
                         elif entry.task_id and entry.task_id in live:
                             stats["refused"].append(tag)
+                            live_entries.append(entry)
                         else:
                             todo.append(entry)
-                    states = self._classified(todo, view)
-                    stats["held"].extend(e.tag for e in todo if states[e.tag].state != "orphaned")
+                    states = self._classified([*todo, *live_entries], view)
+                    for e in live_entries:
+                        self._note_why(stats, e.tag, states[e.tag], live=True)
+                    for e in todo:
+                        if states[e.tag].state != "orphaned":
+                            stats["held"].append(e.tag)
+                            self._note_why(stats, e.tag, states[e.tag])
                     todo = [e for e in todo if states[e.tag].state == "orphaned"]
                     moved += self._requeue_entries(todo, stats)
         msg = self._requeue_message(moved, stats, "orphaned message(s)")
