@@ -288,21 +288,49 @@ def show_cmd(ctx: click.Context, host: str, as_json: bool, observe: float, **opt
         fail(f"worker {host} did not reply", EXIT_REFUSED)
 
 
+def hit_lines(hit: Any) -> tuple[str, list[str]]:
+    """One terminal-safe line for a search hit (its exception reduced to ``Type: message``) and the
+    traceback lines it had (empty when none)."""
+    import dataclasses
+
+    from collectors.core.messages import printable
+
+    tb: list[str] = []
+    exc = hit.exception
+    if exc and "\n" in exc:
+        lines = [ln for ln in exc.splitlines() if ln.strip()]
+        tb_at = next((i for i, ln in enumerate(lines) if ln.startswith("Traceback")), None)
+        if tb_at is not None:
+            tb = [printable(ln) for ln in lines[tb_at:]]
+            head = lines[:tb_at]
+            exc = head[0] if head else (lines[-1] if len(lines) > tb_at + 1 else None)
+        else:
+            exc = lines[0] if lines else None
+        hit = dataclasses.replace(hit, exception=exc)
+    line = printable(hit.line()).replace("\r", "\\r").replace("\n", "\\n")
+    return line, tb
+
+
 @click.command("search")
 @click.argument("query", nargs=-1, required=True)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Matches at most.")
 @click.option("--scan-budget", type=click.IntRange(min=1), default=200_000, show_default=True,
               help="Result-backend keys looked at at most.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object with every match.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every match (tracebacks included).")
+@click.option("--traceback", "full_traceback", is_flag=True,
+              help="Print each failure's stored traceback under its line (default: one line per match, "
+                   "the exception only).")
 @common_options
 @click.pass_context
 @handle_errors
 def search_cmd(ctx: click.Context, query: tuple[str, ...], limit: int, scan_budget: int, as_json: bool,
-               **opts: Any) -> None:
+               full_traceback: bool, **opts: Any) -> None:
     """Search tasks: result backend (result_extended), unacked and queued messages.
 
     QUERY: free words match name, id, args/kwargs, state, worker, exception; field:value filters
-    (name: id: state: worker: queue: exc: args:), "quoted phrases", -negation. Exit 0 when found, 1 when not.
+    (name: id: state: worker: queue: exc: args:), "quoted phrases", -negation. One line per match (the
+    exception, not its traceback: --traceback adds it). Exit 0 when found, 1 when not, 2 unreachable,
+    64 for a bad query.
     """
     from collectors.reads.search import SEARCH_HELP, SearchError, parse_query, search_all
 
@@ -327,8 +355,16 @@ def search_cmd(ctx: click.Context, query: tuple[str, ...], limit: int, scan_budg
     if as_json:
         click.echo(json.dumps(out.to_json(), default=str))
     else:
+        with_tb = 0
         for hit in out.hits:
-            click.echo(hit.line())
+            line, tb = hit_lines(hit)
+            click.echo(line)
+            if tb:
+                with_tb += 1
+                if full_traceback:
+                    click.echo("\n".join(f"    {ln}" for ln in tb))
+        if with_tb and not full_traceback:
+            click.echo(f"{with_tb} match(es) have a stored traceback: --traceback prints them", err=True)
         click.echo(f"{len(out.hits)} match(es); {out.scanned} result key(s) scanned"
                    f"{' (budget reached, more may exist)' if out.truncated else ''}", err=True)
     sys.exit(EXIT_OK if out.hits else EXIT_REFUSED)
