@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -38,9 +40,29 @@ def _age(v: float | None) -> str:
 safe_text = printable
 """Data from Redis made safe for a terminal (see :func:`collectors.core.messages.printable`)."""
 
+POISON_OBSERVE_S = 10.0
+"""``--fail-on poison|any`` without ``--observe``: watch this long first. One refresh cannot see a loop
+(a delivery count needs successive reads); a loop that kills a pool process redelivers every second or
+two, so 10 s sees the default threshold of 3 deliveries. Slower loops need a longer --observe."""
 
-def render_tables(snap: Snapshot) -> str:
-    """The snapshot as readable plain-text tables (rich, no colour when piped)."""
+UNBOUNDED_WIDTH = 100_000
+"""Table width when stdout is no terminal and COLUMNS is unset: tables take their natural width."""
+
+
+def table_width() -> int:
+    """The width readable tables are laid out for: ``COLUMNS`` when set, else the terminal's width when
+    stdout is a terminal, else unbounded (a pipe or file gets every cell whole: nothing is cut to fit)."""
+    cols = os.environ.get("COLUMNS", "").strip()
+    if cols.isdigit() and int(cols) > 0:
+        return int(cols)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((120, 24)).columns
+    return UNBOUNDED_WIDTH
+
+
+def render_tables(snap: Snapshot, width: int | None = None) -> str:
+    """The snapshot as readable plain-text tables (rich, no colour when piped), laid out for ``width``
+    columns (default :func:`table_width`); a cell is shortened only when the table cannot fit otherwise."""
     from io import StringIO
 
     from rich.console import Console
@@ -54,7 +76,8 @@ def render_tables(snap: Snapshot) -> str:
             super().add_row(*(Text(safe_text(c)) for c in cells), **kw)
 
     buf = StringIO()
-    console = Console(file=buf, width=120, no_color=not sys.stdout.isatty(), force_terminal=False)
+    console = Console(file=buf, width=width or table_width(), no_color=not sys.stdout.isatty(),
+                      force_terminal=False)
 
     def _print(obj: object) -> None:
         if isinstance(obj, str):
@@ -150,20 +173,28 @@ def findings(snap: Snapshot, fail_on: str | None) -> list[str]:
 @click.command()
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as one JSON object (schema in the README, \"taskdash snapshot\").")
-@click.option("--observe", type=float, default=0.0, show_default=True,
-              help="Keep polling this many seconds before printing (poison detection needs history).")
+@click.option("--observe", type=click.FloatRange(min=0), default=None,
+              help="Keep polling this many seconds before printing (poison detection needs history). "
+                   f"Default 0, or {POISON_OBSERVE_S:g} with --fail-on poison/any: one refresh cannot see a "
+                   "poison loop.")
 @click.option("--poison-threshold", type=int, default=None, help="Deliveries that make a task a poison suspect (3).")
 @click.option("--fail-on", type=click.Choice(["poison", "orphans", "any"]), default=None,
-              help="Exit 3 when poison suspects / orphaned messages / any problem is found.")
+              help="Exit 3 when poison suspects / orphaned messages / any problem is found (poison and any "
+                   "observe first, see --observe).")
 @click.option("--window", type=int, default=None, help="Unacked entries to decode (oldest first, default 500).")
 @strict_option
 @enable_events_option
 @click.pass_context
 @handle_errors
-def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold: int | None,
+def snapshot(ctx: click.Context, as_json: bool, observe: float | None, poison_threshold: int | None,
              fail_on: str | None, window: int | None, strict: bool, enable_events: bool = False,
              enable_events_interval: float = 60.0, **opts: Any) -> None:
-    """Print one snapshot of queues, unacked messages, workers, task states and poison suspects."""
+    """Print one snapshot of queues, unacked messages, workers, task states and poison suspects.
+
+    Readable tables fit the terminal (COLUMNS, else its width; piped: whole cells); --json has every
+    field (schema: README section "taskdash snapshot").
+    """
+    observe = observe_for(fail_on, observe)
     settings = settings_from(ctx, poison_threshold=poison_threshold, unacked_window=window, **opts)
     from collectors.collector import Collector
 
@@ -198,6 +229,19 @@ def snapshot(ctx: click.Context, as_json: bool, observe: float, poison_threshold
     else:
         click.echo(render_tables(snap), nl=False)
     sys.exit(exit_code(snap, fail_on, strict, settings))
+
+
+def observe_for(fail_on: str | None, observe: float | None) -> float:
+    """How long to observe: ``--observe`` as given; unset, ``POISON_OBSERVE_S`` when the check asked
+    for needs poison detection, else 0. An explicit 0 with such a check warns on stderr."""
+    wants_poison = fail_on in ("poison", "any")
+    if observe is None:
+        return POISON_OBSERVE_S if wants_poison else 0.0
+    if wants_poison and observe < 2.0:
+        click.echo(f"taskdash: warning: --fail-on {fail_on} with --observe {observe:g}: a poison loop needs "
+                   f"successive reads to be seen (one refresh counts at most 2 deliveries); use --observe "
+                   f"{POISON_OBSERVE_S:g} or more, or leave --observe out", err=True)
+    return float(observe)
 
 
 def exit_code(snap: Snapshot, fail_on: str | None, strict: bool, settings: Any) -> int:
