@@ -19,6 +19,7 @@ from collectors.core.config import ConfigError, Settings, mask_url, resolve_sett
 from collectors.core.errors import (  # noqa: F401 - the exit-code table, re-exported for the cmd_* modules
     EXIT_AUTH,
     EXIT_CODES,
+    EXIT_CRITICAL,
     EXIT_FOUND,
     EXIT_OK,
     EXIT_PARTIAL,
@@ -30,6 +31,7 @@ from collectors.core.errors import (  # noqa: F401 - the exit-code table, re-exp
     RedisProblem,
     classify,
     classify_text,
+    exit_code_summary,
     user_of,
 )
 from taskdash.app_options import APP_OPTION_KEYS, app_options
@@ -225,6 +227,7 @@ class LazyGroup(click.Group):
                     raise
                 continue
             for command in getattr(mod, "COMMANDS", ()):
+                _add_exit_epilog(command)
                 self.add_command(command)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -249,6 +252,21 @@ class LazyGroup(click.Group):
         except click.UsageError as exc:
             exc.exit_code = EXIT_USAGE
             raise
+
+
+def _add_exit_epilog(command: click.Command) -> None:
+    """Every sub-command's help ends with the exit-code table in one line (the group's help explains
+    each code); a command's own epilog comes first."""
+    line = COMMAND_EXIT_EPILOG
+    if line not in (command.epilog or ""):
+        command.epilog = f"{command.epilog}\n\n{line}" if command.epilog else line
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_exit_epilog(sub)
+
+
+COMMAND_EXIT_EPILOG = ("\b\nExit codes (every command; `taskdash --help` says what each means):\n  "
+                       + exit_code_summary())
 
 
 def _exit_code_epilog() -> str:

@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from taskdash.cli import EXIT_FOUND, EXIT_UNREACHABLE, common_options, fail, handle_errors, settings_from
+from taskdash.cli import (
+    EXIT_FOUND,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    common_options,
+    fail,
+    handle_errors,
+    settings_from,
+)
 
 
 @click.command("lint")
@@ -96,7 +104,8 @@ def health_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         ctx.exit(EXIT_FOUND)
 
 
-@click.command("forensics")
+@click.command("forensics", epilog="Exit 3 when a pool process died while watching (KILLER lines name the task "
+                                     "that was running), 0 when none did, 2 when the broker is unreachable.")
 @common_options
 @click.option("--observe", type=float, default=30.0, show_default=True, help="Seconds to watch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the events as one JSON document.")
@@ -142,17 +151,31 @@ def forensics_cmd(ctx: click.Context, observe: float, as_json: bool, **opts: Any
 
 
 @click.command("contexts")
-def contexts_cmd() -> None:
-    """List the contexts of ~/.config/taskdash/config.toml ($TASKDASH_CONFIG); * marks the default."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the contexts as one JSON object: file, default, and each name with its masked "
+                   "description.")
+def contexts_cmd(as_json: bool) -> None:
+    """List the contexts of ~/.config/taskdash/config.toml ($TASKDASH_CONFIG); * marks the default.
+
+    Exit 0 (also when there are none), 64 when the file cannot be read or parsed (a configuration error).
+    """
+    import json
+
     from collectors.core.config import ConfigError
     from collectors.core.contexts import config_path, list_contexts
 
     try:
         rows = list_contexts()
     except ConfigError as exc:
-        fail(str(exc), EXIT_UNREACHABLE)
+        fail(str(exc), EXIT_USAGE)
+    if as_json:
+        default = next((name for name, _d, is_default in rows if is_default), None)
+        click.echo(json.dumps({"file": str(config_path()), "default": default,
+                               "contexts": [{"name": name, "description": desc, "default": is_default}
+                                            for name, desc, is_default in rows]}, indent=2))
+        return
     if not rows:
-        click.echo(f"no contexts ({config_path()} has none); see README 'Contexts'")
+        click.echo(f"no contexts ({config_path()} has none); see README 'Beyond the usual tools' (Contexts)")
     for name, desc, default in rows:
         click.echo(f"{'*' if default else ' '} {name:<16} {desc}")
 

@@ -59,7 +59,15 @@ def served_environment(settings: Any, read_only: bool) -> dict[str, str]:
     return env
 
 
-@click.command("serve")
+SERVE_REQUIREMENT = "textual-serve>=1.1"
+"""The ``serve`` extra of pyproject.toml (tests/test_cli_truth_help.py keeps the two equal)."""
+SERVE_INSTALL = (f"from a checkout, pip install -e '.[serve]' (or pip install '/path/to/taskdash[serve]'); "
+                 f"from a package index, pip install 'taskdash[serve]'; or add it to taskdash's environment: "
+                 f"pip install '{SERVE_REQUIREMENT}'")
+"""How to install the extra, said the same way as the README's ``taskdash serve`` paragraph."""
+
+
+@click.command("serve", epilog=f"Needs the serve extra: {SERVE_INSTALL}.")
 @common_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Anything but loopback exposes the dashboard (no login!) to the network.")
@@ -75,7 +83,7 @@ def serve_cmd(ctx: click.Context, host: str, port: int, allow_writes: bool, publ
     try:
         from textual_serve.server import Server
     except ImportError:
-        fail("taskdash serve needs textual-serve: pip install 'taskdash[serve]'", EXIT_REFUSED)
+        fail(f"taskdash serve needs textual-serve, the 'serve' extra: {SERVE_INSTALL}", EXIT_REFUSED)
     settings = settings_from(ctx, **opts)
     read_only = settings.read_only or not allow_writes
     os.environ.update(served_environment(settings, read_only))

@@ -44,6 +44,7 @@ import click
 
 from collectors.analysis.alerts import RULES, SEVERITY_RANK, AlertConfig, AlertEvaluator, Evaluation, Finding
 from collectors.core.config import Settings, mask_text
+from collectors.core.errors import EXIT_CRITICAL as _EXIT_CRITICAL
 from taskdash.cli import (
     EXIT_FOUND,
     EXIT_OK,
@@ -56,9 +57,8 @@ from taskdash.cli import (
 
 EXIT_WARNING = EXIT_FOUND
 """``--once``: the worst alert is a warning (the CLI table's "found problems", like snapshot --fail-on)."""
-EXIT_CRITICAL = 7
-"""``--once``: a critical alert fired (the first code after the CLI table's 4 auth / 5 permission /
-6 partial; belongs in collectors.core.errors.EXIT_CODES)."""
+EXIT_CRITICAL = _EXIT_CRITICAL
+"""``--once``: a critical alert fired (7, "critical" in the table of collectors.core.errors.EXIT_CODES)."""
 
 log = logging.getLogger("taskdash.watch")
 

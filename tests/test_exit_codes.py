@@ -18,6 +18,8 @@ from redis.retry import Retry
 from collectors.core.errors import (
     EXIT_AUTH,
     EXIT_CODES,
+    EXIT_CRITICAL,
+    EXIT_FOUND,
     EXIT_PARTIAL,
     EXIT_PERMISSION,
     EXIT_UNREACHABLE,
@@ -66,8 +68,16 @@ def _one_line(stderr: str) -> str:
 
 def test_table_is_complete_and_distinct() -> None:
     codes = [e.code for e in EXIT_CODES]
-    assert codes == sorted(set(codes)) and {0, 1, 2, 3, 4, 5, 6, 64} == set(codes)
+    assert codes == sorted(set(codes)) and {0, 1, 2, 3, 4, 5, 6, 7, 64} == set(codes)
     assert EXIT_UNREACHABLE == 2 and EXIT_USAGE != 2
+    # one table: watch --once's "critical" is the table's 7, its "warning" the table's 3 (found)
+    from taskdash.cmd_watch import EXIT_CRITICAL as WATCH_CRITICAL
+    from taskdash.cmd_watch import EXIT_WARNING
+
+    assert WATCH_CRITICAL == EXIT_CRITICAL == 7 and EXIT_WARNING == EXIT_FOUND
+    names = {e.code: e.name for e in EXIT_CODES}
+    assert names[7] == "critical" and names[64] == "usage" and names[3] == "found"
+    assert "forensics" in next(e.meaning for e in EXIT_CODES if e.code == EXIT_FOUND)
 
 
 def test_classification_of_real_server_errors(server: RedisServer, admin: redis.Redis) -> None:
@@ -195,3 +205,60 @@ def test_strict_makes_a_partial_read_6(server: RedisServer, admin: redis.Redis) 
     assert "partial read" in res.stderr and "results" in res.stderr
     res = invoke("snapshot", "--json", "--strict", "--broker", server.url)
     assert res.exit_code in (0, EXIT_PARTIAL)  # 6 only if a source (e.g. inspect with no workers) failed
+
+
+USAGE_ERRORS = [
+    ["worker", "show"],                                   # missing HOST (issue 21: was reported as 2)
+    ["worker", "show", "--json"],
+    ["worker", "no-such-subcommand"],
+    ["worker", "autoscale", "1", "5", "--yes"],           # MIN > MAX: a UsageError from the callback
+    ["worker", "time-limit", "t", "abc", "1", "--yes"],   # BadParameter from the callback
+    ["no-such-command"],
+    ["snapshot", "--observe", "-1"],
+    ["snapshot", "--fail-on"],                            # option without its value
+    ["--interval"],                                       # group option without its value
+    ["search"],                                           # missing QUERY
+    ["contexts", "--bogus"],
+    ["requeue"],                                          # none of --tag/--task-id/--orphaned
+]
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS, ids=[" ".join(a) for a in USAGE_ERRORS])
+def test_click_usage_errors_exit_64_never_2(argv: list[str]) -> None:
+    r = invoke(*argv, "--broker", f"redis://127.0.0.1:{free_port()}/0") if argv[0] not in (
+        "--interval", "no-such-command") else invoke(*argv)
+    assert r.exit_code == EXIT_USAGE, (argv, r.exit_code, r.output)
+    assert "Traceback" not in r.output
+
+
+def test_usage_error_exit_code_is_64_in_a_real_process() -> None:
+    """Not only under CliRunner: the console script's own exit status."""
+    res = run_cli("worker", "show")
+    assert res.returncode == EXIT_USAGE, (res.returncode, res.stderr)
+    assert "Missing argument 'HOST'" in res.stderr and res.stdout == ""
+    res = run_cli("--broker", f"redis://127.0.0.1:{free_port()}/0", "worker", "show")
+    assert res.returncode == EXIT_USAGE, (res.returncode, res.stderr)
+
+
+def test_contexts_json_and_a_bad_config_is_64(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from taskdash.cli import cli
+
+    cfg = Path(str(tmp_path)) / "config.toml"
+    cfg.write_text('default = "prod"\n[contexts.prod]\nbroker = "redis://:s3cret@prod-redis:6379/0"\n'
+                   'read_only = true\n[contexts.dev]\nbroker = "redis://localhost:6379/1"\n')
+    res = CliRunner().invoke(cli, ["contexts", "--json"], env={"TASKDASH_CONFIG": str(cfg)})
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["file"] == str(cfg) and doc["default"] == "prod"
+    assert {c["name"]: c["default"] for c in doc["contexts"]} == {"prod": True, "dev": False}
+    assert "s3cret" not in res.stdout and all(c["description"] for c in doc["contexts"])
+    text = CliRunner().invoke(cli, ["contexts"], env={"TASKDASH_CONFIG": str(cfg)})
+    assert text.exit_code == 0 and "* prod" in text.stdout and "s3cret" not in text.stdout
+    cfg.write_text("[[not toml")
+    bad = CliRunner().invoke(cli, ["contexts", "--json"], env={"TASKDASH_CONFIG": str(cfg)})
+    assert bad.exit_code == EXIT_USAGE, bad.output  # a configuration error, not "unreachable" (was 2)
+    assert bad.stdout == "" and str(cfg) in bad.stderr

@@ -38,6 +38,8 @@ EXIT_FOUND = 3
 EXIT_AUTH = 4
 EXIT_PERMISSION = 5
 EXIT_PARTIAL = 6
+EXIT_CRITICAL = 7
+"""``taskdash watch --once``: a critical alert is firing (a warning is 3, "found")."""
 EXIT_USAGE = 64
 """Click's usage errors exit 2 by default, which would collide with "unreachable": taskdash maps them
 to 64 (``EX_USAGE`` of sysexits.h) so a script can trust that 2 always means the broker did not answer."""
@@ -57,15 +59,23 @@ EXIT_CODES: tuple[ExitCode, ...] = (
                                       "unexpected error"),
     ExitCode(EXIT_UNREACHABLE, "unreachable", "the broker/backend did not answer: connection refused, DNS, TLS, "
                                               "timeout, or not ready (LOADING, BUSY, MASTERDOWN): retry later"),
-    ExitCode(EXIT_FOUND, "found", "the check found problems (`--fail-on`, `lint`, `health`, `forensics`)"),
+    ExitCode(EXIT_FOUND, "found", "the check found problems: `snapshot --fail-on`, `lint` or `health` warnings, "
+                                  "`forensics` saw a pool process die (a killer task), `watch --once` a "
+                                  "warning alert"),
     ExitCode(EXIT_AUTH, "auth", "authentication failed: unknown user, wrong password, or a password is "
                                 "required (WRONGPASS, NOAUTH)"),
     ExitCode(EXIT_PERMISSION, "permission", "permission denied for a needed read or write (ACL NOPERM, a "
                                             "renamed/disabled command, a read-only replica)"),
     ExitCode(EXIT_PARTIAL, "partial", "`--strict`: some source could only be read partly (see `errors`)"),
+    ExitCode(EXIT_CRITICAL, "critical", "`watch --once`: a critical alert is firing"),
     ExitCode(EXIT_USAGE, "usage", "bad command line or configuration (click usage errors, unknown context, "
-                                  "bad URL)"),
+                                  "bad URL, an unreadable contexts file)"),
 )
+
+
+def exit_code_summary() -> str:
+    """The table in one line: "0 ok · 1 refused · 2 unreachable · ... · 64 usage" (every command's help)."""
+    return " · ".join(f"{e.code} {e.name}" for e in EXIT_CODES)
 
 
 def exit_code_table_markdown() -> str:
