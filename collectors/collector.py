@@ -13,7 +13,10 @@ refresh never waits for an inspect window except the very first one.
 Attachments: a ``Forensics`` (crash forensics) and a persistent ``History`` (SQLite) can be given to
 the constructor or to ``attach()``; ``collect()`` then feeds them itself, in the calling (poll)
 thread, with the snapshot and the workers view of the same refresh, exactly as it feeds the poison
-tracker. A failing attachment is logged and never breaks the refresh.
+tracker. A failing attachment is logged and never breaks the refresh. The broker reader also looks up
+in the History when it first saw each queue's head message (``History.head_seen``), and takes the
+task-sent times of the drained task events (``BrokerReader.note_events``, before the read), so an
+oldest-message age is exact when evidence exists and a lower bound that survives restarts otherwise.
 """
 
 from __future__ import annotations
@@ -286,6 +289,20 @@ class Collector:
             wv = None
             errors.append(SourceError("workers", describe_error(exc, s)))
 
+        # Task events first: the broker read takes the task-sent times (exact ages of waiting messages).
+        events: list[dict[str, Any]] = []
+        drain_error: Exception | None = None
+        try:
+            events = self._workers.drain_events()
+        except Exception as exc:  # noqa: BLE001 - reported with the poison source below, as before
+            drain_error = exc
+        try:
+            self._reader.note_events(events)
+        except Exception:  # noqa: BLE001 - task-sent evidence is optional
+            log.warning("broker reader: task events not taken", exc_info=True)
+        # First-seen times of queue heads survive a restart (and are shared) through the history store.
+        self._reader.remembered = getattr(self.history, "head_seen", None)
+
         broker_ok, broker_err = True, None
         bv: BrokerView | None = None
         inspect_usable = wv is not None and bool(wv.inspect_ok)
@@ -332,7 +349,6 @@ class Collector:
         except Exception as exc:  # noqa: BLE001
             errors.append(SourceError("results", describe_error(exc, s)))
 
-        events: list[dict[str, Any]] = []
         try:
             if bv is not None:
                 self._poison.observe_unacked(bv.unacked, now)
@@ -340,7 +356,8 @@ class Collector:
                 self._poison.observe_active(wv.active, now)
             for task_id, name, worker, ts in self._results.worker_lost():
                 self._poison.observe_worker_lost(task_id, name, worker, ts)
-            events = self._workers.drain_events()
+            if drain_error is not None:
+                raise drain_error
             for event in events:
                 self._poison.observe_event(event)
             poison = self._poison.suspects()

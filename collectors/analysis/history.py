@@ -1,4 +1,5 @@
-"""Persistent history in a small local SQLite file: queue depth, throughput, poison delivery counts.
+"""Persistent history in a small local SQLite file: queue depth, throughput, poison delivery counts,
+and when each queue's head message was first seen.
 
 Sparklines and delivery counts survive a restart of taskdash. ``History(path).record(snapshot)``
 samples at most once per ``sample_s`` seconds (default 5 s), so a 1-s refresh does not write every
@@ -7,6 +8,15 @@ keeps at most its row cap (oldest first), checked every ``prune_every`` samples 
 Each row carries a ``scope`` (by default the masked broker URL), so several brokers/contexts share
 one file without mixing their queues. Stdlib ``sqlite3`` only; WAL mode; one connection guarded by
 a lock (safe to call from the UI thread and from workers).
+
+Queue heads (issue 21): messages carry no enqueue time, so the broker reader's oldest-message age of a
+backlog found at start is only a lower bound, counted from when taskdash first saw that exact message
+(by delivery tag) at the consuming end. ``record`` stores ``queue -> (head identity, first seen, since,
+source)`` for every queue of the sampled snapshot (one row per queue: a new head replaces the old one;
+written when it changed and every ``HEAD_TOUCH_S``), and :meth:`History.head_seen`
+(the reader's ``remembered`` lookup) gives it back after a restart, or to another taskdash process on the
+same file: the rows of the scope are loaded once, then the process's own writes keep the dict current.
+At most ``caps["queue_heads"]`` rows (least recently seen go first) and ``max_age_s``.
 """
 
 from __future__ import annotations
@@ -41,10 +51,22 @@ CREATE TABLE IF NOT EXISTS task_minutes (
     wait TEXT NOT NULL, wait_source TEXT, runtime_max REAL, PRIMARY KEY (scope, task, minute)
 );
 CREATE INDEX IF NOT EXISTS task_minutes_scope_minute ON task_minutes(scope, minute);
+CREATE TABLE IF NOT EXISTS queue_heads (
+    scope TEXT NOT NULL, queue TEXT NOT NULL, identity TEXT NOT NULL, task_id TEXT, first_seen REAL NOT NULL,
+    since REAL NOT NULL, source TEXT NOT NULL, last_seen REAL NOT NULL, PRIMARY KEY (scope, queue)
+);
+CREATE INDEX IF NOT EXISTS queue_heads_last_seen ON queue_heads(last_seen);
 """
 
-DEFAULT_CAPS = {"depth": 200_000, "throughput": 50_000, "deliveries": 10_000, "task_minutes": 300_000}
-"""Row caps per table (~20 MB at most for depth; task_minutes: 7 days of 30 busy task names)."""
+HEAD_TOUCH_S = 600.0
+"""An unchanged queue head's row is rewritten (``last_seen``) this often, so ``max_age_s`` never drops it."""
+_LOWER_BOUND = "first-seen"
+"""The one head source that is a lower bound; the others (task-sent, eta, arrival) are exact."""
+
+DEFAULT_CAPS = {"depth": 200_000, "throughput": 50_000, "deliveries": 10_000, "task_minutes": 300_000,
+                "queue_heads": 20_000}
+"""Row caps per table (~20 MB at most for depth; task_minutes: 7 days of 30 busy task names; queue_heads:
+~2 MB)."""
 
 
 def default_path() -> Path:
@@ -93,6 +115,10 @@ class History:
         self._last_processed: dict[str, int] = {}
         self._samples = 0
         self._last_task_minute: float | None = None
+        self._heads: dict[str, tuple[str, float, float, str]] | None = None
+        """queue -> (head identity, first seen, since, source) of this scope, loaded on first use."""
+        self._heads_written: dict[str, tuple[tuple[str, float, str], float]] = {}
+        """queue -> ((identity, since, source), when) last written: rewritten on change or after HEAD_TOUCH_S."""
         self.prune()
 
     # ---- writing -------------------------------------------------------------------------------
@@ -130,12 +156,69 @@ class History:
                     " queue = COALESCE(excluded.queue, queue)",
                     (self.scope, p.task_id, p.task, p.queue, p.deliveries, p.first_seen, p.last_seen,
                      json.dumps(list(p.workers))))
+            self._record_heads(cur, snapshot)
             self._db.commit()
         self._last_ts = ts
         self._samples += 1
         if self._samples % self.prune_every == 0:
             self.prune(now=ts)
         return True
+
+    def _record_heads(self, cur: sqlite3.Cursor, snapshot: Snapshot) -> None:
+        """Upsert each queue's head when it (or its evidence) changed, or every ``HEAD_TOUCH_S`` (so a
+        head stuck for days is not aged out). One row per queue: a new head replaces the old one; the
+        same head keeps its earliest first sighting and exact evidence wins over a lower bound."""
+        ts = snapshot.taken_at
+        rows = []
+        for q in snapshot.queues:
+            if q.oldest_identity is None or q.oldest_since is None or q.oldest_age_source is None:
+                continue
+            first = q.oldest_since if q.oldest_age_source == _LOWER_BOUND else ts
+            key = (q.oldest_identity, q.oldest_since, q.oldest_age_source)
+            done = self._heads_written.get(q.name)
+            if done is not None and done[0] == key and ts - done[1] < HEAD_TOUCH_S:
+                continue
+            self._heads_written[q.name] = (key, ts)
+            rows.append((self.scope, q.name, q.oldest_identity, q.oldest_task_id, first, q.oldest_since,
+                         q.oldest_age_source, ts))
+            if self._heads is not None:
+                self._heads[q.name] = _merge_head(self._heads.get(q.name),
+                                                  (q.oldest_identity, first, q.oldest_since, q.oldest_age_source))
+        if not rows:
+            return
+        lb = _LOWER_BOUND
+        cur.executemany(
+            "INSERT INTO queue_heads(scope, queue, identity, task_id, first_seen, since, source, last_seen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(scope, queue) DO UPDATE SET"
+            " identity = excluded.identity, task_id = excluded.task_id, last_seen = excluded.last_seen,"
+            " first_seen = CASE WHEN identity = excluded.identity THEN MIN(first_seen, excluded.first_seen)"
+            "  ELSE excluded.first_seen END,"
+            f" since = CASE WHEN identity != excluded.identity OR excluded.source != '{lb}' THEN excluded.since"
+            f"  WHEN source != '{lb}' THEN since ELSE MIN(since, excluded.since) END,"
+            f" source = CASE WHEN identity != excluded.identity OR excluded.source != '{lb}' THEN excluded.source"
+            "  ELSE source END",
+            rows)
+
+    def head_seen(self, queue: str, identity: str) -> tuple[float, float, str] | None:
+        """(first seen, since, source) remembered for the message ``identity`` at the head of ``queue``
+        (the broker reader's ``remembered`` lookup); None when another message (or none) was recorded."""
+        with self._lock:
+            if self._heads is None:
+                cutoff = time.time() - self.max_age_s
+                self._heads = {
+                    str(q): (str(i), float(f), float(s), str(src))
+                    for q, i, f, s, src in self._db.execute(
+                        "SELECT queue, identity, first_seen, since, source FROM queue_heads"
+                        " WHERE scope = ? AND last_seen >= ?", (self.scope, cutoff))}
+            mem = self._heads.get(queue)
+        if mem is None or mem[0] != identity:
+            return None
+        return mem[1], mem[2], mem[3]
+
+    def head_rows(self) -> int:
+        """Rows of the queue_heads table (all scopes), for the bounded-size check."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM queue_heads").fetchone()[0])
 
     def prune(self, now: float | None = None) -> None:
         """Delete rows older than ``max_age_s`` and beyond each table's cap (oldest first)."""
@@ -146,8 +229,9 @@ class History:
             cur.execute("DELETE FROM throughput WHERE ts < ?", (cutoff,))
             cur.execute("DELETE FROM deliveries WHERE last_seen < ?", (cutoff,))
             cur.execute("DELETE FROM task_minutes WHERE minute < ?", (cutoff,))
+            cur.execute("DELETE FROM queue_heads WHERE last_seen < ?", (cutoff,))
             for table, order in (("depth", "ts"), ("throughput", "ts"), ("deliveries", "last_seen"),
-                                 ("task_minutes", "minute")):
+                                 ("task_minutes", "minute"), ("queue_heads", "last_seen")):
                 cap = self.caps[table]
                 (n,) = cur.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608 - fixed names
                 if n > cap:
@@ -261,6 +345,19 @@ class History:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _merge_head(old: tuple[str, float, float, str] | None, new: tuple[str, float, float, str]
+                ) -> tuple[str, float, float, str]:
+    """The SQL upsert's merge of two (identity, first seen, since, source) records, for the in-memory copy."""
+    if old is None or old[0] != new[0]:
+        return new
+    first = min(old[1], new[1])
+    if new[3] != _LOWER_BOUND:
+        return new[0], first, new[2], new[3]
+    if old[3] != _LOWER_BOUND:
+        return new[0], first, old[2], old[3]
+    return new[0], first, min(old[2], new[2]), new[3]
 
 
 def sparkline(values: Iterable[float], width: int = 20) -> str:

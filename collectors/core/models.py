@@ -13,11 +13,27 @@ from typing import Any, Literal
 from collectors.core.beat_canvas import BeatView, CanvasView
 from collectors.core.taskstats import TaskStatsView
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """2: adds ``beat`` and ``canvas`` (issue 16; README, "beat and canvas JSON"). 4: adds ``task_stats``
 (issue 15; README, "task_stats JSON"). 5: worker ``liveness``/``liveness_evidence``/``liveness_since``/
 ``boot_at`` and the unacked states ``held-by-silent``/``may-be-held`` with ``possible_holders`` and
-``state_reason`` (issue 12; README, "Safety")."""
+``state_reason`` (issue 12; README, "Safety"). 6: queue ``oldest_age_is_lower_bound``,
+``oldest_age_source``, ``oldest_since`` and ``oldest_task_id`` (issue 21: ``oldest_age_s`` is the age
+of the message BRPOP takes next from the best evidence, and says when it is only a lower bound)."""
+
+OldestAgeSource = Literal["task-sent", "eta", "arrival", "first-seen"]
+"""Evidence behind a queue's ``oldest_age_s`` (the message BRPOP takes next; messages carry no enqueue time):
+
+* ``task-sent``: the producer's ``task-sent`` event for the message's task id (``task_send_sent_event``);
+  exact (the producer's clock).
+* ``eta``: the message's ``eta`` (countdown/ETA/retry): it cannot run before, so it waits since then;
+  exact (an eta in the future: age 0, not due yet).
+* ``arrival``: taskdash read the queue empty at its previous read (at most ``ARRIVAL_EXACT_S`` = 5 s
+  before), so the message arrived in between; exact to within that interval.
+* ``first-seen``: when taskdash first saw that exact message (by delivery tag) at the consuming end,
+  remembered in the history store across restarts; **a lower bound** (``oldest_age_is_lower_bound``):
+  the message was already waiting then, for an unknown time.
+"""
 
 UnackedState = Literal["active", "reserved", "scheduled", "orphaned", "unknown", "held-by-silent", "may-be-held"]
 """``held-by-silent``: a silent (not proven dead) worker that was alive at the delivery and consumes the
@@ -60,6 +76,8 @@ class QueueInfo:
     by_priority: tuple[tuple[int, int], ...] = ()
     """(band, LLEN) for every priority band of the queue, band 0 first."""
     oldest_age_s: float | None = None
+    """How long the message BRPOP takes next has waited (None: empty or head unreadable); see
+    ``oldest_age_source``: a ``first-seen`` age is a lower bound (``oldest_age_is_lower_bound``)."""
     unacked: int = 0
     consumers: int | None = None
     """Workers consuming the queue (from active_queues); None when inspect has not answered."""
@@ -73,6 +91,18 @@ class QueueInfo:
     """When it was paused (epoch s)."""
     consumed_while_paused: tuple[str, ...] = ()
     """Workers consuming the queue although it is paused (started later, or the cancel did not reach them)."""
+    oldest_age_is_lower_bound: bool = False
+    """True when ``oldest_age_s`` is only a lower bound (the message was waiting before taskdash first saw
+    it): show "≥ 9m", never "9m"."""
+    oldest_age_source: OldestAgeSource | None = None
+    """The evidence behind ``oldest_age_s`` (None when there is no age): see :data:`OldestAgeSource`."""
+    oldest_since: float | None = None
+    """Epoch seconds ``oldest_age_s`` counts from (``taken_at - oldest_age_s``, before clamping at 0)."""
+    oldest_task_id: str | None = None
+    """Task id of the message BRPOP takes next, when it could be decoded."""
+    oldest_identity: str | None = None
+    """Delivery tag (or a content hash of a tag-less value) of that message: the history store's key for
+    its first-seen time. Not in the JSON."""
 
     @property
     def no_consumer(self) -> bool:
@@ -85,6 +115,10 @@ class QueueInfo:
             "messages": self.messages,
             "by_priority": {str(band): n for band, n in self.by_priority},
             "oldest_age_s": self.oldest_age_s,
+            "oldest_age_is_lower_bound": self.oldest_age_is_lower_bound,
+            "oldest_age_source": self.oldest_age_source,
+            "oldest_since": self.oldest_since,
+            "oldest_task_id": self.oldest_task_id,
             "unacked": self.unacked,
             "consumers": self.consumers,
             "no_consumer": self.no_consumer,

@@ -70,12 +70,32 @@ Without scripting (least privilege)
     refused command is the view's ``note`` ("scripting not permitted (NOPERM SCRIPT|LOAD): plain reads,
     N more commands per refresh"); the step-down costs one extra attempt of the first read only.
 
-Oldest waiting age
-    Messages carry no enqueue time. The reader remembers when it first saw each message at the consuming
-    end of a queue (identified by its delivery tag, or a hash of a tag-less value) and reports
-    ``now - first_seen``: **a message seen for the first time has age 0**, so the age is a lower bound that
-    becomes exact for messages that arrived after taskdash started. When the message has an ``eta`` in the
-    past, ``now - eta`` is used if larger. The last 8 identities per queue are remembered, so the age
+Oldest waiting age (issue 21)
+    ``QueueInfo.oldest_age_s`` is how long the message BRPOP takes next (the head of the highest-priority
+    non-empty band) has waited to run. Messages carry no enqueue time: Celery protocol 2 headers are
+    ``lang task id shadow eta expires group group_index retries timelimit root_id parent_id argsrepr
+    kwargsrepr origin ignore_result replaced_task_nesting stamped_headers stamps`` and kombu's properties
+    ``correlation_id reply_to delivery_mode delivery_info priority body_encoding delivery_tag`` — no
+    timestamp. So the age comes from the best evidence there is, named in ``oldest_age_source``:
+
+    1. ``task-sent``: the producer's ``task-sent`` event for the head's task id (``task_send_sent_event``;
+       the collector hands the drained events to :meth:`BrokerReader.note_events` before the read; the
+       last ``SENT_MEMORY`` sends of tasks not yet received are kept). Ignored when it is later than
+       taskdash's first sighting (+ ``SENT_SKEW_S``): then it is another send of the same task id.
+    2. ``eta``: a countdown/ETA/retry message cannot run before its ``eta``, so it waits since then
+       (``max(sent, eta)`` when both are known; an eta in the future: age 0). Assumes ``eta >= sent``,
+       which is what Celery produces.
+    3. ``arrival``: the previous read (at most ``ARRIVAL_EXACT_S`` before) saw the queue empty, so the
+       message arrived in between: exact to within that interval.
+    4. ``first-seen``: when taskdash first saw that exact message (by delivery tag, or a hash of a tag-less
+       value) at the consuming end — remembered across restarts and shared between taskdash processes
+       when the collector has a history store (``remembered``: :meth:`History.head_seen`). This is only
+       **a lower bound** (``oldest_age_is_lower_bound``): a backlog found at start, or a message that
+       moves up to the head after the one before it was consumed, had already waited for an unknown time.
+
+    The evidence costs no Redis command: the head is the one the probe reads anyway (decoded once per
+    sighting), the events come from the worker monitor's subscription, the history lookup is a dict
+    lookup of rows loaded once. The last ``OLDEST_MEMORY`` heads per queue are remembered, so the age
     survives a higher-priority message jumping ahead and being consumed.
 
 Per-queue unacked counts
@@ -153,9 +173,44 @@ BAND_SLICE = 32
 WINDOW_REFETCH = 30
 """A window whose fingerprint did not move is still re-read in full after this many refreshes."""
 OLDEST_MEMORY = 8
+"""Heads remembered per queue (first-seen time and evidence)."""
+SENT_MEMORY = 50_000
+"""task id -> task-sent time kept for tasks not yet received (oldest sends forgotten first)."""
+SENT_SKEW_S = 2.0
+"""A task-sent time later than taskdash's first sighting by more than this is another send of the id."""
+ARRIVAL_EXACT_S = 5.0
+"""A head first seen within this long of a read that saw its queue empty counts as an exact ``arrival``."""
+_LEAVES_QUEUE = frozenset({"task-received", "task-started", "task-succeeded", "task-failed", "task-rejected",
+                           "task-revoked"})
 BATCH = 256
 """Queues (or binding tables) handled by one script call: bounds how long one call blocks Redis."""
 DEADLINES_LIMIT = 1000
+
+HeadMemory = Callable[[str, str], "tuple[float, float, str] | None"]
+"""(queue, head identity) -> (first seen, since, source) remembered by the history store, or None."""
+
+
+@dataclass(slots=True)
+class _Head:
+    """What the reader knows about one message seen at the consuming end of a queue."""
+
+    first_seen: float
+    eta: float | None = None
+    task_id: str | None = None
+    since: float | None = None
+    """Exact start of the wait from evidence (``source``), None while only first-seen is known."""
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Oldest:
+    age: float
+    lower_bound: bool
+    source: Any
+    since: float
+    task_id: str | None
+    identity: str | None
+
 
 _SHAS = {script.name: script.sha for script in scripts.BROKER_SCRIPTS}
 """name -> SHA1 of the broker scripts (bench labels EVALSHA calls with it)."""
@@ -366,7 +421,13 @@ class BrokerReader:
         self._scan_seen: set[str] = set()
         self._discovery_passes = 0
         self._tables: dict[str, _Table] = {}
-        self._seen: dict[str, OrderedDict[str, tuple[float, float | None]]] = {}
+        self._seen: dict[str, OrderedDict[str, _Head]] = {}
+        """queue -> identity -> head evidence of the last ``OLDEST_MEMORY`` heads seen (newest last)."""
+        self.remembered: HeadMemory | None = None
+        """First-seen times remembered across restarts (the collector sets the history store's lookup)."""
+        self._sent: dict[str, float] = {}
+        """task id -> task-sent time (producer clock) of tasks not yet received (insertion order)."""
+        self._last_read_at: float | None = None
         self._scan_counts_done: dict[str, int] | None = None
         """Unacked entries per queue counted by the last complete HSCAN pass (None: no pass yet)."""
         self._scan_counts_partial: dict[str, int] = {}
@@ -430,6 +491,24 @@ class BrokerReader:
             finally:
                 self._groups.clear()
         return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
+
+    def note_events(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Take the task events drained since the last read: ``task-sent`` times are the exact start of a
+        waiting message's age; a task received (or finished) has left its queue and is forgotten."""
+        sent = self._sent
+        for ev in events:
+            etype, uuid = ev.get("type"), ev.get("uuid")
+            if not isinstance(uuid, str) or not uuid:
+                continue
+            if etype == "task-sent":
+                ts = ev.get("timestamp")
+                if isinstance(ts, int | float) and not isinstance(ts, bool) and ts == ts:
+                    sent.pop(uuid, None)  # a retry's send replaces the first one (and moves to the end)
+                    sent[uuid] = float(ts)
+                    if len(sent) > SENT_MEMORY:
+                        del sent[next(iter(sent))]
+            elif etype in _LEAVES_QUEUE:
+                sent.pop(uuid, None)
 
     def _step_down(self, problem: RedisProblem) -> None:
         """Scripts are refused in the current mode: use the next one for the rest of the session."""
@@ -730,6 +809,7 @@ class BrokerReader:
             self._bands.pop(gone, None)
             self._depths.pop(gone, None)
             self._head_size.pop(gone, None)
+        self._last_read_at = now
         return BrokerView(
             queues=tuple(queues),
             unacked=tuple(entries),
@@ -1104,9 +1184,12 @@ class BrokerReader:
             depth = (lens_t, by_priority, sum(n for _b, n in by_priority))
             self._depths[name] = depth
             self._bands[name] = {i for i, n in enumerate(lens_t) if i and n != 0}
+        prev_lens = self._lens.get(name)
+        arrived = (prev_lens is not None and not any(prev_lens) and self._last_read_at is not None
+                   and 0.0 <= now - self._last_read_at <= ARRIVAL_EXACT_S)  # empty at the previous read
         self._lens[name] = lens_t
         _lt, by_priority, messages = depth
-        oldest: float | None = None
+        oldest: _Oldest | None = None
         if item is not None and len(item) > 2:
             size = int(item[3])
             self._head_size[name] = size
@@ -1123,14 +1206,20 @@ class BrokerReader:
                 identity = delivery_tag_of(t, fallback=False) or (
                     f"len:{size}:" + hashlib.sha1(h + t).hexdigest())
                 decode = partial(decode_truncated, size, h, t)
-            oldest = self._age_of(name, identity, decode, now)
+            oldest = self._age_of(name, identity, decode, now, arrived)
         elif item is None and messages > 0 and self._seen.get(name):
             # not probed this refresh: the head seen last time is still the one at the consuming end
-            oldest = self._age_of(name, next(reversed(self._seen[name])), DecodedMessage, now)
+            oldest = self._age_of(name, next(reversed(self._seen[name])), DecodedMessage, now, False)
         else:
             self._seen.pop(name, None)
-        return QueueInfo(name=name, messages=messages, by_priority=by_priority, oldest_age_s=oldest,
-                         unacked=unacked, consumers=consumers, sources=srcs, wrong_type=wrong)
+        if oldest is None:
+            return QueueInfo(name=name, messages=messages, by_priority=by_priority, unacked=unacked,
+                             consumers=consumers, sources=srcs, wrong_type=wrong)
+        return QueueInfo(name=name, messages=messages, by_priority=by_priority, oldest_age_s=oldest.age,
+                         unacked=unacked, consumers=consumers, sources=srcs, wrong_type=wrong,
+                         oldest_age_is_lower_bound=oldest.lower_bound, oldest_age_source=oldest.source,
+                         oldest_since=oldest.since, oldest_task_id=oldest.task_id,
+                         oldest_identity=oldest.identity)
 
     def _last_identity(self, queue: str) -> str:
         """Delivery tag of the message last seen at the consuming end of ``queue`` ('' if none)."""
@@ -1140,19 +1229,42 @@ class BrokerReader:
         last = next(reversed(seen))
         return "" if last.startswith(("sha1:", "len:")) else last
 
-    def _age_of(self, queue: str, identity: str, decode: Callable[[], DecodedMessage], now: float) -> float:
-        """Age of the message at the consuming end; the message is decoded only on first sighting."""
+    def _age_of(self, queue: str, identity: str, decode: Callable[[], DecodedMessage], now: float,
+                arrived: bool) -> _Oldest:
+        """Age of the message at the consuming end from the best evidence (module docstring, "Oldest
+        waiting age"); the message is decoded only on first sighting."""
         seen = self._seen.setdefault(queue, OrderedDict())
-        known = seen.get(identity)
-        if known is None:
-            known = (now, eta_timestamp(decode().eta))
-            seen[identity] = known
+        head = seen.get(identity)
+        if head is None:
+            msg = decode()
+            head = _Head(first_seen=now, eta=eta_timestamp(msg.eta), task_id=msg.task_id)
+            if arrived:
+                head.since, head.source = now, "arrival"
+            elif self.remembered is not None and identity != "?":
+                try:
+                    mem = self.remembered(queue, identity)
+                except Exception:  # noqa: BLE001 - a broken history store must not break the read
+                    log.debug("remembered first-seen lookup failed", exc_info=True)
+                    mem = None
+                if mem is not None:
+                    first, since, source = mem
+                    head.first_seen = min(head.first_seen, float(first))
+                    if source in ("task-sent", "eta", "arrival"):
+                        head.since, head.source = float(since), source
+            seen[identity] = head
             while len(seen) > OLDEST_MEMORY:
                 seen.popitem(last=False)
         else:
             seen.move_to_end(identity)
-        first, eta = known
-        age = max(0.0, now - first)
-        if eta is not None and eta < now:
-            age = max(age, now - eta)
-        return age
+        if head.task_id and head.source != "task-sent":
+            sent = self._sent.get(head.task_id)
+            if sent is not None and sent <= head.first_seen + SENT_SKEW_S:
+                head.since, head.source = sent, "task-sent"  # kept when the send is forgotten
+        since, source = head.since, head.source
+        if head.eta is not None and (since is None or head.eta > since):
+            since, source = head.eta, "eta"  # not runnable before its eta: it waits since then
+        lower = since is None
+        if since is None:
+            since, source = head.first_seen, "first-seen"
+        return _Oldest(age=max(0.0, now - since), lower_bound=lower, source=source or "first-seen", since=since,
+                       task_id=head.task_id, identity=None if identity == "?" else identity)

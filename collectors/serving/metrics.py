@@ -12,7 +12,10 @@ Metric families (all gauges unless noted; ``taskdash_`` prefix):
 ``up{source}``                                   broker / backend reachable (1/0)
 ``queue_messages{queue,priority}``               LLEN of each priority band of each queue
 ``queue_depth{queue}``                           ready messages of a queue (all bands)
-``queue_oldest_age_seconds{queue}``              age of the oldest waiting message (when known)
+``queue_oldest_age_seconds{queue}``              age of the message BRPOP takes next (when known; a
+                                                 lower bound when the next family says so)
+``queue_oldest_age_is_lower_bound{queue}``       1 when that age is only a lower bound (taskdash first
+                                                 saw the message then; no task-sent/eta/arrival evidence)
 ``queue_consumers{queue}``                       live workers consuming the queue (when inspect answered)
 ``queue_unacked{queue}``                         unacked messages of a queue
 ``unacked_messages``                             HLEN of kombu's ``unacked`` hash (whole ledger)
@@ -128,6 +131,10 @@ def render_metrics(snapshot: Snapshot | None, *, scrape_duration_s: float | None
                  [({"queue": q.name}, q.messages) for q in s.queues])
         w.family("queue_oldest_age_seconds", "Age of the oldest waiting message of a queue.",
                  [({"queue": q.name}, q.oldest_age_s) for q in s.queues if q.oldest_age_s is not None])
+        w.family("queue_oldest_age_is_lower_bound",
+                 "1 when queue_oldest_age_seconds is only a lower bound (counted from when taskdash first saw "
+                 "the message; it waited longer), 0 when exact (task-sent event, eta, or seen arriving).",
+                 [({"queue": q.name}, q.oldest_age_is_lower_bound) for q in s.queues if q.oldest_age_s is not None])
         w.family("queue_consumers", "Live workers consuming the queue (from inspect active_queues).",
                  [({"queue": q.name}, q.consumers) for q in s.queues if q.consumers is not None])
         w.family("queue_unacked", "Delivered but unacknowledged messages of a queue.",
