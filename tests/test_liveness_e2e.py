@@ -100,6 +100,9 @@ def test_dashboard_evidence_never_requeues_a_silent_workers_message(
         # told apart from that worker's in CLIENT LIST: start the workers clearly later
         time.sleep(3)
         quiet = start_worker(("celery",), pool="solo")
+        # answering inspect: its pidbox consumer is up, so its gossip connection (opened before) is too
+        wait_for(lambda: any(w.hostname == quiet.hostname and w.pool for w in col.collect().workers),
+                 what="stats of the quiet worker")
         time.sleep(3)  # two workers started within ~3 s cannot be told apart in CLIENT LIST
         dead = start_worker(("slow",))
         spin = send(demo_app, "spin", "celery", "spin", 45.0)

@@ -231,6 +231,11 @@ class _Node:
     conn_lost_alive: bool = False
     """A probe found no candidate although the worker spoke after it: attribution unusable."""
     conn_gone_at: float | None = None
+    pub_gone_at: float | None = None
+    """When the PUBLISH count proved its pidbox subscription gone (beside CLIENT LIST, see probe_connections)."""
+    pub_detail: str = ""
+    alive_at: float | None = None
+    """A time it was certainly alive (lower bound): its inspect reply's broadcast, a heartbeat's receipt - 1 s."""
     conn_checked_at: float | None = None
     conn_present: bool | None = None
     conn_detail: str = ""
@@ -505,6 +510,11 @@ class WorkerMonitor:
         self._last_probe: float | None = None
         self._prev_probe: float | None = None
         self._pub_base: tuple[int, frozenset[str]] | None = None
+        self._pub_base_at = 0.0
+        """When ``_pub_base`` was counted: only later counts can show a subscription lost."""
+        self._publish_refused = False
+        self._pub_meas: deque[tuple[int, float]] = deque(maxlen=16)
+        """The recent pidbox subscriber counts and when they were taken (see _count_proves_gone)."""
         self._conn_born: dict[str, tuple[float, float]] = {}
         self._unknown_workers: int | None = None
         """CLIENT LIST id -> (earliest, latest) creation time seen for it."""
@@ -744,6 +754,7 @@ class WorkerMonitor:
                     continue  # the other process of a duplicated hostname: not this row's evidence
                 node.replied = True
                 node.last_reply = now
+                node.alive_at = max(node.alive_at or 0.0, started)  # it answered a broadcast sent then
                 self._spoke(node, now)
                 if isinstance(stats, Mapping):
                     node.stats = dict(stats)
@@ -805,7 +816,7 @@ class WorkerMonitor:
         node.boot_at = old.last_seen  # a lower bound: it started after the old process last spoke
         node.boot_src = ""
         node.boot_stats = node.boot_online = None
-        node.last_hb = node.last_reply = None
+        node.last_hb = node.last_reply = node.alive_at = None
         node.replied = node.stats_fresh = False
         node.stats = None
         node.offline_at = None
@@ -817,6 +828,7 @@ class WorkerMonitor:
         node.activity_key = (None, None)
         node.activity_changed_at = now
         node.conn_ok_at = node.conn_gone_at = node.conn_checked_at = node.conn_present = None
+        node.pub_gone_at = None
         node.conn_lost_alive = False
         node.conn_detail = ""
         return True
@@ -826,7 +838,7 @@ class WorkerMonitor:
         """A sign of life: a connection probe that found none before it proved nothing."""
         if node.conn_gone_at is not None and now > node.conn_gone_at:
             node.conn_lost_alive = True
-            node.conn_gone_at = None
+            node.conn_gone_at = node.pub_gone_at = None
             node.conn_present = None
             node.conn_detail = "its connections are not recognisable (it spoke after a probe found none)"
 
@@ -956,6 +968,7 @@ class WorkerMonitor:
                     self._probe_mode = "client"
                     self.probes += 1
                     self._absorb_client_list(clients, time.time())
+                    self._publish_beside(client)
                     return
             if self._probe_mode == "publish":
                 db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
@@ -969,9 +982,30 @@ class WorkerMonitor:
                     self._probe_mode = "none"
                     return
                 self.probes += 1
-                self._absorb_publish_count(n, time.time())
+                t = time.time()
+                self._absorb_publish_count(n, t)
+                self._pub_meas.append((n, t))  # decides at a later probe (see _count_proves_gone)
         except (redis.RedisError, OSError) as exc:
             log.debug("connection probe failed: %s", self._mask(exc))
+
+    def _publish_beside(self, client: Any) -> None:
+        """The PUBLISH count beside CLIENT LIST: a Celery worker opens one pidbox subscriber connection and,
+        with gossip, a second one, so workers started in the same second can lend a killed one their second
+        connection in CLIENT LIST's boot-window matching; the pidbox subscriber count has one per worker and
+        proves such a worker gone (docs/redis-layout.md#pidbox). Refused: CLIENT LIST alone."""
+        if self._publish_refused:
+            return
+        db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        try:
+            n = int(client.publish(self.pidbox_channel(db), self._probe_message()))
+        except redis.ResponseError as exc:
+            if not _is_noperm(exc):
+                raise
+            self._publish_refused = True
+            return
+        now = time.time()
+        self._absorb_publish_count(n, now, beside_client=True)
+        self._pub_meas.append((n, now))  # decides at a later probe (see _count_proves_gone)
 
     def _absorb_client_list(self, clients: list[dict[str, Any]], now: float) -> None:
         own = self._own_addrs()
@@ -1026,7 +1060,13 @@ class WorkerMonitor:
                     ok = bool(mine)
                 else:
                     ok = _augment(node.hostname, edges, dict(match), set())
-                if ok:
+                if ok and node.pub_gone_at is not None and not node.conn_lost_alive and node.hostname not in responding:
+                    # a connection here could be its, but the pidbox subscriber count fell when it went silent
+                    node.conn_present = False
+                    node.conn_gone_at = node.pub_gone_at
+                    node.conn_detail = node.pub_detail
+                    node.conn_source = "CLIENT LIST + PUBLISH count"
+                elif ok:
                     node.conn_present = True
                     node.conn_ok_at = now
                     node.conn_gone_at = None
@@ -1049,17 +1089,23 @@ class WorkerMonitor:
         return sum(1 for nd in self._nodes.values()
                    if nd.offline_at is None and nd.conn_gone_at is None and (nd.last_reply is not None or denied))
 
-    def _absorb_publish_count(self, n: int, now: float) -> None:
+    def _absorb_publish_count(self, n: int, now: float, *, beside_client: bool = False) -> None:
+        """Decide connection presence from the pidbox subscriber count ``n``; ``beside_client``: CLIENT LIST
+        decided already this probe, the count only adds a proof of a silent worker's subscription gone."""
         with self._state_lock:
-            self._unknown_workers = max(0, n - self._accounted())
             live = [nd for nd in self._nodes.values() if nd.offline_at is None]
             fresh = {nd.hostname for nd in live if nd.is_online(now)}
             silent = [nd for nd in live if nd.hostname not in fresh and nd.conn_gone_at is None]
+            if beside_client:
+                self._beside_publish_count(n, live, fresh, silent, now)
+                return
+            self._unknown_workers = max(0, n - self._accounted())
             for nd in live:
                 nd.conn_source = "PUBLISH count"
                 nd.conn_checked_at = now
             if not silent and n == len(fresh):
                 self._pub_base = (n, frozenset(fresh))  # every subscriber is a known, speaking worker
+                self._pub_base_at = now
                 for nd in live:
                     if nd.hostname not in fresh:
                         continue  # proven gone earlier: stays so
@@ -1075,8 +1121,8 @@ class WorkerMonitor:
                                       "counted while all spoke: cannot attribute (PUBLISH count)")
                 return
             base_n, base_set = base
-            gone = [nd for nd in silent if nd.hostname in base_set and not nd.conn_lost_alive]
-            if gone and len(gone) == len(silent) and n <= base_n - len(gone):
+            gone = self._count_proves_gone(base, live, fresh, silent, now)
+            if gone:
                 for nd in gone:
                     nd.conn_present = False
                     nd.conn_gone_at = now
@@ -1087,6 +1133,57 @@ class WorkerMonitor:
                     nd.conn_present = True if n >= base_n else None
                     nd.conn_detail = (f"pidbox subscribers {n} (were {base_n}): its subscription may still be "
                                       "open (PUBLISH count)")
+
+    def _count_proves_gone(self, base: tuple[int, frozenset[str]], live: list[_Node], fresh: set[str],
+                           silent: list[_Node], now: float) -> list[_Node]:
+        """The silent workers an earlier count proves gone (lock held), else [].
+
+        A worker killed a moment ago still looks fresh (its last heartbeat is recent) while its subscription is
+        already gone: a drop in the count must not be blamed on a worker merely silent. So a count taken at
+        some earlier probe (time t) decides, once every worker not blamed has proven itself alive after t
+        (``alive_at``): then the subscriptions missing at t, beyond those of workers already proven gone,
+        are the blamed ones'."""
+        if not silent or not self._pub_meas:
+            return []
+        base_n, base_set = base
+        by_host = {nd.hostname: nd for nd in live}
+        already = sum(1 for h in base_set if (nd := by_host.get(h)) is None or nd.conn_gone_at is not None)
+        silent_ids = {id(nd) for nd in silent}
+        for n, t in reversed(self._pub_meas):
+            if t <= self._pub_base_at:
+                break  # counts from before the base say nothing about a subscription lost since
+            blamed = [nd for nd in live if nd.conn_gone_at is None and (nd.alive_at or 0.0) <= t]
+            if not blamed or {id(nd) for nd in blamed} != silent_ids:
+                continue  # someone not silent has not spoken since t, or a silent one spoke after it
+            if any(nd.hostname in fresh or nd.hostname not in base_set or nd.conn_lost_alive for nd in blamed):
+                return []
+            if n <= base_n - already - len(blamed):
+                return blamed
+        return []
+
+    def _beside_publish_count(self, n: int, live: list[_Node], fresh: set[str], silent: list[_Node],
+                              now: float) -> None:
+        """The PUBLISH count's gone proof for silent workers CLIENT LIST could not tell apart (lock held)."""
+        if not silent:
+            if n == len(fresh) and all(nd.hostname in fresh or nd.conn_gone_at is not None for nd in live):
+                self._pub_base = (n, frozenset(fresh))
+                self._pub_base_at = now
+            return
+        base = self._pub_base
+        if base is None:
+            return
+        base_n, _ = base
+        gone = self._count_proves_gone(base, live, fresh, silent, now)
+        if gone:
+            for nd in gone:
+                nd.pub_gone_at = nd.pub_gone_at or now
+                nd.pub_detail = (f"pidbox subscribers {base_n} → {n} while {len(gone)} worker(s) went silent: "
+                                 "its subscription is gone (PUBLISH count beside CLIENT LIST)")
+                if nd.conn_ok_at is not None:
+                    nd.conn_present = False
+                    nd.conn_gone_at = nd.pub_gone_at
+                    nd.conn_detail = nd.pub_detail
+                    nd.conn_source = "CLIENT LIST + PUBLISH count"
 
     # ---- heartbeats and events -------------------------------------------------------------------
     def event_pattern(self, db: int) -> str:
@@ -1159,6 +1256,7 @@ class WorkerMonitor:
                             node.boot_src = "online"
                         node.offline_at = None
                     node.last_hb = now
+                    node.alive_at = max(node.alive_at or 0.0, now - 1.0)  # margin: delivery of a sent heartbeat
                     self._spoke(node, now)
                     if len(self._nodes) > MAX_NODES:
                         self._trim_nodes(now)
