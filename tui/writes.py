@@ -8,6 +8,12 @@ flow every kind goes through (``@work`` on the app + ``push_screen_wait``)::
       → answer = await push_screen_wait(ConfirmScreen) → thread worker runs spec.run(answer)
       → post ActionDone(title, message, severity, quarantine_changed)
 
+Every step that waits on Redis or the workers shows a "working…" notification the moment the key is
+pressed (the purge preview, the write after "y"), removed when the step is over, so a key never looks
+ignored. The purge dialog says its counts are as of the preview (the age ticks while it is open) and
+that messages arriving before the purge are purged and exported too; the result names exactly what
+was exported and deleted (``PurgeWrites.purge``).
+
 The targets (and the actions object) are captured when the dialog opens, never re-read when the user
 answers. Expected failures (``ActionError``, ``ReadOnlyError``, Redis down) become an ``ActionDone``
 with severity "error"; only an unexpected crash of a worker reaches ``Worker.StateChanged``.
@@ -15,14 +21,18 @@ with severity "error"; only an unexpected crash of a worker reaches ``Worker.Sta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from textual.notifications import Notification, Notify
+
 from collectors.core.config import mask_text
+from tui.format import fmt_age, safe
 from tui.messages import ActionDone, WriteRequested
 from tui.screens.confirm import Confirmation, ConfirmScreen
 from tui.widgets.panels import q_attr
@@ -39,6 +49,30 @@ LIST_LIMIT = 8
 Option = tuple[str, str, bool]
 """A dialog checkbox: (id, label, default)."""
 
+WORKING_TIMEOUT = 30.0
+"""Longest a "working…" notification stays up (it is removed as soon as its step ends)."""
+
+
+class Working:
+    """A "working…" notification shown at once and removed when the step it announces is over.
+
+    Posted as a ``Notify`` (what ``App.notify`` posts) so it can be taken down again; the removal is
+    queued behind it, so a step that ends before the notification was even shown leaves nothing behind.
+    """
+
+    def __init__(self, app: TaskDashApp, title: str, message: str) -> None:
+        self.app = app
+        self.note = Notification(safe(message), safe(title), "information", WORKING_TIMEOUT, markup=False)
+        app.post_message(Notify(self.note))
+
+    def done(self) -> None:
+        """Take the notification down (after it was shown, if it was not yet)."""
+        self.app.call_later(self._remove)
+
+    def _remove(self) -> None:
+        with suppress(Exception):  # expired already, or a Textual without _unnotify: it times out
+            self.app._unnotify(self.note)
+
 
 @dataclass(frozen=True)
 class ConfirmSpec:
@@ -54,6 +88,10 @@ class ConfirmSpec:
     options: tuple[Option, ...] = ()
     quarantine_changed: bool = False
     """A success changes the quarantine list (the app re-reads it)."""
+    working: str = "working…"
+    """Shown at once after "Yes", until the result arrives."""
+    body_fn: Callable[[], str] | None = None
+    """Re-renders the body every second while the dialog is open (e.g. the age of a preview)."""
 
 
 SpecBuilder = Callable[["TaskDashApp", "ActionsAPI", tuple[Any, ...], Any], "ConfirmSpec | None"]
@@ -99,7 +137,8 @@ def requeue_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[Any, ...], 
     options: tuple[Option, ...] = ((("force", "force: requeue even though the worker may still be running it "
                                      "(it can run twice)", False),) if live else ())
     return ConfirmSpec("Requeue?", body, "Requeue", lambda c: actions.requeue(tags, force=c.options.get("force", False)),
-                       "Requeue", options)
+                       "Requeue", options, working=f"requeueing {len(tags)} message(s): asking the workers what "
+                       "they hold first…")
 
 
 def requeue_orphaned_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[Any, ...],
@@ -113,34 +152,78 @@ def requeue_orphaned_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[An
         body += (f"\n\nOnly the {len(snap.unacked):,} oldest of {snap.unacked_total:,} unacked entries were "
                  "read in this refresh; `taskdash requeue --orphaned` handles every one.")
     return ConfirmSpec("Requeue all orphaned?", body, "Requeue", lambda c: actions.requeue(tags, force=False),
-                       "Requeue orphaned")
+                       "Requeue orphaned", working=f"requeueing {len(tags)} orphaned message(s): asking the "
+                       "workers what they hold first…")
 
 
 def quarantine_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[Any, ...], command: Any) -> ConfirmSpec:
     """Quarantine unacked entries (by tag) or poison suspects / queued messages (by task id)."""
-    tags = [e.delivery_tag for e in items if hasattr(e, "delivery_tag") and hasattr(e, "reserved_at")]
-    task_ids = [e.task_id for e in items if not (hasattr(e, "reserved_at") and e.delivery_tag)]
     reason = "quarantined from the taskdash TUI"
-    deliveries: int | None = None
     if items and hasattr(items[0], "deliveries"):
         reason = f"poison suspect: {items[0].reason}"
-        deliveries = max(app.deliveries_of(e) for e in items)
+    # Each message is recorded with its own delivery count (the poison tracker's, or the persistent
+    # history's when it saw more); messages of one count go in one call.
+    groups: dict[int | None, tuple[list[str], list[str]]] = {}
+    for e in items:
+        tags, task_ids = groups.setdefault(deliveries_of(app, e), ([], []))
+        if hasattr(e, "delivery_tag") and hasattr(e, "reserved_at") and e.delivery_tag:
+            tags.append(e.delivery_tag)
+        else:
+            task_ids.append(e.task_id)
     body = (f"Move {len(items)} message(s) into taskdash's quarantine (out of their queue and of "
             "unacked; kept whole, replayable):\n" + _listing([_describe_entry(e) for e in items]))
 
     def run(c: Confirmation) -> ActionResult:
-        kwargs: dict[str, Any] = {"reason": reason}
-        if deliveries is not None:
-            kwargs["deliveries"] = deliveries
-        if tags:
-            kwargs["tags"] = tags
-        if task_ids:
-            kwargs["task_ids"] = task_ids
-        result = actions.quarantine(**kwargs)
+        results = []
+        for deliveries, (tags, task_ids) in groups.items():
+            kwargs: dict[str, Any] = {"reason": reason}
+            if deliveries is not None:
+                kwargs["deliveries"] = deliveries
+            if tags:
+                kwargs["tags"] = tags
+            if task_ids:
+                kwargs["task_ids"] = task_ids
+            results.append(actions.quarantine(**kwargs))
+        done = [d.get("task_id") for res in results for d in (res.details or {}).get("items", ())]
+        forget_poison(app, done)
         app.forget_deliveries(getattr(e, "task_id", None) for e in items)
-        return result
+        return results[0] if len(results) == 1 else _merged("quarantine", results)
 
-    return ConfirmSpec("Quarantine?", body, "Quarantine", run, "Quarantine", quarantine_changed=True)
+    return ConfirmSpec("Quarantine?", body, "Quarantine", run, "Quarantine", quarantine_changed=True,
+                       working=f"quarantining {len(items)} message(s)…")
+
+
+def deliveries_of(app: TaskDashApp, item: Any) -> int | None:
+    """The delivery count to record for ``item``: a poison suspect's (tracker or persistent history), the
+    suspect's of an unacked/queued row of the same task id, else None (the write then asks the history)."""
+    if hasattr(item, "deliveries"):
+        return int(app.deliveries_of(item))
+    task_id = getattr(item, "task_id", None)
+    snap = app.snapshot
+    if task_id and snap is not None:
+        suspect = next((p for p in snap.poison if p.task_id == task_id), None)
+        if suspect is not None:
+            return int(app.deliveries_of(suspect))
+    return None
+
+
+def forget_poison(app: TaskDashApp, task_ids: Iterable[str | None]) -> None:
+    """Take quarantined/revoked tasks out of the poison suspects now (the collector's tracker drops them
+    and ignores their earlier deliveries), so the Poison view does not keep showing a stopped loop."""
+    forget = getattr(app.collector, "forget_poison", None)
+    if not callable(forget):
+        return
+    for task_id in dict.fromkeys(t for t in task_ids if t):
+        forget(task_id)
+
+
+def _merged(kind: str, results: Sequence[ActionResult]) -> ActionResult:
+    """One result for several calls of the same write (counts added, messages joined)."""
+    first = results[0]
+    items = [d for res in results for d in (res.details or {}).get("items", ())]
+    missing = [m for res in results for m in (res.details or {}).get("missing", ())]
+    return type(first)(kind, sum(res.count for res in results), "; ".join(res.message for res in results),
+                       {"items": items, "missing": missing})
 
 
 def revoke_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[Any, ...], command: Any) -> ConfirmSpec | None:
@@ -154,6 +237,7 @@ def revoke_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[Any, ...], c
 
     def run(c: Confirmation) -> ActionResult:
         result = actions.revoke(task_id, terminate=c.options.get("terminate", False))
+        forget_poison(app, [task_id])
         app.forget_deliveries([task_id])
         return result
 
@@ -198,22 +282,37 @@ def delete_quarantined_spec(app: TaskDashApp, actions: ActionsAPI, items: tuple[
                        "Delete", quarantine_changed=True)
 
 
-def purge_spec(app: TaskDashApp, actions: ActionsAPI, name: str, preview: PurgePreview) -> ConfirmSpec:
-    """Purge a queue, from the preview read when the key was pressed (export first)."""
-    export = default_export_path(name, app.clock(), app.export_dir)
+def purge_body(name: str, preview: PurgePreview, age_s: float, export: Path) -> str:
+    """The purge dialog: the preview's counts *as of* its age, and that later arrivals go too."""
     bands = ", ".join(f"priority {band}: {n:,}" for band, n in preview.by_priority) or "–"
     orphaned = preview.orphaned_unacked
-    body = (f"Delete the {preview.total:,} ready message(s) of queue {name} ({bands}).\n"
+    return (f"Delete the {preview.total:,} ready message(s) of queue {name} as of {fmt_age(max(0.0, age_s))} ago\n"
+            f"({bands}).\nMessages arriving before the purge are purged and exported too.\n"
             f"{preview.unacked:,} unacked message(s) of this queue ({orphaned:,} orphaned) stay unless you "
             "include the orphaned ones below.\n"
             f"Everything purged is first written to {export}\n(undo with: taskdash restore FILE).")
+
+
+def purge_spec(app: TaskDashApp, actions: ActionsAPI, name: str, preview: PurgePreview,
+               preview_at: float | None = None) -> ConfirmSpec:
+    """Purge a queue, from the preview read when the key was pressed (export first).
+
+    ``preview_at``: when the preview was read, on ``app.clock`` (default: now).
+    """
+    at = app.clock() if preview_at is None else preview_at
+    export = default_export_path(name, at, app.export_dir)
+    orphaned = preview.orphaned_unacked
+
+    def body() -> str:
+        return purge_body(name, preview, app.clock() - at, export)
 
     def run(c: Confirmation) -> ActionResult:
         return actions.purge(name, include_unacked=c.options.get("include_unacked", False),
                              export_path=str(export))
 
-    return ConfirmSpec(f"Purge queue {name}?", body, "Purge", run, "Purge",
-                       (("include_unacked", f"also purge the {orphaned:,} orphaned unacked message(s)", False),))
+    return ConfirmSpec(f"Purge queue {name}?", body(), "Purge", run, "Purge",
+                       (("include_unacked", f"also purge the {orphaned:,} orphaned unacked message(s)", False),),
+                       working=f"purging {name}: exporting, then deleting…", body_fn=body)
 
 
 SPECS: dict[str, SpecBuilder] = {
@@ -274,12 +373,16 @@ async def write_flow(app: TaskDashApp, request: WriteRequested) -> None:
     if kind == "purge":
         assert actions is not None
         name = items[0].name
-        preview = await app.run_worker(partial(_read_preview, app, actions, name), thread=True, group="preview",
-                                       exit_on_error=False, description="purge preview").wait()
+        working = Working(app, "Purge", f"reading queue {name}…")
+        try:
+            preview = await app.run_worker(partial(_read_preview, app, actions, name), thread=True,
+                                           group="preview", exit_on_error=False, description="purge preview").wait()
+        finally:
+            working.done()
         if isinstance(preview, str):
             app.say(preview, title="Purge preview failed", severity="error")
             return
-        spec = purge_spec(app, actions, name, preview)
+        spec = purge_spec(app, actions, name, preview, app.clock())
     else:
         build = SPECS.get(kind)
         if build is None:
@@ -289,10 +392,17 @@ async def write_flow(app: TaskDashApp, request: WriteRequested) -> None:
         if spec is None:
             app.say("this row has no task id to act on", severity="warning", timeout=4)
             return
-    answer = await app.push_screen_wait(ConfirmScreen(spec.title, spec.body, confirm_label=spec.label,
-                                                      options=spec.options))
+    answer = await app.push_screen_wait(ConfirmScreen(spec.title, spec.body_fn or spec.body,
+                                                      confirm_label=spec.label, options=spec.options))
     app.focus_table()
     if answer is None:
         return
-    app.run_worker(partial(run_write, app, spec, answer), thread=True, group="actions", exit_on_error=False,
-                   description="write action")
+    working = Working(app, spec.done_title, spec.working)
+    worker = app.run_worker(partial(run_write, app, spec, answer), thread=True, group="actions",
+                            exit_on_error=False, description="write action")
+    try:
+        await worker.wait()
+    except Exception:  # noqa: BLE001 - a crash is reported by Worker.StateChanged (app.on_worker_state_changed)
+        pass
+    finally:
+        working.done()

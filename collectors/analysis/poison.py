@@ -17,11 +17,17 @@ Retries (``Task.retry``) are new messages with a new delivery tag and a higher `
 they are kept apart so a task that legitimately retries three times is not a suspect.
 Memory is bounded: at most ``max_tasks`` task ids (least recently seen dropped) and a small
 bounded set of delivery keys per source.
+
+A task that was quarantined (or revoked) is ``forget``-ten: it leaves ``suspects()`` at once, and
+what any source still reports of deliveries from before that moment (a ledger read in flight, a late
+``task-received`` event) is ignored, so it does not come back. A delivery after it (the message was
+replayed and loops again) is counted afresh. ``forget`` may be called from any thread.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Mapping
@@ -137,9 +143,19 @@ class PoisonTracker:
         self.max_tasks = max(16, int(max_tasks))
         self.idle_expiry_s = idle_expiry_s
         self._records: OrderedDict[str, _Record] = OrderedDict()
+        self._forgotten: OrderedDict[str, float] = OrderedDict()
+        """task id -> when it was forgotten (quarantined/revoked): older deliveries are ignored."""
+        self._lock = threading.RLock()
+        """``forget`` comes from the action thread while the poll thread feeds and reads."""
 
     # ---- feeding -----------------------------------------------------------------------------
-    def _record(self, task_id: str, ts: float) -> _Record:
+    def _record(self, task_id: str, ts: float) -> _Record | None:
+        """The record of ``task_id`` touched at ``ts``; None for a delivery from before it was forgotten."""
+        gone = self._forgotten.get(task_id)
+        if gone is not None:
+            if ts <= gone:
+                return None
+            del self._forgotten[task_id]  # delivered again after the quarantine: a new history
         rec = self._records.get(task_id)
         if rec is None:
             rec = _Record(task_id=task_id, first_seen=ts, last_seen=ts)
@@ -154,54 +170,73 @@ class PoisonTracker:
 
     def observe_unacked(self, entries: Iterable[UnackedEntry], now: float) -> None:
         """Feed one read of the unacked ledger (a new score for a tag = a new delivery)."""
-        for e in entries:
-            if not e.task_id:
-                continue
-            ts = e.reserved_at if e.reserved_at is not None else now
-            rec = self._record(e.task_id, ts)
-            rec.task = e.task or rec.task
-            rec.queue = e.queue or rec.queue
-            rec.delivery_tag = e.delivery_tag or rec.delivery_tag
-            rec.on_worker(e.holder)
-            tags = rec.unacked.get(e.delivery_tag)
-            if tags is None:
-                if len(rec.unacked) >= _MAX_TAGS:
-                    rec.unacked.pop(next(iter(rec.unacked)))
-                tags = rec.unacked[e.delivery_tag] = _KeySet()
-            if e.reserved_at is not None:
-                tags.add(round(e.reserved_at, 6))
-            elif not tags.count:
-                tags.add(None)
-            if e.redelivered:
-                rec.redelivered = True
-                rec.unacked_redelivered.add(e.delivery_tag)
+        with self._lock:
+            for e in entries:
+                self._observe_unacked(e, now)
+
+    def _observe_unacked(self, e: UnackedEntry, now: float) -> None:
+        if not e.task_id:
+            return
+        ts = e.reserved_at if e.reserved_at is not None else now
+        rec = self._record(e.task_id, ts)
+        if rec is None:
+            return
+        rec.task = e.task or rec.task
+        rec.queue = e.queue or rec.queue
+        rec.delivery_tag = e.delivery_tag or rec.delivery_tag
+        rec.on_worker(e.holder)
+        tags = rec.unacked.get(e.delivery_tag)
+        if tags is None:
+            if len(rec.unacked) >= _MAX_TAGS:
+                rec.unacked.pop(next(iter(rec.unacked)))
+            tags = rec.unacked[e.delivery_tag] = _KeySet()
+        if e.reserved_at is not None:
+            tags.add(round(e.reserved_at, 6))
+        elif not tags.count:
+            tags.add(None)
+        if e.redelivered:
+            rec.redelivered = True
+            rec.unacked_redelivered.add(e.delivery_tag)
 
     def observe_active(self, refs: Iterable[TaskRef], now: float) -> None:
         """Feed the active lists of one inspect window (a new execution = a new delivery)."""
-        for ref in refs:
-            if ref.state != "active":
-                continue
-            ts = ref.time_start if ref.time_start is not None else now
-            rec = self._record(ref.task_id, ts)
-            rec.task = ref.name or rec.task
-            rec.queue = ref.queue or rec.queue
-            rec.on_worker(ref.hostname)
-            key = (ref.hostname, ref.worker_pid,
-                   round(ref.time_start, 3) if ref.time_start is not None else None)
-            rec.active.add(key)
-            if ref.redelivered:
-                rec.redelivered = True
-                rec.active_redelivered.add(key)
+        with self._lock:
+            for ref in refs:
+                self._observe_active(ref, now)
+
+    def _observe_active(self, ref: TaskRef, now: float) -> None:
+        if ref.state != "active":
+            return
+        ts = ref.time_start if ref.time_start is not None else now
+        rec = self._record(ref.task_id, ts)
+        if rec is None:
+            return
+        rec.task = ref.name or rec.task
+        rec.queue = ref.queue or rec.queue
+        rec.on_worker(ref.hostname)
+        key = (ref.hostname, ref.worker_pid,
+               round(ref.time_start, 3) if ref.time_start is not None else None)
+        rec.active.add(key)
+        if ref.redelivered:
+            rec.redelivered = True
+            rec.active_redelivered.add(key)
 
     def observe_worker_lost(self, task_id: str, task: str | None, worker: str | None, ts: float) -> None:
         """Feed a WorkerLostError FAILURE from the result backend (its worker died running it)."""
-        rec = self._record(task_id, ts)
-        rec.task = task or rec.task
-        rec.on_worker(worker)
-        rec.lost.add(round(ts, 3))
+        with self._lock:
+            rec = self._record(task_id, ts)
+            if rec is None:
+                return
+            rec.task = task or rec.task
+            rec.on_worker(worker)
+            rec.lost.add(round(ts, 3))
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         """Feed one Celery task event (``task-received`` counts a delivery; others add context)."""
+        with self._lock:
+            self._observe_event(event)
+
+    def _observe_event(self, event: Mapping[str, Any]) -> None:
         task_id = event.get("uuid")
         etype = event.get("type")
         if not isinstance(task_id, str) or not isinstance(etype, str) or not etype.startswith("task-"):
@@ -210,6 +245,8 @@ class PoisonTracker:
         if etype != "task-received" and task_id not in self._records:
             return  # context for tasks we never saw delivered is not worth memory
         rec = self._record(task_id, ts)
+        if rec is None:
+            return
         hostname = event.get("hostname")
         rec.on_worker(hostname if isinstance(hostname, str) else None)
         if isinstance(event.get("name"), str):
@@ -232,12 +269,23 @@ class PoisonTracker:
     # ---- reading -----------------------------------------------------------------------------
     def deliveries(self, task_id: str) -> int:
         """Distinct deliveries seen for ``task_id`` (0 when never seen)."""
-        rec = self._records.get(task_id)
-        return rec.deliveries() if rec else 0
+        with self._lock:
+            rec = self._records.get(task_id)
+            return rec.deliveries() if rec else 0
 
-    def forget(self, task_id: str) -> None:
-        """Drop a task id's history (e.g. after it was quarantined or revoked)."""
-        self._records.pop(task_id, None)
+    def forget(self, task_id: str, at: float | None = None) -> None:
+        """Drop a task id's history (after it was quarantined or revoked): it leaves ``suspects()`` now.
+
+        Deliveries from before ``at`` (default: now) that a source reports later are ignored; a delivery
+        after it starts a new history (a replayed message that loops again is a suspect again).
+        Thread-safe.
+        """
+        with self._lock:
+            self._records.pop(task_id, None)
+            self._forgotten[task_id] = time.time() if at is None else float(at)
+            self._forgotten.move_to_end(task_id)
+            while len(self._forgotten) > self.max_tasks:
+                self._forgotten.popitem(last=False)
 
     def suspects(self, now: float | None = None) -> tuple[PoisonSuspect, ...]:
         """Tasks delivered at least ``threshold`` times, most deliveries first.
@@ -246,6 +294,10 @@ class PoisonTracker:
             now: local epoch time (default: now); ids idle longer than ``idle_expiry_s`` are left out.
         """
         now = time.time() if now is None else now
+        with self._lock:
+            return self._suspects(now)
+
+    def _suspects(self, now: float) -> tuple[PoisonSuspect, ...]:
         out: list[PoisonSuspect] = []
         for rec in self._records.values():
             if now - rec.observed_at > self.idle_expiry_s:

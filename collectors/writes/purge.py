@@ -5,6 +5,12 @@ producers keep writing to fresh lists), writes every message to a JSONL export (
 fsyncs it, and only then deletes the temporaries; if the export fails they are put back
 (``scripts.UNDO_RENAME``). ``restore`` validates a whole export before writing anything and appends
 what it holds back where it came from, once (a marker key refuses a second restore unless forced).
+
+A preview counts the lists at one moment; a purge takes whatever the lists hold when it runs, so
+messages that arrive in between are purged (and exported) too. ``purge`` reports exactly what it
+exported and deleted, and, when this object previewed the queue, how that differs from the preview
+("purged 477 message(s) (11 arrived since the preview)"), so neither the CLI nor the TUI can show a
+smaller number than what was deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, NoReturn
 
 import redis
 
+from collectors.core.models import UnackedEntry
 from collectors.keyspace import scripts
 from collectors.writes.base import (
     FRESH_MARGIN,
@@ -44,10 +51,43 @@ class PurgePreview:
     total: int
     unacked: int
     orphaned_unacked: int
+    taken_at: float = 0.0
+    """When the lists were counted (epoch s): the counts are as of then, not of the purge."""
+
+
+def _plural(n: int, what: str = "message(s)") -> str:
+    return f"{n:,} {what}"
 
 
 class PurgeWrites(ExportFiles, LedgerLookup):
     """Purges a queue (after exporting it) and restores exports (purges, deleted quarantine, exports)."""
+
+    def _previews(self) -> dict[str, PurgePreview]:
+        """The last preview of each queue this object read (``purge`` compares its result with it)."""
+        return self.__dict__.setdefault("_purge_previews", {})  # type: ignore[no-any-return]
+
+    def _liveness_orphaned(self, entries: Sequence[_Entry]) -> set[str] | None:
+        """Tags of ``entries`` the liveness evidence (``self.evidence``, e.g. the dashboard's collector)
+        calls orphaned: every worker that could have received them is proven dead. None without evidence.
+
+        No inspect round trip: the evidence was already watched (heartbeats, inspect, connections).
+        """
+        evidence = getattr(self, "evidence", None)
+        if not callable(evidence):
+            return None
+        view = evidence()
+        now = time.time()
+        vt = self.settings.visibility_timeout
+        rows: list[UnackedEntry] = []
+        for e in entries:
+            queues = self._queues_for(e.exchange, e.routing_key)
+            age = None if e.score is None else max(0.0, now - e.score)
+            rows.append(UnackedEntry(
+                delivery_tag=e.tag, task_id=e.task_id, task=e.task, queue=queues[0] if queues else None,
+                priority=0, reserved_at=e.score, age_s=age, redelivered=False, state="unknown", holder=None,
+                stale=age is not None and age > vt, time_to_redelivery_s=None if age is None else vt - age,
+                argsrepr=None))
+        return {u.delivery_tag for u in view.classify(rows, now) if u.state == "orphaned"}
 
 
     def _unacked_of_queue(self, queue: str, live: set[str] | None,
@@ -64,22 +104,36 @@ class PurgeWrites(ExportFiles, LedgerLookup):
                 yield entry, orphaned
 
     def purge_preview(self, queue: str) -> PurgePreview:
-        """Counts per priority list of ``queue``, and how many of its unacked entries are orphaned."""
+        """Counts per priority list of ``queue`` (as of ``taken_at``), and how many of its unacked entries
+        are orphaned.
+
+        With liveness evidence (``self.evidence``: the dashboard sets it) the orphaned count comes from it
+        and the preview costs a few round trips; without it the workers are asked (``live_task_ids``, about
+        one ``inspect_timeout``). The preview is remembered, so ``purge`` can say what changed since.
+        """
         with self._errors("purge preview"):
             keys = self.keys.queue_keys(queue)
             pipe = self.client.pipeline(transaction=False)
             for _band, key in keys:
                 pipe.llen(key)
+            taken_at = time.time()
             lens = [int(n) for n in pipe.execute()]
-            t0 = time.time()
-            live = self.live_task_ids()
-            cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(None))
             unacked = orphaned = 0
-            for _entry, orph in self._unacked_of_queue(queue, live, cutoff):
-                unacked += 1
-                orphaned += int(orph)
+            if callable(getattr(self, "evidence", None)):
+                entries = [entry for entry, _orph in self._unacked_of_queue(queue, None, None)]
+                unacked = len(entries)
+                orphaned = len(self._liveness_orphaned(entries) or ())
+            else:
+                t0 = time.time()
+                live = self.live_task_ids()
+                cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(None))
+                for _entry, orph in self._unacked_of_queue(queue, live, cutoff):
+                    unacked += 1
+                    orphaned += int(orph)
         by_pri = tuple((band, n) for (band, _k), n in zip(keys, lens, strict=True))
-        return PurgePreview(queue, by_pri, sum(lens), unacked, orphaned)
+        preview = PurgePreview(queue, by_pri, sum(lens), unacked, orphaned, taken_at)
+        self._previews()[queue] = preview
+        return preview
 
     def purge(self, queue: str, *, include_unacked: bool = False, export_path: str | None = None) -> ActionResult:
         """Delete every waiting message of ``queue`` after writing them all to a JSONL export.
@@ -87,7 +141,12 @@ class PurgeWrites(ExportFiles, LedgerLookup):
         The priority lists are first RENAMEd to temporary keys in one script (producers keep writing to
         fresh lists), exported from there, fsynced, and only then deleted; if the export fails they are
         put back. With ``include_unacked`` the queue's orphaned unacked entries are exported and then
-        removed by compare-and-delete. ``restore(export)`` undoes it.
+        removed by compare-and-delete (no live worker reports them, and, with liveness evidence, every
+        worker that could hold them is proven dead). ``restore(export)`` undoes it.
+
+        The result counts what was exported and deleted (``details``: ``deleted``, ``exported``,
+        ``by_priority``, ``unacked``) and, after a preview of the same queue, ``previewed`` /
+        ``arrived_since_preview`` (negative: consumed meanwhile) / ``preview_age_s``.
         """
         self._guard("purge")
         self._check_reachable("purge")
@@ -109,22 +168,34 @@ class PurgeWrites(ExportFiles, LedgerLookup):
         by_band: dict[int, int] = {}
         unacked_done: list[str] = []
         with self._errors("purge"):
-            counts = scripts.rename_lists(self.client, [k for _b2, k in keys], tmp)
+            counts = [int(n) for n in scripts.rename_lists(self.client, [k for _b2, k in keys], tmp)]
+            renamed_at = time.time()
+            exported = 0
             try:
                 with self._open_export(path, "purge", queue) as fh:
                     for (band, key), tkey, n in zip(keys, tmp, counts, strict=True):
                         by_band[band] = n
+                        written = 0
                         for start in range(0, n, 1000):
                             for i, item in enumerate(self.client.lrange(tkey, start, start + 999)):
                                 fh.write(json.dumps({"type": "message", "queue": queue, "key": key, "band": band,
                                                      "index": start + i, **_enc(item)}) + "\n")
+                                written += 1
+                        if written != n:  # never delete what the export does not hold
+                            raise ActionError(f"purge of {queue}: {self.display_key(key)} held {n} message(s) "
+                                              f"but {written} were read back for the export; nothing deleted")
+                        exported += written
                     entries: list[_Entry] = []
                     if include_unacked:
-                        for entry, orphaned in self._unacked_of_queue(queue, live, cutoff):
-                            if orphaned:
-                                entries.append(entry)
-                                fh.write(json.dumps({"type": "unacked", "queue": queue, "tag": entry.tag,
-                                                     "score": entry.score, **_enc(entry.raw)}) + "\n")
+                        candidates = [entry for entry, orphaned in self._unacked_of_queue(queue, live, cutoff)
+                                      if orphaned]
+                        proven = self._liveness_orphaned(candidates)
+                        for entry in candidates:
+                            if proven is not None and entry.tag not in proven:
+                                continue  # not claimed, but a worker not proven dead may hold it
+                            entries.append(entry)
+                            fh.write(json.dumps({"type": "unacked", "queue": queue, "tag": entry.tag,
+                                                 "score": entry.score, **_enc(entry.raw)}) + "\n")
             except BaseException as exc:
                 try:
                     scripts.undo_rename(self.client, [k for _b2, k in keys], tmp)
@@ -149,14 +220,45 @@ class PurgeWrites(ExportFiles, LedgerLookup):
                     with path.open("a", encoding="utf-8") as fh2:
                         for tag in skipped:
                             fh2.write(json.dumps({"type": "skipped", "tag": tag}) + "\n")
-        total = sum(counts) + len(unacked_done)
-        details = {"queue": queue, "export": str(path), "by_priority": by_band, "unacked": unacked_done}
+        deleted = sum(counts)
+        total = deleted + len(unacked_done)
+        details: dict[str, Any] = {
+            "queue": queue, "export": str(path), "by_priority": by_band, "unacked": unacked_done,
+            "deleted": deleted, "exported": {"messages": exported, "unacked": len(entries) if include_unacked else 0},
+        }
+        preview = self._previews().pop(queue, None)
+        if preview is not None:
+            details.update(previewed=preview.total, arrived_since_preview=deleted - preview.total,
+                           preview_age_s=round(max(0.0, renamed_at - preview.taken_at), 3))
         self._record("purge", queue, total, **details)
-        msg = f"purged {sum(counts)} message(s) from {queue}"
-        if include_unacked:
-            msg += f" and {len(unacked_done)} orphaned unacked"
-        msg += f"; export: {path}"
-        return ActionResult("purge", total, msg, details)
+        return ActionResult("purge", total, self._purge_message(queue, path, details), details)
+
+    @staticmethod
+    def _purge_message(queue: str, path: Path, d: Mapping[str, Any]) -> str:
+        """One line with exactly what was deleted and exported, and how that differs from the preview.
+
+        ``purged 477 message(s) from Q; export: FILE (all 477 exported; 11 arrived since the preview of 466)``
+        (the text up to ``; export:`` is unchanged from before, scripts may read it).
+        """
+        deleted = int(d["deleted"])
+        unacked = len(d["unacked"])
+        exported = int(d["exported"]["messages"]) + int(d["exported"]["unacked"])
+        msg = f"purged {_plural(deleted)} from {queue}"
+        if d["exported"]["unacked"] or unacked:
+            msg += f" and {_plural(unacked, 'orphaned unacked')}"
+        notes = [f"{'all ' if exported == deleted + unacked else ''}{exported:,} exported"]
+        skipped = int(d["exported"]["unacked"]) - unacked
+        if skipped:
+            notes.append(f"{skipped:,} unacked changed before the delete and were kept")
+        delta = d.get("arrived_since_preview")
+        if delta is not None:
+            if delta > 0:
+                notes.append(f"{delta:,} arrived since the preview of {d['previewed']:,}")
+            elif delta < 0:
+                notes.append(f"{-delta:,} fewer than the preview of {d['previewed']:,}: consumed meanwhile")
+            else:
+                notes.append("as previewed")
+        return f"{msg}; export: {path} ({'; '.join(notes)})"
 
     def restore(self, path: str, *, force: bool = False) -> ActionResult:
         """Put back what an export holds: messages (byte-identical, same keys, same order) appended at

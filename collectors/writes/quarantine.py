@@ -5,11 +5,17 @@ and its index zset ``taskdash.quarantine.index`` (``id -> quarantined_at``), pre
 (:class:`collectors.keyspace.keys.KeyLayout`). Every move in or out is one compare-and-swap script
 (``scripts.UNACKED_TO_QUARANTINE``, ``LIST_TO_QUARANTINE``, ``QUARANTINE_POP``): a message is never
 lost nor duplicated by a race with a worker, kombu's restore or a producer.
+
+A record's ``deliveries`` is the caller's count (the TUI passes the poison tracker's); without one it is
+the persistent history's count for the task id (``deliveries`` table of ``history.sqlite3``, written by
+the dashboard's poison tracker, read-only here), and only when neither knows it the lower bound the
+message itself proves (``redelivered``: 2). ``deliveries_source`` in the record says which.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,19 +62,64 @@ class QuarantinedMessage:
 class QuarantineWrites(ExportFiles, LedgerLookup):
     """Moves messages into the quarantine and out of it again (replay, delete), and reads it."""
 
+    history_path: Path | None = None
+    """The persistent history whose delivery counts a quarantine without ``deliveries`` uses (default:
+    ``collectors.analysis.history.default_path()``, the file the dashboard writes)."""
+
+    def _history_deliveries(self, task_id: str | None) -> int | None:
+        """Deliveries the dashboard's poison tracker recorded for ``task_id`` (None: unknown).
+
+        Read-only (``mode=ro``): a missing file is not created, nothing is pruned or written.
+        """
+        if not task_id:
+            return None
+        path = self.history_path
+        if path is None:
+            from collectors.analysis.history import default_path
+
+            path = default_path()
+        if not Path(path).exists():
+            return None
+        scope = self.settings.context or self.settings.broker_masked
+        try:
+            db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+            try:
+                row = db.execute("SELECT deliveries FROM deliveries WHERE scope = ? AND task_id = ?",
+                                 (scope, task_id)).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+        return int(row[0]) if row and row[0] is not None else None
+
+    def _deliveries(self, given: int | None, task_id: str | None, payload: Mapping[str, Any],
+                    proven: int) -> tuple[int, str]:
+        """(deliveries, where the count comes from) for one quarantined message."""
+        if given is not None:
+            return given, "caller"
+        known = self._history_deliveries(task_id)
+        redelivered = bool((payload.get("headers") or {}).get("redelivered"))
+        floor = proven + 1 if redelivered else proven
+        if known is not None and known >= floor:
+            return known, "history"
+        return floor, "message"
+
 
     def _new_qid(self) -> str:
         return "q-" + uuid.uuid4().hex[:16]
 
     def _record_json(self, *, qid: str, raw: bytes, message: bytes | str, key: str, queue: str | None,
                      band: int, payload: Mapping[str, Any], source: str, reason: str, deliveries: int | None,
-                     tag: str | None, exchange: str, routing_key: str, now: float) -> str:
+                     tag: str | None, exchange: str, routing_key: str, now: float,
+                     deliveries_source: str | None = None) -> str:
         rec: dict[str, Any] = {
             "id": qid, "task_id": _task_id_of(payload), "task": _task_name_of(payload), "queue": queue,
             "key": key, "band": band, "exchange": exchange, "routing_key": routing_key, "tag": tag,
             "reason": reason, "quarantined_at": now, "deliveries": deliveries, "source": source,
             "actor": self.actor,
         }
+        if deliveries_source is not None:
+            rec["deliveries_source"] = deliveries_source
         rec.update(_enc(raw, "raw"))
         rec.update(_enc(_b(message), "message"))
         return json.dumps(rec, sort_keys=True)
@@ -81,20 +132,19 @@ class QuarantineWrites(ExportFiles, LedgerLookup):
         key = self.keys.queue_key(queue, pri) if queue else ""
         now = time.time()
         qid = self._new_qid()
-        if deliveries is None:
-            redelivered = bool((entry.payload.get("headers") or {}).get("redelivered"))
-            deliveries = 2 if redelivered else 1
+        count, src = self._deliveries(deliveries, entry.task_id, entry.payload, 1)
         rec = self._record_json(qid=qid, raw=entry.raw, message=_restored_payload(entry), key=key,
                                 queue=queue, band=self.keys.band(pri), payload=entry.payload,
-                                source="unacked", reason=reason, deliveries=deliveries, tag=entry.tag,
-                                exchange=entry.exchange, routing_key=entry.routing_key, now=now)
+                                source="unacked", reason=reason, deliveries=count, tag=entry.tag,
+                                exchange=entry.exchange, routing_key=entry.routing_key, now=now,
+                                deliveries_source=src)
         rc = scripts.unacked_to_quarantine(
             self.client, unacked=self.keys.unacked, index=self.keys.unacked_index, quarantine=self.quarantine_hash,
             quarantine_index=self.quarantine_index, tag=entry.tag, expected=entry.raw, qid=qid, record=rec,
             now=repr(now))
         if rc == 1:
             done.append({"id": qid, "task_id": entry.task_id, "source": "unacked", "tag": entry.tag,
-                         "queue": queue})
+                         "queue": queue, "deliveries": count, "deliveries_source": src})
         return 1 if rc == 1 else 0
 
     def _search_queue(self, queue: str, task_id: str) -> list[tuple[str, int, bytes, dict[str, Any]]]:
@@ -191,20 +241,19 @@ class QuarantineWrites(ExportFiles, LedgerLookup):
         qid = self._new_qid()
         props = payload.get("properties") or {}
         dinfo = props.get("delivery_info") or {} if isinstance(props, Mapping) else {}
-        if deliveries is None:
-            redelivered = bool((payload.get("headers") or {}).get("redelivered"))
-            deliveries = 1 if redelivered else 0
+        count, src = self._deliveries(deliveries, _task_id_of(payload), payload, 0)
         rec = self._record_json(qid=qid, raw=data, message=data, key=key, queue=queue, band=band,
-                                payload=payload, source="queue", reason=reason, deliveries=deliveries,
+                                payload=payload, source="queue", reason=reason, deliveries=count,
                                 tag=str(props.get("delivery_tag")) if isinstance(props, Mapping) else None,
                                 exchange=str(dinfo.get("exchange") or ""),
-                                routing_key=str(dinfo.get("routing_key") or queue), now=now)
+                                routing_key=str(dinfo.get("routing_key") or queue), now=now,
+                                deliveries_source=src)
         rc = scripts.list_to_quarantine(self.client, source=key, quarantine=self.quarantine_hash,
                                         quarantine_index=self.quarantine_index, message=data, qid=qid, record=rec,
                                         now=repr(now))
         if rc == 1:
             done.append({"id": qid, "task_id": _task_id_of(payload), "source": "queue", "key": key,
-                         "queue": queue})
+                         "queue": queue, "deliveries": count, "deliveries_source": src})
         return rc
 
     def _quarantine_records(self, limit: int | None = None) -> Iterator[tuple[str, bytes, dict[str, Any]]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -27,7 +27,8 @@ class Confirmation:
 class ConfirmScreen(ModalScreen[Confirmation | None]):
     """Ask before a write. Dismisses with a ``Confirmation`` on Yes and ``None`` on No/escape.
 
-    The "No" button has the initial focus, so ``enter`` right away is a safe no-op.
+    The "No" button has the initial focus, so ``enter`` right away is a safe no-op. ``body`` may be a
+    callable: it is rendered again every second while the dialog is open (e.g. "as of 3s ago").
     """
 
     AUTO_FOCUS = "#no"
@@ -36,24 +37,42 @@ class ConfirmScreen(ModalScreen[Confirmation | None]):
         Binding("n,escape", "cancel", "No", id="taskdash.confirm.no"),
     ]
 
-    def __init__(self, title: str, body: str | Text, *, confirm_label: str = "Yes",
+    def __init__(self, title: str, body: str | Text | Callable[[], str | Text], *, confirm_label: str = "Yes",
                  options: Sequence[tuple[str, str, bool]] = ()) -> None:
         super().__init__()
         self.title_text = title
-        self.body = body
+        self._body_fn = body if callable(body) else None
+        self.body: str | Text = body() if callable(body) else body
         self.confirm_label = confirm_label
         self.options = tuple(options)
+
+    @staticmethod
+    def _render_body(body: str | Text) -> Text:
+        return safe_text(Text(body) if isinstance(body, str) else body)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
             yield Label(safe_text(Text(self.title_text)), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
-                yield Static(safe_text(Text(self.body) if isinstance(self.body, str) else self.body))
+                yield Static(self._render_body(self.body), id="confirm-text")
             for option_id, label, default in self.options:
                 yield Checkbox(label, default, id=option_id)
             with Horizontal(id="confirm-buttons"):
                 yield Button("No", id="no")
                 yield Button(f"{self.confirm_label} (y)", id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        if self._body_fn is not None:
+            self.set_interval(1.0, self._refresh_body, name="confirm-body")
+
+    def _refresh_body(self) -> None:
+        """Render a callable body again (only when its text changed)."""
+        if self._body_fn is None:
+            return
+        body = self._body_fn()
+        if body != self.body:
+            self.body = body
+            self.query_one("#confirm-text", Static).update(self._render_body(body))
 
     @on(Button.Pressed, "#yes")
     def action_confirm(self) -> None:
