@@ -124,6 +124,8 @@ class RequeueWrites(LedgerLookup):
     def _settled_for(self, cutoff: float, live: set[str]) -> Callable[[LivenessView], str | None] | None:
         """The early end of the watch for ``requeue --orphaned``: a reason once every candidate entry is
         reported by, or may be held by, responding workers only; None (watch in full) for a big ledger."""
+        if self.evidence is not None or self.__dict__.get("_own_monitor") is not None:
+            return None  # no watch to end: the evidence is there already
         try:
             entries = self._candidates(cutoff, live)
         except redis.RedisError:
@@ -134,8 +136,14 @@ class RequeueWrites(LedgerLookup):
             return lambda view: "no entry to decide: every one is reported by a responding worker (or none is old enough)"
 
         def settled(view: LivenessView) -> str | None:
+            if view.claims is None:
+                return None  # no inspect window yet: the workers' queues and claims are not known
+            known = {inc.hostname: inc.queues is not None for inc, d in view.decided if d.liveness != "dead"}
             states = self._classified(entries, view)
-            if all(u.state in SETTLED_STATES for u in states.values()):
+            # a holder whose queues are not known yet "could hold anything": not a reason to stop
+            if all(u.state in SETTLED_STATES
+                   and (u.state != "may-be-held" or all(known.get(h.split(" (pid ")[0]) for h in u.possible_holders))
+                   for u in states.values()):
                 return f"every worker that could hold the {len(entries)} unreported entr{'y' if len(entries) == 1 else 'ies'} is responding"
             return None
 
@@ -409,7 +417,7 @@ class RequeueWrites(LedgerLookup):
         cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
         out: list[tuple[str, float, str | None, str | None]] = []
         stats = self._new_stats()
-        view = self._liveness(self._settled_for(cutoff, live) if self.evidence is None else None)
+        view = self._liveness(self._settled_for(cutoff, live))
         with self._errors("orphaned"):
             for page in self._iter_unacked_batches(cutoff, limit=limit):
                 tags = [t for t, _ in page]
@@ -455,7 +463,7 @@ class RequeueWrites(LedgerLookup):
             live = set()
         cutoff = min(t0 - FRESH_MARGIN, time.time() - self._grace(older_than))
         # force never makes a message that may be held orphaned
-        view = self._liveness(self._settled_for(cutoff, live) if self.evidence is None else None)
+        view = self._liveness(self._settled_for(cutoff, live))
         stats = self._new_stats()
         moved = 0
         with self._errors("requeue"):
