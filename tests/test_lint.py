@@ -9,6 +9,7 @@ default visibility_timeout, true clock). Both run a 30-s task and hold a countdo
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +61,10 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reports]:
         bad_env = dict(BAD_ENV, LD_PRELOAD=str(FAKETIME_LIB), FAKETIME="+120")
         specs = [(out.url0, "lq_bad", bad_env), (out.url0, "lq_good0", GOOD_ENV), (out.url1, "lq_good1", GOOD_ENV)]
         for i, (url, queue, env) in enumerate(specs):
-            workers.append(CeleryWorker(url, queues=(queue,), env=env, logfile=tmp / f"w{i}.log").start(wait=False))
+            # the bad worker gets a free slot beside its 30-s task: task events are called off only when it
+            # finishes tasks while lint watches and sends no task event (silence alone proves nothing)
+            workers.append(CeleryWorker(url, queues=(queue,), env=env, logfile=tmp / f"w{i}.log",
+                                        concurrency=2 if i == 0 else 1).start(wait=False))
         for w in workers:
             w.wait_ready(40)
         out.bad_host, out.good0_host, out.good1_host = (w.hostname for w in workers)
@@ -72,9 +76,22 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reports]:
         time.sleep(5.0)  # the 30-s tasks have now run longer than the bad worker's 4-s visibility_timeout
         s0 = resolve_settings(broker=out.url0, env={})
         mon = WorkerMonitor(s0)
+        feeding = threading.Event()
+        feed_app = make_app(out.url0, out.url0, transport_options={})
+
+        def feed() -> None:  # quick tasks for the bad worker while lint watches
+            while not feeding.is_set():
+                feed_app.send_task("demo_tasks.tasks.add", args=(1, 1), queue="lq_bad")
+                feeding.wait(0.2)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
         try:
             out.bad = run_lint(s0, monitor=mon, long_task_s=3.0)  # reuses the monitor's kombu connection
         finally:
+            feeding.set()
+            feeder.join(5)
+            feed_app.close()
             mon.stop()
         out.good = run_lint(resolve_settings(broker=out.url1, env={}), long_task_s=3.0)
         yield out

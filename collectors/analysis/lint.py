@@ -86,6 +86,10 @@ LINT_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 HEARTBEAT_WAIT_S = 2.6
 """Longest wait for one heartbeat of every worker (they come every 2 s by default)."""
+EVENTS_WAIT_S = 4.6
+"""Longest wait for the evidence on task events of a worker whose conf says they are off (``-E`` is invisible
+to inspect): a task event from it (on), or two heartbeats whose ``processed`` counts frame tasks it ran
+without sending one (off)."""
 OBSERVE_SAMPLE_S = 1.0
 """Queue depths are sampled this often while ``observe`` watches (the ghost rule's backlog clock)."""
 
@@ -145,6 +149,8 @@ class LintInputs:
     worker_clocks: dict[str, float] = field(default_factory=dict)
     """hostname -> worker clock minus Redis clock (seconds), from heartbeat timestamps."""
     task_events_from: set[str] = field(default_factory=set)
+    processed_during: dict[str, int] = field(default_factory=dict)
+    """hostname -> tasks it finished between two of its heartbeats seen in the window (their ``processed``)."""
     """Workers that sent task events during the window."""
     redis_time: float | None = None
     window_s: float = 0.0
@@ -341,6 +347,8 @@ def gather(settings: Settings, monitor: WorkerMonitor | None = None, *, timeout:
             raise
     hb: dict[str, tuple[float, float]] = {}
     """hostname -> (worker timestamp, local receive time)."""
+    hb_processed: dict[str, tuple[int, int, int]] = {}
+    """hostname -> (first processed count, latest, heartbeats seen) in the window."""
     events_from: set[str] = set()
     stop = threading.Event()
     sub_ready = threading.Event()
@@ -382,6 +390,10 @@ def gather(settings: Settings, monitor: WorkerMonitor | None = None, *, timeout:
                                 ts = ev.get("timestamp")
                                 if isinstance(ts, int | float):
                                     hb[host] = (float(ts), received)
+                                done = ev.get("processed")
+                                if ev["type"] == "worker-heartbeat" and isinstance(done, int):
+                                    first, _, seen = hb_processed.get(host, (done, done, 0))
+                                    hb_processed[host] = (first, done, seen + 1)
                             elif ev["type"].startswith("task-"):
                                 events_from.add(host)
             except Exception as exc:  # noqa: BLE001
@@ -406,11 +418,20 @@ def gather(settings: Settings, monitor: WorkerMonitor | None = None, *, timeout:
         for per_node in replies.values():
             responders.update(per_node)
         if listener is not None:
-            deadline = t0 + heartbeat_wait + (timeout or settings.inspect_timeout)
-            while time.monotonic() < deadline:
+            window = timeout or settings.inspect_timeout
+            deadline = t0 + heartbeat_wait + window
+            # workers whose conf says task events are off: wait for evidence either way (see EVENTS_WAIT_S)
+            unsure = {h for h, c in (replies.get("conf") or {}).items()
+                      if isinstance(c, Mapping) and not _truthy(c.get("worker_send_task_events"))}
+            events_deadline = t0 + max(heartbeat_wait, EVENTS_WAIT_S) + window
+            while time.monotonic() < max(deadline, events_deadline if unsure else deadline):
                 with lock:
-                    if responders and responders <= hb.keys():
-                        break
+                    beats = responders and responders <= hb.keys()
+                    settled = all(h in events_from or hb_processed.get(h, (0, 0, 0))[2] >= 2 for h in unsure)
+                if beats and (settled or time.monotonic() >= events_deadline):
+                    break
+                if beats and not unsure:
+                    break
                 time.sleep(0.05)
             stop.set()
             listener.join(2.0)
@@ -424,6 +445,7 @@ def gather(settings: Settings, monitor: WorkerMonitor | None = None, *, timeout:
                 mon.stop()
     inputs.window_s = time.monotonic() - t0
     _fill(inputs, replies, hb, events_from, offset)
+    inputs.processed_during = {h: last - first for h, (first, last, seen) in hb_processed.items() if seen >= 2}
     return inputs
 
 
@@ -595,6 +617,7 @@ def lint(
     scheduled: Iterable[Scheduled] = (),
     worker_clocks: Mapping[str, float] | None = None,
     task_events_from: Iterable[str] = (),
+    processed_during: Mapping[str, int] | None = None,
     long_task_s: float = 60.0,
     max_clock_skew_s: float = 2.0,
     workers_liveness: Iterable[WorkerInfo] = (),
@@ -616,6 +639,8 @@ def lint(
         scheduled: ETA/countdown messages workers hold.
         worker_clocks: hostname -> worker clock minus Redis clock (seconds).
         task_events_from: workers seen sending task events.
+        processed_during: hostname -> tasks it finished while task events were watched (two heartbeats'
+            ``processed``); task events are called off only on this evidence, never on silence alone.
         long_task_s: a task running this long counts as "long" for the prefetch rule.
         max_clock_skew_s: tolerated clock difference between a worker and Redis.
         workers_liveness: worker rows with their liveness decided by evidence (the ghost rule).
@@ -742,13 +767,23 @@ def lint(
                 subject=host,
             ))
         events_on = _truthy(conf.get("worker_send_task_events"))
-        if conf and not events_on and host not in events_from:
+        done = (processed_during or {}).get(host)
+        if conf and not events_on and host not in events_from and done:
             findings.append(Finding(
                 "task-events-off", "warning",
-                f"{host}: task events are off (worker_send_task_events False, no task event seen): monitors "
-                "miss task-received/failed and poison loops are detected later",
-                "set worker_send_task_events=True (a worker started with -E only shows it by sending task "
-                "events: inspect cannot see the flag)",
+                f"{host}: task events are off (it finished {done} task(s) while taskdash watched and sent no "
+                "task event; worker_send_task_events False): monitors miss task-received/failed and poison "
+                "loops are detected later",
+                "set worker_send_task_events=True or start it with -E",
+                subject=host,
+            ))
+        elif conf and not events_on and host not in events_from:
+            # -E does not show in inspect conf: with no task run in the window there is no evidence either way
+            findings.append(Finding(
+                "task-events-off", "info",
+                f"{host}: task events unknown: worker_send_task_events is False in its conf, but it finished "
+                "no task while taskdash watched (a worker started with -E shows it only by sending task events)",
+                "run lint while it works, or check the Tasks view for its events",
                 subject=host,
             ))
         if conf and _truthy(conf.get("result_extended")) is False:
@@ -854,7 +889,8 @@ def run_lint(settings: Settings, app: Any | None = None, monitor: WorkerMonitor 
         inputs.redis_time, workers_tasks=inputs.workers_tasks, worker_runtimes=inputs.worker_runtimes,
         queue_runtimes=inputs.queue_runtimes, workers_queues=inputs.workers_queues,
         scheduled=inputs.scheduled, worker_clocks=inputs.worker_clocks,
-        task_events_from=inputs.task_events_from, long_task_s=long_task_s,
+        task_events_from=inputs.task_events_from, processed_during=inputs.processed_during,
+        long_task_s=long_task_s,
         max_clock_skew_s=max_clock_skew_s, workers_liveness=inputs.workers_liveness,
     )
     order = {"warning": 0, "info": 1}
