@@ -23,6 +23,7 @@ import redis
 from collectors.core.config import ConfigError, resolve_settings, settings_environment
 from taskdash.procs import find_redis_server, free_port
 from tests.hostile_data import envelope
+from tests.tls_helpers import make_server_certs
 
 LAYOUT = {"global_keyprefix": "billing:", "sep": ":", "priority_steps": [0, 5, 9]}
 LAYOUT_FLAGS = ("--global-keyprefix", "billing:", "--sep", ":", "--priority-steps", "0,5,9")
@@ -243,22 +244,11 @@ def test_app_path_imports_the_app_from_a_project_folder(redis_url: str, r: redis
 
 
 # ---- TLS --------------------------------------------------------------------------------------------------
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A TLS-only redis-server whose certificate is signed by a throw-away CA."""
     d = tmp_path_factory.mktemp("tls-compat")
-    for name in ("ca", "other-ca"):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                 f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=d)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    make_server_certs(d, ("ca", "other-ca"))
     port, binary = free_port(), find_redis_server()
     assert binary
     proc = subprocess.Popen([binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",

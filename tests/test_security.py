@@ -25,6 +25,7 @@ from taskdash.cli import cli
 from taskdash.cmd_snapshot import render_tables
 from taskdash.procs import RedisServer, find_redis_server, free_port
 from tests.hostile_data import bind, envelope
+from tests.tls_helpers import make_server_certs
 
 SECRET = "s3cr3t-Pa55"
 USER_ARGS = ("--user", "alice", "on", f">{SECRET}", "~*", "&*", "+@all")
@@ -133,26 +134,11 @@ def test_credentials_masked_in_json_tables_logs_errors_and_audit(acl_server: Red
 
 
 # ---- TLS + ACL ---------------------------------------------------------------------------------------
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(d: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-             "-days", "2", "-subj", f"/CN={name}", cwd=d)
-
-
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A TLS-only redis-server (cert signed by a throw-away CA) with the ACL user alice; default user off."""
     d = tmp_path_factory.mktemp("tls")
-    make_ca(d, "ca")
-    make_ca(d, "wrong-ca")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    make_server_certs(d, ("ca", "wrong-ca"))
     port = free_port()
     binary = find_redis_server()
     assert binary
