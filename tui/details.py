@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -33,6 +34,32 @@ def fmt_time(epoch: float | None) -> str:
     if epoch is None:
         return "–"
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_when(epoch: float | None, now: float | None = None) -> str:
+    """An epoch time as people read it: relative age, then local wall time.
+
+    ``"3m05s ago, 2026-12-02 11:04:05 local"`` (``"in 2m, …"`` for a time still ahead); ``"–"`` when unknown.
+    """
+    if epoch is None:
+        return "–"
+    now = time.time() if now is None else now
+    delta = now - epoch
+    rel = f"{fmt_age(delta)} ago" if delta >= 0 else f"in {fmt_age(-delta)}"
+    local = datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return f"{rel}, {local} local"
+
+
+_EPOCH_NAMES = frozenset({"ts", "timestamp", "first_seen", "last_seen", "since", "boot_at"})
+_EPOCH_RANGE = (1e9, 1e10)
+"""Plausible epoch seconds (2001 … 2286): a float field of that size named like a time is shown as one."""
+
+
+def _is_epoch_field(name: str, value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    named = name in _EPOCH_NAMES or name.endswith(("_at", "_since", "_ts"))
+    return named and _EPOCH_RANGE[0] < float(value) < _EPOCH_RANGE[1]
 
 
 def _failure_for(snapshot: Snapshot, task_id: str | None) -> TaskFailure | None:
@@ -198,8 +225,12 @@ def poison_sections(p: PoisonSuspect, snapshot: Snapshot) -> list[Section]:
     return sections
 
 
-def generic_sections(title: str, item: Any) -> list[Section]:
-    """Every public field of an object (or mapping), for entries with no dedicated layout."""
+def generic_sections(title: str, item: Any, now: float | None = None) -> list[Section]:
+    """Every public field of an object (or mapping), for entries with no dedicated layout.
+
+    Fields holding epoch seconds (``quarantined_at``, ``*_at``, ``last_seen``, …) are shown with
+    :func:`fmt_when` (age and local time, as of ``now``), never as raw numbers.
+    """
     if isinstance(item, dict):
         data = item
     elif hasattr(item, "to_json"):
@@ -209,7 +240,8 @@ def generic_sections(title: str, item: Any) -> list[Section]:
     else:
         data = {k: v for k, v in vars(item).items() if not k.startswith("_")}
     long = [(k, v) for k, v in data.items() if isinstance(v, str) and "\n" in v]
-    fields = [(str(k), _s(v)) for k, v in data.items() if (k, v) not in long]
+    fields = [(str(k), fmt_when(float(v), now) if _is_epoch_field(str(k), v) else _s(v))
+              for k, v in data.items() if (k, v) not in long]
     return [(title, fields), *[(str(k).capitalize(), str(v)) for k, v in long]]
 
 
