@@ -100,6 +100,18 @@ def settings_from(ctx: click.Context, **sub: Any) -> Settings:
         raise err from exc
 
 
+def attach_history(collector: Any) -> None:
+    """Give a command's Collector the dashboard's history file: the first sightings of queue heads it
+    remembers make ``oldest_age_s`` count from when any taskdash first saw the message, not from this
+    run's start. A history that cannot be opened (read-only home, locked file) is skipped, never fatal."""
+    try:
+        from collectors.analysis.history import History
+
+        collector.attach(forensics=collector.forensics, history=History())
+    except Exception as exc:  # noqa: BLE001 - the command works without it (ages then start at this run)
+        logging.getLogger(__name__).debug("history unavailable: %s", exc)
+
+
 def fail(message: str, code: int, *, exc: BaseException | None = None) -> NoReturn:
     """One clear line on stderr, then exit with ``code`` (no traceback).
 

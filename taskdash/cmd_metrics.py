@@ -18,6 +18,7 @@ from taskdash.cli import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
+    attach_history,
     common_options,
     fail,
     handle_errors,
@@ -45,6 +46,7 @@ def metrics_cmd(ctx: click.Context, port: int, host: str, cache_s: float | None,
 
     settings = settings_for(ctx, opts)
     collector = Collector(settings)
+    attach_history(collector)
     problem = collector.ping_broker()
     if problem:
         collector.close()

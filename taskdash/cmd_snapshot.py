@@ -17,6 +17,7 @@ from taskdash.cli import (
     EXIT_FOUND,
     EXIT_OK,
     EXIT_PARTIAL,
+    attach_history,
     common_options,
     fail_redis,
     handle_errors,
@@ -199,6 +200,7 @@ def snapshot(ctx: click.Context, as_json: bool, observe: float | None, poison_th
     from collectors.collector import Collector
 
     collector = Collector(settings, background=observe > 0)
+    attach_history(collector)
     enabler = None
     try:
         reason = collector.ping_broker()

@@ -49,6 +49,7 @@ from taskdash.cli import (
     EXIT_FOUND,
     EXIT_OK,
     EXIT_UNREACHABLE,
+    attach_history,
     common_options,
     fail,
     handle_errors,
@@ -507,6 +508,7 @@ def watch_cmd(ctx: click.Context, urls: tuple[str, ...], cmds: tuple[str, ...], 
     from collectors.collector import Collector
 
     collector = Collector(settings, background=not once or observe > 0)
+    attach_history(collector)
     watcher = Watcher(collector, settings, config, dispatcher, health_interval=health_interval)
     receivers = ", ".join(s.name for s in sinks) or "none (log only)"
     try:

@@ -12,6 +12,14 @@ import redis
 from taskdash.procs import CeleryWorker, RedisServer
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """taskdash's state (history, audit log, exports) goes to a directory of this test process, not the
+    user's: test processes (and the commands they run) share no history file and leave nothing behind."""
+    import tempfile
+
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="taskdash-state-")
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server on a free port for the whole session."""
