@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 
 from rich.text import Text
 
@@ -26,6 +27,52 @@ def fmt_age(seconds: float | None) -> str:
     else:
         out = f"{s // 86400}d{(s % 86400) // 3600:02d}h"
     return f"-{out}" if neg else out
+
+
+def fmt_ago(seconds: float | None) -> str:
+    """How long ago, as people read it: ``"12s ago"``, ``"3m05s ago"``; ``"–"`` when unknown; a time in
+    the future (clock skew) is ``"in 4s"``."""
+    if seconds is None:
+        return "–"
+    if seconds < 0:
+        return f"in {fmt_age(-seconds)}"
+    return f"{fmt_age(seconds)} ago"
+
+
+def fmt_age_coarse(seconds: float | None) -> str:
+    """An age to its largest unit only (``"9m"``, ``"2h"``, ``"3d"``, ``"45s"``): for a lower bound,
+    where the minor unit would be false precision."""
+    if seconds is None:
+        return "–"
+    s = int(max(0.0, seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def fmt_oldest(seconds: float | None, lower_bound: bool = False) -> str:
+    """The Queues "Oldest" cell: ``"9m00s"``, or ``"≥ 9m"`` when the age is only a lower bound (the
+    oldest message carries no usable timestamp, so it waited at least that long)."""
+    if seconds is None:
+        return "–"
+    return f"≥ {fmt_age_coarse(seconds)}" if lower_bound else fmt_age(seconds)
+
+
+def parse_time(value: str | float | None) -> float | None:
+    """Epoch seconds of an ISO-8601 time (Celery's ``date_done``; naive means UTC) or of a number;
+    None when absent or unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
 
 
 def fmt_int(value: int | None) -> str:

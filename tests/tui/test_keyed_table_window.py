@@ -113,3 +113,47 @@ async def test_changed_cells_are_repainted_without_a_full_table_redraw() -> None
         text = screen_text(app)
         assert "777" in text and " 120 " not in text  # the changed cell is on screen
         assert table._update_count == count  # ... and no table-wide cache invalidation was needed
+
+
+def test_fit_widths_cuts_then_hides_by_priority_then_cuts_to_the_floor() -> None:
+    from tui.widgets.keyed_table import Col, fit_widths
+
+    cols = (Col("Name", "name", shrink=8, roomy=16), Col("Id", "id", priority=2), Col("Age", "age"),
+            Col("Why", "why", priority=1, shrink=6, roomy=12))
+    natural = [30, 8, 5, 20]
+    assert fit_widths(natural, cols, 200, 2) == (natural, set())  # room: nothing cut or hidden
+    assert fit_widths(natural, cols, 60, 2) == ([20, 8, 5, 19], set())  # the widest is cut first
+    assert fit_widths(natural, cols, 40, 2) == ([16, 8, 5, 13], {1})  # then Id (priority 2) hides first
+    assert fit_widths(natural, cols, 30, 2) == ([21, 8, 5, 20], {1, 3})  # then Why; Name gets the room back
+    assert fit_widths(natural, cols, 20, 2) == ([11, 8, 5, 20], {1, 3})  # must-haves only: cut below roomy
+    assert fit_widths(natural, cols, 30, 2, wide=True) == (natural, set())  # wide: every column whole
+
+
+async def test_resize_refits_columns_without_building_cells() -> None:
+    snaps = [make_snapshot(queues=queues(1000, long_name=True), taken_at=1_780_000_000.0)]
+    app = make_app(snaps)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        panel = app.panel("queues")
+        table = panel.table
+        assert table.hidden_labels == ()
+        built: list[str] = []
+        original = panel.row_cells
+
+        def spy(item: QueueInfo) -> tuple[Any, ...]:
+            built.append(item.name)
+            return original(item)
+
+        panel.row_cells = spy  # type: ignore[method-assign]
+        started = time.monotonic()
+        await pilot.resize_terminal(60, 24)
+        await settle(pilot)
+        await pilot.pause(0.1)
+        assert built == []  # widths come from the kept ones: a resize builds no cell
+        assert time.monotonic() - started < 3.0
+        assert table.hidden_labels and "Trend" in table.hidden_labels
+        used = sum(c.get_render_width(table) for c in table.columns.values())
+        assert used <= table.size.width - table.SCROLLBAR_ROOM  # fits: no sideways scroll
+        assert "hidden" in screen_text(app)

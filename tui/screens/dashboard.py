@@ -11,17 +11,21 @@ the binding ids are part of the screenshots); the dashboard keys' actions land h
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Input, TabbedContent, TabPane
+from textual.widgets._footer import FooterKey, FooterLabel, KeyGroup
 
 from collectors.core.config import mask_text
 from collectors.core.models import Snapshot
@@ -41,8 +45,109 @@ SCREENS: tuple[str, ...] = ("health", "lint", "ctx", "crash", "beat", "canvas", 
 """``:`` words that open a screen (or run a command) instead of a view."""
 ARG_SCREENS: tuple[str, ...] = ("ctx", "crash")
 """``:`` words that take an optional argument (``:ctx NAME``, ``:crash HOST``)."""
+CONTROL_HINTS: tuple[str, ...] = ("grow N", "shrink N", "autoscale MAX MIN", "restart", "add-consumer Q",
+                                   "cancel-consumer Q", "rate-limit TASK 10/m", "time-limit TASK SOFT HARD",
+                                   "shutdown")
+"""The worker commands the ``c`` prompt suggests, most used first (the help lists them all)."""
 SEARCH_LIMIT = 200
 """Most hits one task search returns."""
+
+
+class FittedFooter(Footer):
+    """The footer, fitted to the terminal: compact below ``ROOMY`` columns, and when the keys still do not
+    fit, the ones also reachable otherwise are left out, in ``DROP_ORDER`` (``?`` lists every key).
+    The view's own keys (requeue, purge, ...) and help are always shown."""
+
+    DEFAULT_CSS = """
+    FittedFooter.-compact FooterLabel { margin: 0 1 0 0; }
+    """
+    ROOMY = 120
+    DROP_ORDER: tuple[str, ...] = ("jump", "pause", "filter", "wide", "mark", "quit")
+    """Actions left out first when the footer is too narrow."""
+    PALETTE_WIDTH = 13
+    """The ``^p palette`` key docked right, with its divider."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        if event.size.width != getattr(self, "_fitted_for", None):
+            self.call_after_refresh(self.recompose)
+
+    def fitted(self, actions: list[list[tuple[Binding, bool, str]]], width: int,
+               compact: bool) -> list[list[tuple[Binding, bool, str]]]:
+        """``actions`` (one list of bindings per action) minus the ones dropped to fit ``width``."""
+        gap = 2 if compact else 3
+
+        def cost(multis: list[list[tuple[Binding, bool, str]]]) -> int:
+            total, groups = 0, set()
+            for multi in multis:
+                binding = multi[0][0]
+                key = len(self.app.get_key_display(binding))
+                if binding.group is not None:
+                    total += key + (0 if id(binding.group) in groups else len(binding.group.description) + 4)
+                    groups.add(id(binding.group))
+                else:
+                    total += key + 1 + len(binding.description) + gap - 1
+            return total
+
+        kept = list(actions)
+        room = width - (self.PALETTE_WIDTH if self.show_command_palette else 0)
+        for action in self.DROP_ORDER:
+            if cost(kept) <= room:
+                break
+            kept = [m for m in kept if m[0][0].action != action]
+        return kept
+
+    def compose(self) -> ComposeResult:  # Footer.compose, with fitted() choosing the keys
+        if not self._bindings_ready:
+            return
+        width = self.size.width or self.app.size.width
+        self._fitted_for = width
+        compact = width < self.ROOMY
+        self.set_reactive(Footer.compact, compact)
+        self.set_class(compact, "-compact")
+        active_bindings = self.screen.active_bindings
+        action_to_bindings: defaultdict[str, list[tuple[Binding, bool, str]]] = defaultdict(list)
+        for (_, binding, enabled, tooltip) in active_bindings.values():
+            if binding.show:
+                action_to_bindings[binding.action].append((binding, enabled, tooltip))
+        kept = self.fitted(list(action_to_bindings.values()), width, compact)
+        self.styles.grid_size_columns = len(kept)
+        for group, multi_iter in groupby(kept, lambda multi: multi[0][0].group):
+            multi_bindings = list(multi_iter)
+            if group is not None and len(multi_bindings) > 1:
+                with KeyGroup(classes="-compact" if group.compact else ""):
+                    for multi in multi_bindings:
+                        binding, enabled, tooltip = multi[0]
+                        yield FooterKey(binding.key, self.app.get_key_display(binding), "", binding.action,
+                                        disabled=not enabled, tooltip=tooltip or binding.description,
+                                        classes="-grouped").data_bind(compact=Footer.compact)
+                yield FooterLabel(group.description)
+            else:
+                for multi in multi_bindings:
+                    binding, enabled, tooltip = multi[0]
+                    yield FooterKey(binding.key, self.app.get_key_display(binding), binding.description,
+                                    binding.action, disabled=not enabled,
+                                    tooltip=tooltip).data_bind(compact=Footer.compact)
+        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE:
+            try:
+                _node, binding, enabled, tooltip = active_bindings[self.app.COMMAND_PALETTE_BINDING]
+            except KeyError:
+                pass
+            else:
+                yield FooterKey(binding.key, self.app.get_key_display(binding), binding.description,
+                                binding.action, classes="-command-palette", disabled=not enabled,
+                                tooltip=binding.tooltip or binding.description)
+
+
+def fit_hint(head: str, parts: Sequence[str], width: int, more: str = "… (? lists all)") -> str:
+    """``head`` then as many of ``parts`` (joined by " · ") as fit ``width``; ``more`` says some were left out."""
+    out = head
+    for i, part in enumerate(parts):
+        sep = " · " if out != head else ""
+        rest_marker = "" if i == len(parts) - 1 else f" · {more}"
+        if len(out) + len(sep) + len(part) + len(rest_marker) > width:
+            return f"{out} · {more}" if out != head else f"{out}{more}"
+        out += sep + part
+    return out
 
 
 def resolve_view(text: str) -> str | None:
@@ -80,12 +185,19 @@ class DashboardScreen(Screen[None]):
                 with TabPane(TAB_LABELS[panel_cls.VIEW], id=panel_cls.VIEW):
                     yield panel_cls()
         yield Input(id="prompt", compact=True)
-        yield Footer(id="footer")
+        yield FittedFooter(id="footer")
 
     class Ready(Message):
         """The dashboard is composed: the app may start polling (snapshots have somewhere to go)."""
 
+    NARROW = 100
+    """Below this many columns the tabs sit closer together (so the seven fit in 80 columns)."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width < self.NARROW, "-narrow")
+
     def on_mount(self) -> None:
+        self.set_class(self.app.size.width < self.NARROW, "-narrow")
         self.query_one("#prompt", Input).display = False
         self.focus_table()
         self.post_message(self.Ready())
@@ -213,6 +325,10 @@ class DashboardScreen(Screen[None]):
             panel.table.focus()
 
     # ---- the prompt: filter, jump, worker command, search ----------------------------------------
+    def prompt_width(self) -> int:
+        """Characters of placeholder the prompt shows (its width less the cursor cell)."""
+        return max(20, (self.size.width or self.app.size.width) - 2)
+
     def _open_prompt(self, mode: str, value: str, placeholder: str) -> None:
         prompt = self.query_one("#prompt", Input)
         self.prompt_mode = mode
@@ -232,14 +348,16 @@ class DashboardScreen(Screen[None]):
         """Open the filter prompt for the current view (the Tasks view searches instead)."""
         panel = self.panel()
         if panel.VIEW == "tasks":
-            self._open_prompt("search", "", "/ search tasks: words, field:value (name: id: state: worker: "
-                              "queue: exc: args:), -exclude, \"a phrase\" (syntax in the help: ?)")
+            self._open_prompt("search", "", fit_hint("/ search tasks: ", (
+                "words", "field:value (name: id: state: worker: queue: exc: args:)", "-exclude", '"a phrase"',
+                "syntax in the help: ?"), self.prompt_width(), more="… (syntax: ?)"))
             return
         self._open_prompt("filter", panel.filter_text, f"/ filter {panel.VIEW} (enter keeps it, esc clears)")
 
     def action_jump(self) -> None:
         """Open the ``:`` prompt to jump to a view."""
-        self._open_prompt("jump", "", ": view — " + " ".join(VIEWS) + " · or " + " ".join(SCREENS))
+        self._open_prompt("jump", "", fit_hint(": view — ", (" ".join(VIEWS), "or " + " ".join(SCREENS)),
+                                               self.prompt_width(), more="…"))
 
     def open_control_prompt(self, workers: tuple[Any, ...]) -> None:
         """Ask for a one-line worker command (grow 2, rate-limit TASK 10/m, ...) for ``workers``."""
@@ -248,10 +366,13 @@ class DashboardScreen(Screen[None]):
                               severity="warning", timeout=4)
             return
         self._control_targets = tuple(workers)
+        width = self.prompt_width()
         names = ", ".join(w.hostname for w in workers[:3]) + (" …" if len(workers) > 3 else "")
-        self._open_prompt("control", "", f"command for {names}: grow N · shrink N · autoscale MAX MIN · "
-                          "restart · add-consumer Q · cancel-consumer Q · rate-limit TASK 10/m · "
-                          "time-limit TASK SOFT HARD · shutdown")
+        if len(names) > width // 3:  # the commands matter more than every name
+            names = workers[0].hostname if len(workers) == 1 else f"{len(workers)} workers"
+            if len(names) > width // 3:
+                names = names[: max(8, width // 3 - 1)] + "…"
+        self._open_prompt("control", "", fit_hint(f"command for {names}: ", CONTROL_HINTS, width))
 
     @on(Input.Changed, "#prompt")
     def _prompt_changed(self, event: Input.Changed) -> None:

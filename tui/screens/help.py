@@ -26,9 +26,14 @@ GLOBAL_KEYS: tuple[tuple[str, str], ...] = (
                     "~/.config/taskdash/config.toml)"),
     ("tab / shift+tab", "next / previous view (mouse: click a tab)"),
     ("0-6", "jump straight to a view (0: the overview, problems first)"),
-    ("↑ ↓ pgup pgdn", "move; enter (or click twice) opens the details"),
+    ("↑ ↓ pgup pgdn", "move the cursor a row / a page; enter (or click twice) opens the details"),
+    ("home / end", "the first / last row"),
     ("space", "mark the row for a bulk action"),
-    ("s", "change the sort order"),
+    ("s", "sort by the next column (its header shows ▼ descending / ▲ ascending)"),
+    ("S", "reverse the sort"),
+    ("ctrl+w", "wide: every column whole, ← → scroll sideways; again: fit the columns to the terminal. "
+               "Narrow terminals cut long cells (…) and hide the least needed columns: the line under "
+               "the table names them (the details, enter, show everything)"),
     ("P", "pause / resume the refresh"),
     ("ctrl+r", "refresh now"),
     ("ctrl+p", "command palette (views, actions, themes)"),

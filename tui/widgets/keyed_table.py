@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from rich.cells import cell_len
+from rich.segment import Segment
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import Column, ColumnKey
 
 from tui.format import safe_cell
 
@@ -20,6 +23,96 @@ BUILD_NEW_ROWS = 1500
 blank cells off screen, filled in when scrolled to."""
 _STALE: tuple[object, ...] = (object(),)
 """Cached cells that never equal real ones: forces a redraw."""
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """One column of a KeyedTable and how it gives way when the terminal is narrow.
+
+    Columns are as wide as their widest cell (or ``width`` when fixed). When they do not all fit, the
+    ``shrink`` columns are cut first (with "…", never below ``roomy``), then columns are hidden, the
+    highest ``priority`` number first (the right-most first among equals), and only when every
+    column left is a must-have (``priority`` 0) are the ``shrink`` columns cut down to ``shrink``.
+    """
+
+    label: str
+    key: str
+    width: int | None = None
+    """Fixed width; None: sized to the content."""
+    priority: int = 0
+    """0: always shown; higher numbers are hidden first."""
+    shrink: int | None = None
+    """Narrowest width this column may be cut to ("…"); None: never cut."""
+    roomy: int | None = None
+    """Narrowest width it is cut to before another column is hidden (default: twice ``shrink``)."""
+
+    @classmethod
+    def of(cls, spec: Col | tuple[Any, ...]) -> Col:
+        """A ``Col`` from itself or from a ``(label, key, width)`` tuple."""
+        return spec if isinstance(spec, Col) else cls(*spec)
+
+    @property
+    def soft_floor(self) -> int | None:
+        if self.shrink is None:
+            return None
+        return max(self.shrink, self.roomy if self.roomy is not None else 2 * self.shrink)
+
+
+class _FitColumn(Column):
+    """A DataTable column that KeyedTable can hide (no width at all) without removing it."""
+
+    hidden: bool = False
+
+    def get_render_width(self, data_table: DataTable[Any]) -> int:
+        if self.hidden:
+            return 0
+        return super().get_render_width(data_table)
+
+
+def fit_widths(natural: Sequence[int], cols: Sequence[Col], room: int, pad: int,
+               wide: bool = False) -> tuple[list[int], set[int]]:
+    """Column widths and the hidden column indexes for ``room`` cells (padding ``pad`` per column).
+
+    Nothing is cut or hidden while everything fits, nor in ``wide`` mode (the table scrolls sideways).
+    Cost: columns only (never rows).
+    """
+    widths = list(natural)
+    hidden: set[int] = set()
+    if wide or room <= 0:
+        return widths, hidden
+
+    def cut(floor_of: Any) -> list[int] | None:
+        """Cut the widest shrinkable columns, level by level, to fit; None if the floors do not allow it."""
+        out = list(natural)
+        over = sum(out[j] + pad for j in range(len(out)) if j not in hidden) - room
+        if over <= 0:
+            return out
+        floors = {j: min(out[j], floor_of(c)) for j, c in enumerate(cols)
+                  if j not in hidden and floor_of(c) is not None}
+        if sum(out[j] - floors[j] for j in floors) < over:
+            return None
+        while over > 0:  # one cell at a time off the widest (the right-most first): columns only
+            top = max(out[j] for j in floors if out[j] > floors[j])
+            for j in reversed(sorted(floors)):
+                if out[j] == top and out[j] > floors[j]:
+                    out[j] -= 1
+                    over -= 1
+                    if over <= 0:
+                        break
+        return out
+
+    while True:
+        got = cut(lambda c: c.soft_floor)
+        if got is not None:
+            return got, hidden
+        candidates = [j for j, c in enumerate(cols) if c.priority > 0 and j not in hidden]
+        if not candidates:
+            break
+        hidden.add(max(candidates, key=lambda j: (cols[j].priority, j)))
+    got = cut(lambda c: c.shrink)
+    if got is None:  # nothing fits even cut to the bone: the table scrolls sideways
+        got = [min(n, c.shrink) if c.shrink is not None else n for n, c in zip(natural, cols, strict=True)]
+    return got, hidden
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +157,36 @@ def _cell_width(cell: Any) -> int:
     return cell_len(str(cell))
 
 
+class KeepEnd(Text):
+    """A cell whose last ``keep`` characters survive a cut: ``"w1@worker-prod…? +2"`` (the marker is the
+    point of the cell, the name around it can give way)."""
+
+    def __init__(self, text: str, keep: int, style: str = "") -> None:
+        super().__init__(text, style=style, end="", no_wrap=True, overflow="ellipsis")
+        self.keep = keep
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        width = options.max_width
+        plain = self.plain
+        if cell_len(plain) <= width or self.keep <= 0 or self.keep >= len(plain):
+            yield from super().__rich_console__(console, options)
+            return
+        head, tail = self[: len(plain) - self.keep], self[len(plain) - self.keep:]
+        head.truncate(max(1, width - cell_len(tail.plain)), overflow="ellipsis")
+        head.append_text(tail)
+        head.no_wrap, head.overflow, head.end = True, "ellipsis", ""
+        yield from head.__rich_console__(console, options)
+
+
+def _one_line(cell: Any) -> Any:
+    if isinstance(cell, str):
+        return Text(cell, end="", no_wrap=True, overflow="ellipsis")
+    if isinstance(cell, Text):
+        cell.no_wrap = True
+        cell.overflow = "ellipsis"
+    return cell
+
+
 def _sort_value(value: Any) -> tuple[int, Any]:
     """None sorts last; numbers and strings compare within their own kind."""
     if value is None:
@@ -81,16 +204,39 @@ class KeyedTable(DataTable[Any]):
     ``sync(rows)`` removes vanished keys, updates only changed cells, adds new rows, re-orders by rank
     and puts the cursor back on the row it was on, so refreshes never lose the selection or scroll.
     Only the first ``limit`` rows (after filter and sort) are shown, so huge snapshots stay cheap.
+
+    Columns fit the width (``fit_widths``: cut with "…", then the least important hidden; ``wide``
+    shows every column whole and scrolls sideways); ``hidden_labels`` says what is hidden.
     """
 
     DEFAULT_CSS = """
     KeyedTable { height: 1fr; }
     """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
+    SCROLLBAR_ROOM = 2
+    """Cells kept free for the vertical scrollbar when fitting the columns."""
 
-    def __init__(self, columns: Sequence[tuple[str, str, int | None]], *, limit: int = 500,
+    class Fitted(Message):
+        """The hidden columns changed (a resize, the wide toggle, new content)."""
+
+        def __init__(self, table: KeyedTable) -> None:
+            super().__init__()
+            self.table = table
+
+    def __init__(self, columns: Sequence[Col | tuple[Any, ...]], *, limit: int = 500,
                  id: str | None = None, show_header: bool = True) -> None:  # noqa: A002 - Textual's name
         super().__init__(id=id, cursor_type="row", zebra_stripes=False, show_header=show_header)
-        self.column_spec = tuple(columns)
+        self.column_spec = tuple(Col.of(c) for c in columns)
+        self.wide = False
+        """Every column at its full width, scrolling sideways (``ctrl+w``)."""
+        self.hidden_labels: tuple[str, ...] = ()
+        """Labels of the columns hidden to fit the width."""
+        self._labels: dict[str, str] = {c.key: c.label for c in self.column_spec}
+        self.natural_hints: dict[str, int] = {}
+        """Column key -> the width its whole content needs, when the panel cuts the cells itself."""
         self.limit = limit
         self.marked: set[str] = set()
         self.items: dict[str, Any] = {}
@@ -100,20 +246,58 @@ class KeyedTable(DataTable[Any]):
         """Rows before filtering."""
         self._cells: dict[str, tuple[Any, ...]] = {}
         self._widths: dict[str, tuple[int, ...]] = {}
+        self._width_counts: list[dict[int, int]] = [{} for _ in columns]
+        """Per column: cell width -> rows with it (the widest is the natural width, without a pass over rows)."""
         """Display width of each cached cell, per row key (the auto columns' widths come from these)."""
         self._dirty: set[str] = set()
         """Rows outside the window whose model changed since their cells were built."""
         self._source: RowSource | None = None
         self._pending_rows: dict[str, set[str]] = {}
         """Row key -> columns written since the last _flush_rows."""
-        self._col_keys = tuple(c[1] for c in self.column_spec)
+        self._col_keys = tuple(c.key for c in self.column_spec)
         self._blank: tuple[Any, ...] = tuple(Text("") for _ in self.column_spec)
         self._order: list[str] = []
 
     def on_mount(self) -> None:
         self.add_column(" ", key=MARK_COLUMN, width=1)
-        for label, key, width in self.column_spec:
-            self.add_column(label, key=key, width=width)
+        for col in self.column_spec:
+            key = self.add_column(col.label, key=col.key, width=col.width)
+            c = self.columns[key]
+            self.columns[key] = _FitColumn(c.key, c.label, c.width, c.content_width, c.auto_width)
+
+    def on_resize(self) -> None:
+        self._fit_columns()
+
+    def toggle_wide(self) -> None:
+        """Wide mode on/off: every column whole (scroll sideways with ← →) · fitted to the width."""
+        self.wide = not self.wide
+        self._fit_columns()
+        if not self.wide:
+            self.scroll_x = 0
+
+    def set_sort_indicator(self, key: str | None, descending: bool) -> None:
+        """Show ▼ (descending) or ▲ (ascending) after the label of the sorted column ``key``."""
+        labels = {c.key: c.label + ((" ▼" if descending else " ▲") if c.key == key else "")
+                  for c in self.column_spec}
+        if labels == self._labels:
+            return
+        self._labels = labels
+        for col in self.column_spec:
+            column = self.columns.get(ColumnKey(col.key))
+            if column is not None:
+                column.label = Text(labels[col.key])
+        self._update_count += 1
+        self._fit_columns(force=True)
+        self.refresh()
+
+    def _render_cell(self, row_index: int, column_index: int, base_style: Any, width: int,
+                     cursor: bool = False, hover: bool = False) -> Any:
+        key = self._column_locations.get_key(column_index)
+        column = self.columns.get(key) if key is not None else None
+        if isinstance(column, _FitColumn) and column.hidden:  # a hidden column draws nothing
+            height = self.header_height if row_index == -1 else 1
+            return [[Segment("")] for _ in range(max(1, height))]
+        return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
 
     @property
     def selected_key(self) -> str | None:
@@ -247,7 +431,7 @@ class KeyedTable(DataTable[Any]):
         when a new sort or filter replaces thousands)."""
         for key in keys:
             del self._cells[key]
-            self._widths.pop(key, None)
+            self._count_widths(self._widths.pop(key, None), None)
             self._dirty.discard(key)
         if len(keys) <= 8:
             for key in keys:
@@ -279,12 +463,27 @@ class KeyedTable(DataTable[Any]):
     def _build(self, source: RowSource, item: Any) -> tuple[Any, ...]:
         # str cells become Text: DataTable would parse them as markup on every render (and a queue
         # named "[bold]x" would lose its brackets).
-        return tuple(Text(c, end="") if isinstance(c, str) else c
-                     for c in (safe_cell(c) for c in source.row_cells(item)))
+        # One line, cut with "…" when the column is narrower than the cell (the detail shows it whole).
+        return tuple(_one_line(c) for c in (safe_cell(c) for c in source.row_cells(item)))
 
     def _store(self, key: str, cells: tuple[Any, ...]) -> None:
         self._cells[key] = cells
-        self._widths[key] = tuple(_cell_width(c) for c in cells)
+        widths = tuple(_cell_width(c) for c in cells)
+        self._count_widths(self._widths.get(key), widths)
+        self._widths[key] = widths
+
+    def _count_widths(self, old: tuple[int, ...] | None, new: tuple[int, ...] | None) -> None:
+        if old == new:
+            return
+        for j, counts in enumerate(self._width_counts):
+            if old is not None and j < len(old):
+                left = counts.get(old[j], 0) - 1
+                if left > 0:
+                    counts[old[j]] = left
+                else:
+                    counts.pop(old[j], None)
+            if new is not None and j < len(new):
+                counts[new[j]] = counts.get(new[j], 0) + 1
 
     def _update_row(self, key: str, cells: tuple[Any, ...], old: tuple[Any, ...]) -> None:
         if old == cells:
@@ -330,25 +529,54 @@ class KeyedTable(DataTable[Any]):
         for index in indexes:
             self.refresh_row(index)
 
-    def _fit_columns(self) -> None:
-        """Auto-width columns: the widest cell of the column (or its label), from the kept widths."""
-        changed = False
-        widths = list(self._widths.values())
-        for j, (label, key, width) in enumerate(self.column_spec):
-            if width is not None:
-                continue
-            column = self.columns.get(ColumnKey(key))
+    def _fit_columns(self, force: bool = False) -> None:
+        """Column widths: the widest cell of each column (or its label), from the kept widths, then
+        fitted to the table's width (``fit_widths``). Cost: columns x distinct widths, never rows."""
+        if not self.columns:
+            return
+        spec = self.column_spec
+        widths, hidden = self.fit(self.natural_widths())
+        changed = force
+        for j, col in enumerate(spec):
+            column = self.columns.get(ColumnKey(col.key))
             if column is None:
                 continue
-            want = max((w[j] for w in widths), default=0)
-            want = max(want, _cell_width(label))
-            if column.content_width != want:
-                column.content_width = want
+            if isinstance(column, _FitColumn) and column.hidden != (j in hidden):
+                column.hidden = j in hidden
                 changed = True
+            if col.width is None and column.content_width != widths[j]:
+                column.content_width = widths[j]
+                changed = True
+            elif col.width is not None and column.width != widths[j]:
+                column.width = widths[j]
+                changed = True
+        labels = tuple(spec[j].label for j in sorted(hidden))
+        if labels != self.hidden_labels:
+            self.hidden_labels = labels
+            self.post_message(self.Fitted(self))
         if changed:
             self._update_count += 1  # render caches are keyed by it
             self._require_update_dimensions = True  # virtual size on the next idle
             self.refresh()
+
+    def natural_widths(self) -> list[int]:
+        """Each column's width with nothing cut: its widest kept cell, its label (or its fixed width)."""
+        spec = self.column_spec
+        n = len(spec)
+        natural = [max(counts, default=0) for counts in self._width_counts]
+        natural = (natural + [0] * n)[:n]
+        return [self.label_width(col.key, max(natural[j], self.natural_hints.get(col.key, 0)))
+                if col.width is None else col.width for j, col in enumerate(spec)]
+
+    def label_width(self, key: str, content: int = 0) -> int:
+        """``content`` widened to the column's header label (with its sort arrow)."""
+        return max(content, _cell_width(self._labels[key]))
+
+    def fit(self, natural: Sequence[int]) -> tuple[list[int], set[int]]:
+        """(widths, hidden column indexes) for ``natural`` widths in this table's width now."""
+        pad = 2 * self.cell_padding
+        room = self.size.width - self.SCROLLBAR_ROOM - (1 + pad) if self.size.width else 0
+        return fit_widths(natural, self.column_spec, room, pad, wide=self.wide)
 
     def _refresh_window(self) -> None:
         """Rebuild the rows that scrolled into the window with stale cells."""
@@ -381,6 +609,7 @@ class KeyedTable(DataTable[Any]):
         self.clear()
         self._cells.clear()
         self._widths.clear()
+        self._width_counts = [{} for _ in self.column_spec]
         self._dirty.clear()
         self._order = []
         self.items = {}

@@ -25,10 +25,10 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from collectors.core.models import Snapshot
-from tui.format import fmt_age, fmt_int, fmt_rate, safe, sparkline, truncate
-from tui.widgets.keyed_table import KeyedTable
+from tui.format import fmt_int, fmt_oldest, fmt_rate, safe, sparkline, truncate
+from tui.widgets.keyed_table import Col, KeyedTable
 from tui.widgets.overview_model import Problem, Totals, problems, worker_state
-from tui.widgets.panels import Colors, Panel
+from tui.widgets.panels import CELL_MAX, Colors, Panel
 
 WIDE = 160
 """From this many columns the section grid has 3 columns over a full-width throughput row (else 2x2)."""
@@ -100,7 +100,8 @@ class OverviewPanel(Panel, inherit_bindings=False):
     VIEW = "overview"
     TITLE = "Overview"
     EMPTY = "waiting for the first refresh…"
-    COLUMNS = (("Problem", "label", 14), ("What · then", "text", None))
+    COLUMNS = (Col("Problem", "label"), Col("What · then", "text", shrink=20))
+    """The text is whole in the cell; the table cuts it to the width ("…")."""
     SORTS = ()
     BINDINGS: ClassVar[list[BindingType]] = []
 
@@ -167,14 +168,14 @@ class OverviewPanel(Panel, inherit_bindings=False):
     def row_cells(self, p: Problem) -> tuple[Any, ...]:
         c = self.c
         if p.key == "ok":
-            return (Text(p.label, style=c.success), Text(truncate(p.text, self._text_width)))
+            return (Text(p.label, style=c.success), Text(truncate(p.text, CELL_MAX)))
         style = c.error if p.severity == "error" else c.warning
         text = Text(safe(p.text))
         where = f"enter → {VIEW_LABELS.get(p.view or '', '')}" if p.view else ""
         then = " · ".join(x for x in (where, p.hint) if x)
         if then:
             text.append(f"  {then}", style=c.muted)
-        text.truncate(self._text_width, overflow="ellipsis")
+        text.truncate(CELL_MAX, overflow="ellipsis")
         return (Text(p.label, style=style), text)
 
     def resync(self) -> None:
@@ -257,17 +258,23 @@ class OverviewPanel(Panel, inherit_bindings=False):
             style = c.error if q.no_consumer else ""
             trend = sparkline(hist.depth_values(q.name), 8) if hist is not None else ""
             rows.append((Text(safe(q.name), style=style), Text(fmt_int(q.messages), style=style),
-                         fmt_age(q.oldest_age_s), Text("?" if q.consumers is None else str(q.consumers), style=style),
+                         fmt_oldest(q.oldest_age_s, getattr(q, "oldest_age_is_lower_bound", False)),
+                         Text("?" if q.consumers is None else str(q.consumers), style=style),
                          Text(trend, style=c.accent)))
         t = columns_text(("Queue", "Ready", "Oldest", "Cons", "Trend"), rows, "lrrrl", width)
         oldest = max(snap.queues, key=lambda q: q.oldest_age_s or -1.0)
         foot = Text()
-        if oldest.oldest_age_s is not None:
-            foot.append("oldest waiting: ", style="dim")
-            foot.append(f"{safe(oldest.name)} {fmt_age(oldest.oldest_age_s)}")
         more = len(snap.queues) - min(rows_n, len(snap.queues))
-        if more > 0:
-            foot.append(f"  +{more:,} more (1)", style="dim")
+        tail = f"  +{more:,} more (1)" if more > 0 else ""
+        if oldest.oldest_age_s is not None:
+            age = fmt_oldest(oldest.oldest_age_s, getattr(oldest, "oldest_age_is_lower_bound", False))
+            label = "oldest waiting: " if width >= 40 else "oldest: "
+            room = max(6, width - len(label) - len(age) - 1 - len(tail))  # one line: the name gives way
+            foot.append(label, style="dim")
+            foot.append(f"{truncate(oldest.name, room)} {age}")
+        if tail:
+            foot.append(tail, style="dim")
+        foot.truncate(width, overflow="ellipsis")
         return Group(t, foot) if foot.plain else t
 
     def _workers_section(self, width: int, height: int) -> RenderableType:
@@ -328,8 +335,9 @@ class OverviewPanel(Panel, inherit_bindings=False):
         room = height - len(lines)
         for f in sorted(stats.recent_failures, key=lambda f: f.date_done or "", reverse=True)[:max(0, room)]:
             line = Text("✖ ", style=c.error)
-            line.append(truncate(f.task, 24))
-            line.append(f" {truncate(f.exception, max(8, width - 28))}", style="dim")
+            task_w = min(len(safe(f.task or "–")), max(12, (width - 3) // 2))  # the name gets half when long
+            line.append(truncate(f.task, task_w))
+            line.append(f" {truncate(f.exception, max(8, width - task_w - 3))}", style="dim")
             line.truncate(width, overflow="ellipsis")
             lines.append(line)
         return Group(*lines)

@@ -30,15 +30,18 @@ from collectors.core.models import (
 from tui.format import (
     by_priority_text,
     fmt_age,
+    fmt_ago,
     fmt_int,
+    fmt_oldest,
     fmt_rate,
+    parse_time,
     safe_text,
     short_id,
     sparkline,
     truncate,
 )
 from tui.messages import DetailRequested, WriteRequested
-from tui.widgets.keyed_table import KeyedTable
+from tui.widgets.keyed_table import Col, KeepEnd, KeyedTable
 
 if TYPE_CHECKING:
     from tui.history import History
@@ -46,6 +49,15 @@ if TYPE_CHECKING:
 MAX_ROWS = 5000
 """Rows per table (the user scrolls them all; KeyedTable builds cells only around the viewport); the
 rest are counted and reachable through the filter or sort."""
+CELL_MAX = 160
+"""Longest text a cell keeps (the table cuts it further to fit, with "…"; the detail screen shows it all)."""
+SORT_GROUP = Binding.Group("Sort", compact=True)
+"""``s`` and ``S`` share one footer entry: "s S Sort"."""
+
+
+def whole(text: str | None) -> str:
+    """A cell's text, whole up to CELL_MAX (the table fits it to the column)."""
+    return truncate(text, CELL_MAX)
 
 
 class Colors:
@@ -64,9 +76,12 @@ class Panel(Vertical):
 
     VIEW: ClassVar[str] = ""
     TITLE: ClassVar[str] = ""
-    COLUMNS: ClassVar[tuple[tuple[str, str, int | None], ...]] = ()
+    COLUMNS: ClassVar[tuple[Col, ...]] = ()
+    """The table's columns (``Col``: content-sized, with a priority for narrow terminals)."""
     SORTS: ClassVar[tuple[tuple[str, str, bool], ...]] = ()
-    """(label, sort key, descending) choices cycled by ``s``; the first is the default."""
+    """(label, sort key, descending) choices cycled by ``s`` (``S`` reverses); the first is the default."""
+    SORT_COLUMNS: ClassVar[dict[str, str]] = {}
+    """Sort key -> the column whose header shows ▲/▼ (default: the column of the same key)."""
     DETAIL_KIND: ClassVar[str] = ""
     EMPTY: ClassVar[str] = "nothing here"
     SOURCE: ClassVar[str] = ""
@@ -74,13 +89,17 @@ class Panel(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "mark", "Mark", id="taskdash.mark"),
-        Binding("s", "sort", "Sort", id="taskdash.sort"),
+        Binding("s", "sort", "Sort", id="taskdash.sort", group=SORT_GROUP),
+        Binding("S", "sort_reverse", "Reverse sort", id="taskdash.sort_reverse", group=SORT_GROUP),
+        Binding("ctrl+w", "wide", "Wide", id="taskdash.wide"),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id or f"{self.VIEW}-panel", classes="panel")
         self.filter_text = ""
         self.sort_index = 0
+        self.sort_reversed = False
+        """``S`` flipped the direction of the current sort."""
         self.snapshot: Snapshot | None = None
         self._synced: Snapshot | None = None
         self._note_text: str | None = None
@@ -149,9 +168,12 @@ class Panel(Vertical):
         if self.snapshot is None or not self.is_mounted:
             return
         items = self.items_of(self.snapshot)
-        self.prepare(self.snapshot)
         sort_by, reverse = self.sort_choice()
-        self.table.sync(items, self, filter_text=self.filter_text, sort_by=sort_by, reverse=reverse)
+        table = self.table
+        if self.SORTS:  # before prepare: the header's arrow is part of the column widths
+            table.set_sort_indicator(self.SORT_COLUMNS.get(sort_by or "", sort_by), reverse)
+        self.prepare(self.snapshot)
+        table.sync(items, self, filter_text=self.filter_text, sort_by=sort_by, reverse=reverse)
         self._synced = self.snapshot
         self._update_title()
         self._update_note()
@@ -161,7 +183,7 @@ class Panel(Vertical):
         if not self.SORTS:
             return None, False
         _, key, desc = self.SORTS[self.sort_index % len(self.SORTS)]
-        return key, desc
+        return key, desc != self.sort_reversed
 
     def prepare(self, snapshot: Snapshot) -> None:
         """Per-refresh precomputation before cells are built (override)."""
@@ -170,12 +192,20 @@ class Panel(Vertical):
     def _update_title(self) -> None:
         parts = [self.TITLE]
         if self.SORTS:
-            label, _, desc = self.SORTS[self.sort_index % len(self.SORTS)]
-            parts.append(f"sort: {label} {'↓' if desc else '↑'}")
+            label = self.SORTS[self.sort_index % len(self.SORTS)][0]
+            parts.append(f"sort: {label} {'▼' if self.sort_choice()[1] else '▲'}")
         if self.filter_text:
             parts.append(f"filter: {self.filter_text}")
         table = self.table if self.is_mounted else None
-        subtitle = f"{len(table.marked)} marked" if table is not None and table.marked else ""
+        subs = []
+        if table is not None and table.marked:
+            subs.append(f"{len(table.marked)} marked")
+        if table is not None and table.wide:
+            subs.append("wide: ← → scroll · ctrl+w fits")
+        elif table is not None and table.hidden_labels:
+            n = len(table.hidden_labels)
+            subs.append(f"+{n} col{'s' if n > 1 else ''} hidden: {', '.join(table.hidden_labels)} · ctrl+w")
+        subtitle = " · ".join(subs)
         self.set_titles(safe_text(Text(" · ".join(parts))), subtitle)  # user filter text: no markup
 
     def set_titles(self, title: Text, subtitle: str) -> None:
@@ -236,11 +266,29 @@ class Panel(Vertical):
         self._update_title()
 
     def action_sort(self) -> None:
-        """Cycle the sort order."""
+        """Cycle the sort order (each in its natural direction)."""
         if self.SORTS:
             self.sort_index = (self.sort_index + 1) % len(self.SORTS)
+            self.sort_reversed = False
             self.resync()
             self._update_title()
+
+    def action_sort_reverse(self) -> None:
+        """Reverse the current sort (▲ ascending / ▼ descending in the header and the title)."""
+        if self.SORTS:
+            self.sort_reversed = not self.sort_reversed
+            self.resync()
+            self._update_title()
+
+    def action_wide(self) -> None:
+        """Wide mode: every column whole, scrolling sideways · again: fit the columns to the width."""
+        self.table.toggle_wide()
+        self._update_title()
+
+    @on(KeyedTable.Fitted)
+    def _columns_fitted(self, event: KeyedTable.Fitted) -> None:
+        event.stop()
+        self._update_title()
 
     def targets(self) -> tuple[Any, ...]:
         """Marked rows, or the row under the cursor when nothing is marked."""
@@ -273,14 +321,14 @@ class QueuesPanel(Panel):
     DETAIL_KIND = "queue"
     EMPTY = "no task queue found yet (queues appear once a worker or a publisher declares them)"
     COLUMNS = (
-        ("Queue", "name", None),
-        ("Ready", "ready", None),
-        ("Unacked", "unacked", 7),
-        ("Cons", "consumers", 4),
-        ("Oldest", "oldest", 6),
-        ("In/s", "in", 6),
-        ("Out/s", "out", 6),
-        ("Trend", "trend", 12),
+        Col("Queue", "name", shrink=14, roomy=30),
+        Col("Ready", "ready"),
+        Col("Unacked", "unacked", priority=1),
+        Col("Cons", "consumers"),
+        Col("Oldest", "oldest"),
+        Col("In/s", "in", 6, priority=3),
+        Col("Out/s", "out", 6, priority=2),
+        Col("Trend", "trend", 12, priority=4),
     )
     SORTS = (("ready", "ready", True), ("name", "name", False), ("oldest", "oldest", True),
              ("unacked", "unacked", True))
@@ -325,7 +373,7 @@ class QueuesPanel(Panel):
         out = self._outs.get(q.name)
         inn = None if net is None else max(0.0, net + (out or 0.0))
         style = c.error if q.no_consumer else ""
-        name = Text(q.name + (" ⚠ no consumer" if q.no_consumer else ""), style=style)
+        name = Text(whole(q.name) + (" ⚠ no consumer" if q.no_consumer else ""), style=style)
         ready = fmt_int(q.messages)
         if self.show_bands:
             ready = f"{ready} ({by_priority_text(q.by_priority)})"
@@ -333,7 +381,8 @@ class QueuesPanel(Panel):
             ready += " !type"
         cons = "?" if q.consumers is None else str(q.consumers)
         return (name, Text(ready, style=style), fmt_int(q.unacked), Text(cons, style=style),
-                fmt_age(q.oldest_age_s), fmt_rate(inn).lstrip("+"), fmt_rate(out).lstrip("+"),
+                fmt_oldest(q.oldest_age_s, getattr(q, "oldest_age_is_lower_bound", False)),
+                fmt_rate(inn).lstrip("+"), fmt_rate(out).lstrip("+"),
                 Text(sparkline(self.history.depth_values(q.name), 12), style=c.accent))
 
     def action_purge(self) -> None:
@@ -367,7 +416,7 @@ def unacked_state_text(e: UnackedEntry, c: Colors) -> Text:
     return Text(e.state, style=c.success if e.state == "active" else "")
 
 
-def holder_text(e: UnackedEntry, width: int = 22) -> str:
+def holder_text(e: UnackedEntry, width: int = CELL_MAX) -> str:
     """Holder cell: the worker that reports it; for a message that may be held, its possible holders
     (``w4@quiet?``, ``w1@host? +2``): the ``?`` says nobody reported it."""
     if e.state in MAYBE_HELD_STATES and e.possible_holders:
@@ -386,14 +435,14 @@ class UnackedPanel(Panel):
     DETAIL_KIND = "unacked"
     EMPTY = "no unacked message: every delivered message has been acknowledged"
     COLUMNS = (
-        ("State", "state", 14),
-        ("Task", "task", None),
-        ("Id", "id", 8),
-        ("Queue", "queue", None),
-        ("Age", "age", 7),
-        ("Redeliv.", "ttr", 8),
-        ("Holder", "holder", None),
-        ("↻", "redelivered", 1),
+        Col("State", "state"),
+        Col("Task", "task", shrink=12, roomy=28),
+        Col("Id", "id", priority=2),
+        Col("Queue", "queue", priority=1, shrink=8, roomy=16),
+        Col("Age", "age"),
+        Col("Redeliv.", "ttr", priority=3),
+        Col("Holder", "holder", shrink=10, roomy=22),
+        Col("↻", "redelivered", 1),
     )
     SORTS = (("age", "age", True), ("state", "state", False), ("task", "task", False),
              ("queue", "queue", False), ("redelivery", "ttr", False))
@@ -432,9 +481,13 @@ class UnackedPanel(Panel):
         ttr = "now" if e.stale else fmt_age(e.time_to_redelivery_s)
         # A message a live worker may hold: the time left before kombu redelivers it is the decision.
         ttr_style = c.warning if e.stale else "bold" if e.state in MAYBE_HELD_STATES else ""
-        holder = Text(holder_text(e), style=c.warning if e.state in MAYBE_HELD_STATES else "")
-        return (unacked_state_text(e, c), Text(truncate(e.task, 28), style=row_style), short_id(e.task_id),
-                truncate(e.queue, 14), age, Text(ttr, style=ttr_style), holder, "↻" if e.redelivered else "")
+        maybe = e.state in MAYBE_HELD_STATES and bool(e.possible_holders)
+        holder_s = holder_text(e)
+        # a cut keeps the "?" (nobody reported it) and the "+N" (other possible holders)
+        holder = (KeepEnd(holder_s, len(holder_s) - len(truncate(e.possible_holders[0], CELL_MAX)), style=c.warning)
+                  if maybe else Text(holder_s, style=c.warning if e.state in MAYBE_HELD_STATES else ""))
+        return (unacked_state_text(e, c), Text(whole(e.task), style=row_style), short_id(e.task_id),
+                whole(e.queue), age, Text(ttr, style=ttr_style), holder, "↻" if e.redelivered else "")
 
     def extra_note(self, text: str) -> str:
         snap = self.snapshot
@@ -513,28 +566,25 @@ class WorkersPanel(Panel):
     DETAIL_KIND = "worker"
     EMPTY = "no worker has answered yet (inspect runs every few seconds)"
     COLUMNS = (
-        ("Worker", "host", None),
-        ("Liveness", "liveness", 10),
-        ("Since", "since", 6),
-        ("Evidence", "evidence", None),
-        ("Busy", "busy", 5),
-        ("Res", "reserved", 3),
-        ("Sch", "scheduled", 3),
-        ("Processed", "processed", 9),
-        ("Done/s", "rate", 6),
-        ("Pool", "pool", None),
-        ("Queues", "queues", None),
+        Col("Worker", "host", shrink=14, roomy=36),
+        Col("Liveness", "liveness", 10),
+        Col("Since", "since", 6),
+        Col("Evidence", "evidence", shrink=20, roomy=32),
+        Col("Busy", "busy", 5),
+        Col("Res", "reserved", 3, priority=1),
+        Col("Sch", "scheduled", 3, priority=4),
+        Col("Processed", "processed", 9, priority=2),
+        Col("Done/s", "rate", 6, priority=3),
+        Col("Pool", "pool", priority=5),
+        Col("Queues", "queues", priority=5, shrink=10, roomy=20),
     )
+    SORT_COLUMNS: ClassVar[dict[str, str]] = {"active": "busy"}
     SORTS = (("name", "host", False), ("liveness", "liveness", False), ("active", "active", True),
              ("processed", "processed", True))
     EVIDENCE_MIN = 20
-    EVIDENCE_MAX = 72
-    EVIDENCE_ROOMY = 44
-    """Evidence width kept before the columns right of it get room too (wide terminals)."""
-    _RIGHT_KEPT = ("busy",)
-    """Always kept on screen right of the evidence (the evidence shrinks first, down to EVIDENCE_MIN)."""
-    _RIGHT_NEXT = ("reserved", "processed", "rate", "scheduled")
-    """Then these, in order, while the evidence keeps EVIDENCE_ROOMY characters."""
+    """The evidence is never cut shorter than this."""
+    EVIDENCE_ROOMY = 32
+    """Evidence width kept before the least important columns are hidden (``Col.roomy``)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "control", "Control", id="taskdash.control"),
         Binding("T", "timeline", "Timeline", id="taskdash.timeline"),
@@ -543,7 +593,7 @@ class WorkersPanel(Panel):
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id)
         self._now = 0.0
-        self._evidence_width = self.EVIDENCE_MAX
+        self._evidence_width = CELL_MAX
         self._sized_for = 0
 
     def action_timeline(self) -> None:
@@ -561,22 +611,26 @@ class WorkersPanel(Panel):
 
     def on_resize(self) -> None:
         if self.snapshot is not None and self.size.width != self._sized_for and self.is_displayed_view():
-            self.resync()  # the evidence column follows the width
+            self.resync()  # the evidence cells follow the width
 
     def evidence_width(self, workers: Sequence[WorkerInfo]) -> int:
-        """Characters of evidence that fit beside Worker, Liveness, Since (and Busy) in this panel's width."""
-        width = self.table.size.width or self.size.width or self.app.size.width
+        """Characters of evidence shown: the width the table's fit gives the Evidence column (the one that
+        is cut first; whole in the detail screen). Cells are cut to it here (the table keeps whole cells'
+        widths), so it is computed from the whole cells' widths: hostnames, evidence, pool, queues."""
+        table = self.table
         self._sized_for = self.size.width
-        pad = 2 * self.table.cell_padding
-        fixed = {key: w for _, key, w in self.COLUMNS if w is not None}
-        host = max((cell_len(w.hostname) for w in workers), default=6)
-        left = (1 + pad) + (max(host, 6) + pad) + (fixed["liveness"] + pad) + (fixed["since"] + pad)
-        room = width - left - pad - 2 - sum(fixed[k] + pad for k in self._RIGHT_KEPT)  # 2: the scrollbar
-        for key in self._RIGHT_NEXT:
-            if room - (fixed[key] + pad) < self.EVIDENCE_ROOMY:
-                break
-            room -= fixed[key] + pad
-        return max(self.EVIDENCE_MIN, min(self.EVIDENCE_MAX, room))
+        whole_width = {
+            "host": max((cell_len(whole(w.hostname)) for w in workers), default=0),
+            "evidence": max((cell_len(whole(w.liveness_evidence)) for w in workers), default=0),
+            "pool": max((cell_len(w.pool or "–") for w in workers), default=0),
+            "queues": max((cell_len(whole(",".join(w.queues))) for w in workers), default=0),
+        }
+        table.natural_hints = {"evidence": whole_width["evidence"]}
+        natural = [table.label_width(c.key, whole_width.get(c.key, 0)) if c.width is None else c.width
+                   for c in self.COLUMNS]
+        widths, hidden = table.fit(natural)
+        j = next(i for i, c in enumerate(self.COLUMNS) if c.key == "evidence")
+        return max(self.EVIDENCE_MIN, widths[j])
 
     def prepare(self, snapshot: Snapshot) -> None:
         super().prepare(snapshot)
@@ -606,9 +660,9 @@ class WorkersPanel(Panel):
                         style=c.error if bad else c.warning if state in ("silent", "no-reply") else c.muted)
         rate = self.history.processed_rate(w.hostname)
         busy = f"{w.active}/{fmt_int(w.concurrency)}" if w.concurrency is not None else str(w.active)
-        return (Text(w.hostname, style=c.muted if state in ("dead", "offline") else ""), liveness_text(w, c),
+        return (Text(whole(w.hostname), style=c.muted if state in ("dead", "offline") else ""), liveness_text(w, c),
                 fmt_age(liveness_since_s(w, self._now)), evidence, busy, str(w.reserved), str(w.scheduled),
-                fmt_int(w.processed), fmt_rate(rate).lstrip("+"), w.pool or "–", truncate(",".join(w.queues), 30))
+                fmt_int(w.processed), fmt_rate(rate).lstrip("+"), w.pool or "–", whole(",".join(w.queues)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,11 +675,11 @@ class TasksPanel(Panel):
     DETAIL_KIND = "failure"
     EMPTY = "no failure stored in the result backend"
     COLUMNS = (
-        ("Task", "task", None),
-        ("Id", "id", 8),
-        ("Exception", "exc", None),
-        ("Done", "done", 19),
-        ("Worker", "worker", None),
+        Col("Task", "task", shrink=12, roomy=28),
+        Col("Id", "id", priority=2),
+        Col("Exception", "exc", shrink=12, roomy=30),
+        Col("Done", "done"),
+        Col("Worker", "worker", priority=1, shrink=10, roomy=24),
     )
     SORTS = (("done", "done", True), ("task", "task", False), ("exception", "exc", False))
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -687,15 +741,23 @@ class TasksPanel(Panel):
     def row_key(self, item: TaskFailure) -> str:
         return item.task_id
 
+    def prepare(self, snapshot: Snapshot) -> None:
+        super().prepare(snapshot)
+        self._now = snapshot.taken_at
+
     def row_sort(self, f: TaskFailure, sort_by: str) -> Any:
-        return {"done": f.date_done, "task": f.task, "exc": f.exception}.get(sort_by)
+        if sort_by == "done":
+            return parse_time(f.date_done)
+        return {"task": f.task, "exc": f.exception}.get(sort_by)
 
     def row_text(self, f: TaskFailure) -> str:
         return " ".join(str(x) for x in (f.task, f.task_id, f.exception, f.worker)).lower()
 
     def row_cells(self, f: TaskFailure) -> tuple[Any, ...]:
-        return (truncate(f.task, 28), short_id(f.task_id), Text(truncate(f.exception, 44), style=self.c.error),
-                truncate(f.date_done, 19), truncate(f.worker, 20))
+        done = parse_time(f.date_done)
+        when = fmt_ago(self._now - done) if done is not None else whole(f.date_done)  # unreadable: as stored
+        return (whole(f.task), short_id(f.task_id), Text(whole(f.exception), style=self.c.error), when,
+                whole(f.worker))
 
     def action_retry(self) -> None:
         """Retry the failed task under the cursor from its stored args."""
@@ -712,14 +774,14 @@ class PoisonPanel(Panel):
     DETAIL_KIND = "poison"
     EMPTY = "no poison suspect: no task id has been delivered repeatedly"
     COLUMNS = (
-        ("Task", "task", None),
-        ("Id", "id", 8),
-        ("Queue", "queue", None),
-        ("Deliv", "deliveries", 5),
-        ("First", "first", 6),
-        ("Last", "last", 6),
-        ("Workers", "workers", None),
-        ("Reason", "reason", None),
+        Col("Task", "task", shrink=12, roomy=28),
+        Col("Id", "id", priority=3),
+        Col("Queue", "queue", priority=1, shrink=8, roomy=16),
+        Col("Deliv", "deliveries"),
+        Col("First", "first", priority=2),
+        Col("Last", "last"),
+        Col("Workers", "workers", priority=4, shrink=10, roomy=24),
+        Col("Reason", "reason", shrink=12, roomy=24),
     )
     SORTS = (("deliveries", "deliveries", True), ("last seen", "last", True), ("task", "task", False))
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -746,9 +808,9 @@ class PoisonPanel(Panel):
     def row_cells(self, p: PoisonSuspect) -> tuple[Any, ...]:
         c, now = self.c, self._now
         deliveries = self.app.deliveries_of(p) if hasattr(self.app, "deliveries_of") else p.deliveries
-        return (Text(truncate(p.task, 28), style=c.error), short_id(p.task_id), truncate(p.queue, 14),
-                Text(str(deliveries), style=c.error), fmt_age(now - p.first_seen),
-                fmt_age(now - p.last_seen), truncate(",".join(p.workers), 24), truncate(p.reason, 30))
+        return (Text(whole(p.task), style=c.error), short_id(p.task_id), whole(p.queue),
+                Text(str(deliveries), style=c.error), fmt_ago(now - p.first_seen),
+                fmt_ago(now - p.last_seen), whole(",".join(p.workers)), whole(p.reason))
 
     def action_quarantine(self) -> None:
         """Quarantine the marked suspects (or the one under the cursor)."""
@@ -783,12 +845,12 @@ class QuarantinePanel(Panel):
     DETAIL_KIND = "quarantined"
     EMPTY = "quarantine is empty (Q on an unacked row or a poison suspect puts a message here)"
     COLUMNS = (
-        ("Task", "task", None),
-        ("Id", "id", 8),
-        ("Queue", "queue", None),
-        ("When", "when", 7),
-        ("Deliv", "deliveries", 5),
-        ("Reason", "reason", None),
+        Col("Task", "task", shrink=12, roomy=28),
+        Col("Id", "id", priority=2),
+        Col("Queue", "queue", priority=1, shrink=8, roomy=16),
+        Col("When", "when"),
+        Col("Deliv", "deliveries", priority=3),
+        Col("Reason", "reason", shrink=12, roomy=24),
     )
     SORTS = (("when", "when", True), ("task", "task", False), ("queue", "queue", False))
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -850,10 +912,10 @@ class QuarantinePanel(Panel):
 
     def row_cells(self, e: Any) -> tuple[Any, ...]:
         when = self._when(e)
-        return (truncate(q_attr(e, "task", "name"), 28), short_id(q_attr(e, "task_id")),
-                truncate(q_attr(e, "queue", "original_queue"), 14),
-                fmt_age(None if when is None else self._now - when),
-                fmt_int(q_attr(e, "deliveries")), truncate(q_attr(e, "reason"), 40))
+        return (whole(q_attr(e, "task", "name")), short_id(q_attr(e, "task_id")),
+                whole(q_attr(e, "queue", "original_queue")),
+                fmt_ago(None if when is None else self._now - when),
+                fmt_int(q_attr(e, "deliveries")), whole(q_attr(e, "reason")))
 
     def extra_note(self, text: str) -> str:
         if self.error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import Static
 
@@ -31,14 +32,14 @@ class StatusState:
     """Name of the active context (``:ctx``), if any."""
 
 
-def short_backend(broker_url: str, backend_url: str) -> str:
+def short_backend(broker_url: str, backend_url: str, compact: bool = False) -> str:
     """The backend URL, shortened to ``db N`` when it is the broker's server with another db."""
     if backend_url == broker_url:
         return "same as broker"
     head_b, _, db_b = broker_url.rpartition("/")
     head_k, _, db_k = backend_url.rpartition("/")
     if head_b and head_b == head_k and db_k.isdigit():
-        return f"db {db_k} (same server)"
+        return f"db {db_k}" if compact else f"db {db_k} (same server)"
     return backend_url
 
 
@@ -49,8 +50,18 @@ def _dot(t: Text, ok: bool | None, c_ok: str, c_bad: str) -> None:
         t.append("● " if ok else "✖ ", style=c_ok if ok else f"bold {c_bad}")
 
 
-def status_text(s: StatusState, colors: dict[str, str], secrets: tuple[str | None, ...] = ()) -> Text:
-    """Render the status bar (one line, plus a second one when something is wrong)."""
+def status_text(s: StatusState, colors: dict[str, str], secrets: tuple[str | None, ...] = (),
+                width: int = 0) -> Text:
+    """Render the status bar (one line, plus a second one when something is wrong). When the first line
+    is wider than ``width``, it says the same shorter (``db 1``, no refresh cost) before "…" cuts it."""
+    out = _status_text(s, colors, secrets, compact=False)
+    if width and cell_len(out.plain.split("\n", 1)[0]) > width:
+        return _status_text(s, colors, secrets, compact=True)
+    return out
+
+
+def _status_text(s: StatusState, colors: dict[str, str], secrets: tuple[str | None, ...], *,
+                 compact: bool) -> Text:
     ok_c = colors.get("success", "green")
     bad_c = colors.get("error", "red")
     warn_c = colors.get("warning", "yellow")
@@ -81,8 +92,8 @@ def status_text(s: StatusState, colors: dict[str, str], secrets: tuple[str | Non
         t.append("  ")
         _dot(t, backend_ok, ok_c, bad_c)
         t.append("backend ", style="bold")
-        t.append(short_backend(broker_url, backend_url))
-    if snap is not None and snap.broker.ok:
+        t.append(short_backend(broker_url, backend_url, compact))
+    if snap is not None and snap.broker.ok and not compact:
         cost = snap.cost
         t.append(f"  cost {cost.commands} cmd/{cost.round_trips} rt {cost.wall_ms:.0f}ms", style="dim")
     lines = [t]
@@ -129,7 +140,7 @@ class StatusBar(Static):
 
     def show(self, state: StatusState, secrets: tuple[str | None, ...] = ()) -> None:
         """Re-render from ``state``."""
-        text = status_text(state, self.app.theme_variables, secrets)
+        text = status_text(state, self.app.theme_variables, secrets, width=max(0, self.size.width - 2))
         self.set_class(state.latest is not None and not state.latest.broker.ok, "-down")
         self.set_class(bool(state.latest and (state.latest.errors or not state.latest.backend.ok)), "-errors")
         if text == self._shown:
