@@ -71,32 +71,10 @@ Without scripting (least privilege)
     N more commands per refresh"); the step-down costs one extra attempt of the first read only.
 
 Oldest waiting age (issue 21)
-    ``QueueInfo.oldest_age_s`` is how long the message BRPOP takes next (the head of the highest-priority
-    non-empty band) has waited to run. Messages carry no enqueue time: Celery protocol 2 headers are
-    ``lang task id shadow eta expires group group_index retries timelimit root_id parent_id argsrepr
-    kwargsrepr origin ignore_result replaced_task_nesting stamped_headers stamps`` and kombu's properties
-    ``correlation_id reply_to delivery_mode delivery_info priority body_encoding delivery_tag`` — no
-    timestamp. So the age comes from the best evidence there is, named in ``oldest_age_source``:
-
-    1. ``task-sent``: the producer's ``task-sent`` event for the head's task id (``task_send_sent_event``;
-       the collector hands the drained events to :meth:`BrokerReader.note_events` before the read; the
-       last ``SENT_MEMORY`` sends of tasks not yet received are kept). Ignored when it is later than
-       taskdash's first sighting (+ ``SENT_SKEW_S``): then it is another send of the same task id.
-    2. ``eta``: a countdown/ETA/retry message cannot run before its ``eta``, so it waits since then
-       (``max(sent, eta)`` when both are known; an eta in the future: age 0). Assumes ``eta >= sent``,
-       which is what Celery produces.
-    3. ``arrival``: the previous read (at most ``ARRIVAL_EXACT_S`` before) saw the queue empty, so the
-       message arrived in between: exact to within that interval.
-    4. ``first-seen``: when taskdash first saw that exact message (by delivery tag, or a hash of a tag-less
-       value) at the consuming end — remembered across restarts and shared between taskdash processes
-       when the collector has a history store (``remembered``: :meth:`History.head_seen`). This is only
-       **a lower bound** (``oldest_age_is_lower_bound``): a backlog found at start, or a message that
-       moves up to the head after the one before it was consumed, had already waited for an unknown time.
-
-    The evidence costs no Redis command: the head is the one the probe reads anyway (decoded once per
-    sighting), the events come from the worker monitor's subscription, the history lookup is a dict
-    lookup of rows loaded once. The last ``OLDEST_MEMORY`` heads per queue are remembered, so the age
-    survives a higher-priority message jumping ahead and being consumed.
+    ``QueueInfo.oldest_age_s`` is how long the message BRPOP takes next has waited to run, from the best
+    evidence there is (``task-sent`` event, ``eta``, ``arrival`` after an empty read, else the
+    ``first-seen`` lower bound): :mod:`collectors.reads.queue_heads` (``QueueHeads``, which the reader
+    owns) says how. The evidence costs no Redis command: the head is the one the probe reads anyway.
 
 Per-queue unacked counts
     When ``HLEN unacked`` ≤ window, the counts are exact (from the window). For bigger ledgers the bounded
@@ -112,7 +90,8 @@ Per-queue unacked counts
 Queue of an unacked entry: the routing key when the exchange is ``''`` (what Celery uses), else the
 binding table of the exchange (direct: routing key equality; topic: the stored regex).
 
-Unacked classification (README, "Safety"): a task id that a responding worker reports (``claims``) takes its
+Unacked classification (README, "Safety"; :mod:`collectors.reads.unacked_window` holds the window,
+the counts and this): a task id that a responding worker reports (``claims``) takes its
 state (active/reserved/scheduled) and holder; an unclaimed entry reserved before ``inspected_at - grace_s``
 is ``orphaned``; a newer one is ``unknown`` (the last inspect could not have seen it), and everything is
 ``unknown`` when inspect failed (``claims=None``). Reserve times are the consuming worker's clock, so clock
@@ -123,31 +102,31 @@ Not thread-safe: one reader per collector thread.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import redis
 
 from collectors.core.config import Settings
 from collectors.core.errors import Kind, RedisProblem, classify
-from collectors.core.messages import (
-    decode_envelope,
-    decode_truncated,
-    decode_unacked,
-    decode_unacked_truncated,
-    delivery_tag_of,
-    eta_timestamp,
-)
-from collectors.core.models import DecodedMessage, QueueInfo, TaskRef, UnackedEntry, UnackedState
+from collectors.core.models import QueueInfo, TaskRef, UnackedEntry
 from collectors.keyspace import scripts
 from collectors.keyspace.keys import KeyLayout
 from collectors.reads import broker_plain
+from collectors.reads.broker_plain import text_of as _text
+from collectors.reads.queue_heads import (  # noqa: F401 - re-exported: the reader's public constants
+    ARRIVAL_EXACT_S,
+    OLDEST_MEMORY,
+    SENT_MEMORY,
+    SENT_SKEW_S,
+    HeadMemory,
+    Oldest,
+    QueueHeads,
+)
+from collectors.reads.unacked_window import WINDOW_REFETCH, UnackedWindow, pairs_of  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -170,47 +149,9 @@ PLAIN_HEAD_MAX = 4096
 """Non-empty queues whose head is re-read per refresh although their depth did not change (round robin)."""
 BAND_SLICE = 32
 """Queues whose absent priority-band keys are checked with one EXISTS per refresh (round robin)."""
-WINDOW_REFETCH = 30
-"""A window whose fingerprint did not move is still re-read in full after this many refreshes."""
-OLDEST_MEMORY = 8
-"""Heads remembered per queue (first-seen time and evidence)."""
-SENT_MEMORY = 50_000
-"""task id -> task-sent time kept for tasks not yet received (oldest sends forgotten first)."""
-SENT_SKEW_S = 2.0
-"""A task-sent time later than taskdash's first sighting by more than this is another send of the id."""
-ARRIVAL_EXACT_S = 5.0
-"""A head first seen within this long of a read that saw its queue empty counts as an exact ``arrival``."""
-_LEAVES_QUEUE = frozenset({"task-received", "task-started", "task-succeeded", "task-failed", "task-rejected",
-                           "task-revoked"})
 BATCH = 256
 """Queues (or binding tables) handled by one script call: bounds how long one call blocks Redis."""
 DEADLINES_LIMIT = 1000
-
-HeadMemory = Callable[[str, str], "tuple[float, float, str] | None"]
-"""(queue, head identity) -> (first seen, since, source) remembered by the history store, or None."""
-
-
-@dataclass(slots=True)
-class _Head:
-    """What the reader knows about one message seen at the consuming end of a queue."""
-
-    first_seen: float
-    eta: float | None = None
-    task_id: str | None = None
-    since: float | None = None
-    """Exact start of the wait from evidence (``source``), None while only first-seen is known."""
-    source: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Oldest:
-    age: float
-    lower_bound: bool
-    source: Any
-    since: float
-    task_id: str | None
-    identity: str | None
-
 
 _SHAS = {script.name: script.sha for script in scripts.BROKER_SCRIPTS}
 """name -> SHA1 of the broker scripts (bench labels EVALSHA calls with it)."""
@@ -260,20 +201,6 @@ class _Table:
 class _Cost:
     round_trips: int = 0
     commands: int = 0
-
-
-def _text(value: Any) -> str:
-    """Key names and members as str; undecodable bytes survive as surrogates (``surrogateescape``) so
-    the name encodes back to the very same key (the client is made with ``encoding_errors`` to match)."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "surrogateescape")
-    return str(value)
-
-
-def _bytes(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    return str(value).encode("utf-8", "surrogateescape")
 
 
 def _glob_escape(text: str) -> str:
@@ -361,6 +288,27 @@ def _rr_slice(items: Sequence[Any], start: int, size: int) -> list[Any]:
     return out
 
 
+def _flatten(results: Sequence[Any], n: int) -> list[Any]:
+    """Per-item results of batched script calls; a failed call fails each of its items."""
+    out: list[Any] = []
+    for r in results:
+        if isinstance(r, Exception):
+            out.extend([r] * min(BATCH, n - len(out)))
+        else:
+            out.extend(r)
+    if len(out) != n:
+        raise redis.exceptions.ResponseError(f"unexpected script reply ({len(out)} items, {n} expected)")
+    return out
+
+
+_READ_CALLS: dict[str, tuple[Callable[..., tuple[int, broker_plain.Decoder]], Callable[..., None]]] = {
+    "queue": (broker_plain.queue_probe, scripts.queue_probe),
+    "window": (broker_plain.window_fetch, scripts.window_fetch),
+    "scan": (broker_plain.unacked_routes, scripts.unacked_routes),
+}
+"""Read script name -> (plain twin, script call): the same positional arguments after ``pipe``."""
+
+
 _NOT_READY = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -399,8 +347,8 @@ def _script_refusal(r: Any) -> RedisProblem | None:
 class BrokerReader:
     """Reads task queues and the unacked ledger in a constant number of pipelined round trips.
 
-    Keeps small caches between reads (binding tables, first-seen times of queue heads, a tag → queue
-    map for big ledgers), so reuse one reader for the life of a collector.
+    Keeps small caches between reads (binding tables, first-seen times of queue heads in ``heads``, the
+    decoded window and per-queue counts in ``unacked``), so reuse one reader for the life of a collector.
     """
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
@@ -421,32 +369,15 @@ class BrokerReader:
         self._scan_seen: set[str] = set()
         self._discovery_passes = 0
         self._tables: dict[str, _Table] = {}
-        self._seen: dict[str, OrderedDict[str, _Head]] = {}
-        """queue -> identity -> head evidence of the last ``OLDEST_MEMORY`` heads seen (newest last)."""
-        self.remembered: HeadMemory | None = None
-        """First-seen times remembered across restarts (the collector sets the history store's lookup)."""
-        self._sent: dict[str, float] = {}
-        """task id -> task-sent time (producer clock) of tasks not yet received (insertion order)."""
-        self._last_read_at: float | None = None
-        self._scan_counts_done: dict[str, int] | None = None
-        """Unacked entries per queue counted by the last complete HSCAN pass (None: no pass yet)."""
-        self._scan_counts_partial: dict[str, int] = {}
-        self._scan_entries = 0
-        """Ledger entries the current HSCAN pass has visited (to extrapolate the first pass's counts)."""
-        self._hscan_cursor = 0
-        self._hscan_passes = 0
-        self._window_cache: dict[str, tuple[float | None, DecodedMessage, str | None, str | None]] = {}
-        """tag -> (score, decoded) of the last window: unchanged entries are not transferred again."""
-        self._win: list[tuple[str, float | None]] | None = None
-        """(tag, score) of the last window when the ledger is bigger than it (fingerprint mode)."""
-        self._win_last: tuple[str, float | None] | None = None
-        self._win_reads = 0
+        self.heads = QueueHeads()
+        """Head sightings and task-sent times: the oldest waiting age of each queue."""
+        self.unacked = UnackedWindow(settings, self.queue_for)
+        """The ledger window, the per-queue unacked counts and the classification of the entries."""
         self._lens: dict[str, tuple[int, ...]] = {}
         """Depth per priority band of every queue at the last read (-1: a key of the wrong type)."""
         self._bands: dict[str, set[int]] = {}
         """Band indices (> 0) whose key existed at the last read: only those (and band 0) get an LLEN."""
         self._band_rr = self._head_rr = self._table_rr = 0
-        self._route_memo: dict[tuple[str, str], str | None] = {}
         self._keys_cache: dict[str, list[tuple[int, str]]] = {}
         self._head_size: dict[str, int] = {}
         """Size of the head message seen last per queue (small ones are re-read with a plain LINDEX)."""
@@ -493,22 +424,18 @@ class BrokerReader:
         return self._read(cost, now, worker_queues, claims, inspected_at, grace_s)
 
     def note_events(self, events: Iterable[Mapping[str, Any]]) -> None:
-        """Take the task events drained since the last read: ``task-sent`` times are the exact start of a
-        waiting message's age; a task received (or finished) has left its queue and is forgotten."""
-        sent = self._sent
-        for ev in events:
-            etype, uuid = ev.get("type"), ev.get("uuid")
-            if not isinstance(uuid, str) or not uuid:
-                continue
-            if etype == "task-sent":
-                ts = ev.get("timestamp")
-                if isinstance(ts, int | float) and not isinstance(ts, bool) and ts == ts:
-                    sent.pop(uuid, None)  # a retry's send replaces the first one (and moves to the end)
-                    sent[uuid] = float(ts)
-                    if len(sent) > SENT_MEMORY:
-                        del sent[next(iter(sent))]
-            elif etype in _LEAVES_QUEUE:
-                sent.pop(uuid, None)
+        """Take the task events drained since the last read (:meth:`QueueHeads.note_events`): ``task-sent``
+        times are the exact start of a waiting message's age; a task received has left its queue."""
+        self.heads.note_events(events)
+
+    @property
+    def remembered(self) -> HeadMemory | None:
+        """First-seen times remembered across restarts (the collector sets the history store's lookup)."""
+        return self.heads.remembered
+
+    @remembered.setter
+    def remembered(self, lookup: HeadMemory | None) -> None:
+        self.heads.remembered = lookup
 
     def _step_down(self, problem: RedisProblem) -> None:
         """Scripts are refused in the current mode: use the next one for the rest of the session."""
@@ -603,6 +530,14 @@ class BrokerReader:
         start = len(pipe.command_stack) - count
         self._groups.setdefault(id(pipe), []).append((start, count, decode))
 
+    def _call(self, pipe: Any, name: str, *args: Any) -> None:
+        """Queue read script ``name`` (``queue``, ``window``, ``scan``): its plain twin in ``plain`` mode."""
+        plain, script = _READ_CALLS[name]
+        if self.mode == "plain":
+            self._twin(pipe, plain(pipe, *args))
+        else:
+            script(pipe, *args, mode=self._script_mode(name))
+
     def _script_mode(self, name: str) -> str:
         """The way to queue script ``name`` now: evalsha, or (lua-ro) eval_ro the first time, evalsha_ro after."""
         if self.mode == "lua":
@@ -641,7 +576,7 @@ class BrokerReader:
         pipe.hlen(self.keys.unacked)
         pipe.zcard(self.keys.unacked_index)
         # Fingerprint mode: only the window's last entry; the window is re-read when it moved.
-        fp_mode = self._win is not None and win_n > 0 and self._win_reads < WINDOW_REFETCH
+        fp_mode = self.unacked.fingerprint_mode(win_n)
         if win_n:
             pipe.zrange(self.keys.unacked_index, win_n - 1 if fp_mode else 0, win_n - 1, withscores=True)
         names0, _src0 = self._queue_names(worker_queues)
@@ -687,30 +622,8 @@ class BrokerReader:
                 full.add(name)
 
         # ---- unacked: ledger size and whether the window moved ----
-        unacked_total = index_total = 0
-        pairs: list[tuple[str, float | None]] | None = []
-        ledger_ok = True
-        for r in (hlen_r, zcard_r):
-            if isinstance(r, Exception):
-                errors.append(f"unacked: {r}")
-                ledger_ok = False
-        if ledger_ok:
-            unacked_total, index_total = int(hlen_r), int(zcard_r)
-            if isinstance(zr, Exception):
-                errors.append(f"unacked: {zr}")
-                ledger_ok = False
-        if not ledger_ok:
-            self._win = None
-            unacked_total = index_total = 0
-        elif fp_mode:
-            last = [(_text(t), float(sc)) for t, sc in zr]
-            if index_total > win_n and last and last[0] == self._win_last:
-                pairs = self._win
-                self._win_reads += 1
-            else:
-                pairs = None  # the window moved: re-read it in round trip 2
-        else:
-            pairs = [(_text(t), float(sc)) for t, sc in zr]
+        unacked_total, index_total, pairs, ledger_ok = self.unacked.absorb_sizes(hlen_r, zcard_r, zr, fp_mode,
+                                                                                 win_n, errors)
         need_scan = ledger_ok and unacked_total > min(win_n, index_total)
 
         # ---- round trip 2: new tables, head probes, window values, one ledger scan step ----
@@ -736,12 +649,7 @@ class BrokerReader:
         else:
             fetch_plan = self._queue_window_fetch(pipe, pairs, unacked_total != index_total)
         if need_scan:
-            if self.mode == "plain":
-                self._twin(pipe, broker_plain.unacked_routes(pipe, self.keys.unacked, self._hscan_cursor,
-                                                             HSCAN_COUNT))
-            else:
-                scripts.unacked_routes(pipe, self.keys.unacked, self._hscan_cursor, HSCAN_COUNT,
-                                       mode=self._script_mode("scan"))
+            self._call(pipe, "scan", self.keys.unacked, self.unacked.hscan_cursor, HSCAN_COUNT)
         res = self._execute(pipe, cost)
         it = iter(res)
         for key in new_tables:
@@ -764,16 +672,13 @@ class BrokerReader:
                 errors.append(f"unacked: {zr}")
                 pairs = []
             else:
-                pairs = [(_text(t), float(sc)) for t, sc in zr]
+                pairs = pairs_of(zr)
         elif fetch_plan is not None:
             fetch_res = next(it)
         if need_scan:
-            self._absorb_hscan(next(it), errors)
+            self.unacked.absorb_scan_step(next(it), errors)
         else:
-            self._scan_counts_done = None
-            self._scan_counts_partial = {}
-            self._scan_entries = 0
-            self._hscan_cursor = 0
+            self.unacked.no_scan()
 
         # ---- round trip 3 (rare): queues of the tables read in round trip 2, a window that moved ----
         names, sources = self._queue_names(worker_queues)
@@ -786,30 +691,23 @@ class BrokerReader:
         self._absorb_probes(probes, late, res[:n_late])
         if window_late and fetch_plan is not None:
             fetch_res = res[n_late]
-        window = self._absorb_window(pairs or [], fetch_plan, fetch_res, errors)
-        if ledger_ok and index_total > win_n > 0 and pairs:
-            if pairs is not self._win:
-                self._win_reads = 0  # read afresh
-            self._win, self._win_last = pairs, pairs[-1]
-        else:
-            self._win, self._win_last, self._win_reads = None, None, 0
+        window = self.unacked.absorb_window(pairs or [], fetch_plan, fetch_res, errors)
+        self.unacked.remember_window(pairs, ledger_ok, index_total, win_n)
 
         # ---- build the view ----
-        entries = self._classify(window, now, claims, inspected_at, grace_s)
-        counts, exact = self._unacked_counts(entries, unacked_total, need_scan)
+        entries = self.unacked.classify(window, now, claims, inspected_at, grace_s)
+        counts, exact = self.unacked.counts(entries, unacked_total, need_scan)
         queues: list[QueueInfo] = []
         for name in names:
             queues.append(self._queue_info(name, lens.get(name), wrong.get(name, False), probes.get(name),
                                            head_res.get(name), now, sources[name], worker_queues,
                                            counts.get(name, 0), errors))
-        for gone in set(self._seen) - set(names):
-            del self._seen[gone]
         for gone in set(self._lens) - set(names):
             del self._lens[gone]
             self._bands.pop(gone, None)
             self._depths.pop(gone, None)
             self._head_size.pop(gone, None)
-        self._last_read_at = now
+        self.heads.end_read(names, now)
         return BrokerView(
             queues=tuple(queues),
             unacked=tuple(entries),
@@ -905,7 +803,7 @@ class BrokerReader:
         """Non-empty queues whose head is read: (by the probe script: depths changed or head never seen;
         by a plain LINDEX: the round-robin slice, when the head seen last was at most ``PLAIN_HEAD_MAX``)."""
         nonempty = [n for n in names if n in lens and n not in full and any(x > 0 for x in lens[n])]
-        must = {n for n in nonempty if self._lens.get(n) != tuple(lens[n]) or not self._seen.get(n)}
+        must = {n for n in nonempty if self._lens.get(n) != tuple(lens[n]) or not self.heads.known(n)}
         turn = [n for n in _rr_slice(nonempty, self._head_rr, HEAD_SLICE) if n not in must]
         self._head_rr += HEAD_SLICE
         plain = [n for n in turn if self._head_size.get(n, INLINE_MAX + 1) <= PLAIN_HEAD_MAX]
@@ -920,95 +818,35 @@ class BrokerReader:
             chunk = items[i:i + BATCH]
             if full:
                 keys = [k for name in chunk for _band, k in self._qkeys(name)]
-                known = [self._last_identity(name) for name in chunk]
+                known = [self.heads.last_identity(name) for name in chunk]
                 nb = len(s.priority_steps)
             else:
                 keys = []
                 for name, row in chunk:
                     first = next(j for j, x in enumerate(row) if x > 0)
                     keys.append(self._qkeys(name)[first][1])
-                known = [self._last_identity(name) for name, _row in chunk]
+                known = [self.heads.last_identity(name) for name, _row in chunk]
                 nb = 1
-            if self.mode == "plain":
-                self._twin(pipe, broker_plain.queue_probe(pipe, keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES,
-                                                          known))
-            else:
-                scripts.queue_probe(pipe, keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, known,
-                                    mode=self._script_mode("queue"))
+            self._call(pipe, "queue", keys, nb, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, known)
             calls += 1
         return calls
 
     def _absorb_probes(self, out: dict[str, Any], names: Sequence[str], results: Sequence[Any]) -> None:
         if not names:
             return
-        for name, r in zip(names, self._flatten(results, len(names)), strict=True):
+        for name, r in zip(names, _flatten(results, len(names)), strict=True):
             out[name] = r
 
     def _queue_window_fetch(self, pipe: Any, pairs: Sequence[tuple[str, float | None]], verify: bool
                             ) -> tuple[list[str], list[str]] | None:
         """Queue one fetch of the window tags not decoded yet (and, when the hash and the index disagree,
         an existence check of the ones that are). Returns (fetched, checked), None when nothing is sent."""
-        fetch = [t for t, sc in pairs if t not in self._window_cache or self._window_cache[t][0] != sc]
-        fetch_set = set(fetch)
-        check = [t for t, _sc in pairs if t not in fetch_set] if verify else []
-        if not fetch and not check:
+        plan = self.unacked.fetch_plan(pairs, verify)
+        if plan is None:
             return None
-        if self.mode == "plain":
-            self._twin(pipe, broker_plain.window_fetch(pipe, self.keys.unacked, INLINE_MAX, HEAD_BYTES, TAIL_BYTES,
-                                                       fetch, check))
-        else:
-            scripts.window_fetch(pipe, self.keys.unacked, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, fetch, check,
-                                 mode=self._script_mode("window"))
+        fetch, check = plan
+        self._call(pipe, "window", self.keys.unacked, INLINE_MAX, HEAD_BYTES, TAIL_BYTES, fetch, check)
         return fetch, check
-
-    def _absorb_window(self, pairs: Sequence[tuple[str, float | None]],
-                       plan: tuple[list[str], list[str]] | None, res: Any, errors: list[str]
-                       ) -> list[tuple[str, float | None, DecodedMessage, str | None, str | None]]:
-        """The decoded window, oldest first; refreshes the tag -> decoded cache."""
-        fetched: dict[str, Any] = {}
-        gone: set[str] = set()
-        if plan is not None:
-            if isinstance(res, Exception):
-                errors.append(f"unacked: {res}")
-                self._window_cache = {}
-                return []
-            fetch, check = plan
-            fetched = dict(zip(fetch, res[:len(fetch)], strict=True))
-            flags = _bytes(res[len(fetch)]) if len(res) > len(fetch) else b""
-            gone = {t for t, f in zip(check, flags.decode(), strict=False) if f != "1"}
-        window: list[tuple[str, float | None, DecodedMessage, str | None, str | None]] = []
-        cache: dict[str, tuple[float | None, DecodedMessage, str | None, str | None]] = {}
-        for tag, score in pairs:
-            item = fetched.get(tag)
-            if item is None:
-                if tag in gone or tag not in self._window_cache:
-                    continue
-                _sc, msg, ex, rk = self._window_cache[tag]
-            else:
-                size = int(item[0])
-                if size < 0:
-                    continue  # in the index but acked meanwhile (or half-written): not in the ledger
-                if len(item) == 2:
-                    msg, ex, rk = decode_unacked(_bytes(item[1]))
-                else:
-                    msg, ex, rk = decode_unacked_truncated(size, _bytes(item[1]), _bytes(item[2]))
-            cache[tag] = (score, msg, ex, rk)
-            window.append((tag, score, msg, ex, rk))
-        self._window_cache = cache
-        return window
-
-    @staticmethod
-    def _flatten(results: Sequence[Any], n: int) -> list[Any]:
-        """Per-item results of batched script calls; a failed call fails each of its items."""
-        out: list[Any] = []
-        for r in results:
-            if isinstance(r, Exception):
-                out.extend([r] * min(BATCH, n - len(out)))
-            else:
-                out.extend(r)
-        if len(out) != n:
-            raise redis.exceptions.ResponseError(f"unexpected script reply ({len(out)} items, {n} expected)")
-        return out
 
     # ---- discovery ----
     def _absorb_scan(self, scan_res: Any, deadlines_res: Any, errors: list[str]) -> None:
@@ -1058,99 +896,6 @@ class BrokerReader:
         if (table.rows, len(table.partial)) != before:
             self._tables_version += 1  # queue names and routes may have changed
 
-    # ---- unacked ----
-    def _absorb_hscan(self, res: Any, errors: list[str]) -> None:
-        if isinstance(res, Exception):
-            errors.append(f"unacked scan: {res}")
-            return
-        cursor = int(res[0])
-        counts = self._scan_counts_partial
-        for line in _bytes(res[1] or b"").split(b"\n"):
-            n, _, route = line.partition(b"\t")
-            if n.isdigit():
-                self._scan_entries += int(n)
-            if not route or route == b"?":
-                continue
-            ex, _, rk = route.partition(b"\t")
-            key = (_text(ex), _text(rk))
-            if key not in self._route_memo:
-                if len(self._route_memo) > 10_000:
-                    self._route_memo.clear()
-                self._route_memo[key] = self.queue_for(*key)
-            q = self._route_memo[key]
-            if q:
-                counts[q] = counts.get(q, 0) + int(n)
-        self._hscan_cursor = cursor
-        if cursor == 0:
-            self._hscan_passes += 1
-            self._scan_counts_done = counts
-            self._scan_counts_partial = {}
-            self._scan_entries = 0
-            self._route_memo.clear()  # bindings may have changed: resolve routes afresh each pass
-
-    def _unacked_counts(self, entries: Sequence[UnackedEntry], total: int, scanning: bool
-                        ) -> tuple[dict[str, int], bool]:
-        if not scanning:
-            counts: dict[str, int] = {}
-            for e in entries:
-                if e.queue:
-                    counts[e.queue] = counts.get(e.queue, 0) + 1
-            return counts, True
-        if self._scan_counts_done is not None:
-            counts = dict(self._scan_counts_done)
-        else:  # first pass still running: its partial counts scaled to the ledger size (an estimate)
-            scale = total / self._scan_entries if self._scan_entries else 0.0
-            counts = {q: round(n * scale) for q, n in self._scan_counts_partial.items()}
-        in_window: dict[str, int] = {}
-        for e in entries:
-            if e.queue:
-                in_window[e.queue] = in_window.get(e.queue, 0) + 1
-        for q, n in in_window.items():  # window entries are certain: never show fewer
-            counts[q] = max(counts.get(q, 0), n)
-        return counts, False
-
-    def _classify(self, window: Iterable[tuple[str, float | None, DecodedMessage, str | None, str | None]],
-                  now: float, claims: Mapping[str, TaskRef] | None, inspected_at: float | None,
-                  grace_s: float) -> list[UnackedEntry]:
-        vt = self.settings.visibility_timeout
-        ref = inspected_at if inspected_at is not None else now
-        out: list[UnackedEntry] = []
-        for tag, score, msg, ex, rk in window:
-            age = None if score is None else max(0.0, now - score)
-            holder: str | None = None
-            state: UnackedState
-            claim = claims.get(msg.task_id) if (claims is not None and msg.task_id) else None
-            if claims is None:
-                state = "unknown"
-            elif claim is not None:
-                state, holder = claim.state, claim.hostname
-            elif score is not None and score < ref - grace_s:
-                state = "orphaned"
-            else:
-                state = "unknown"
-            out.append(UnackedEntry(
-                delivery_tag=tag,
-                task_id=msg.task_id,
-                task=msg.task,
-                queue=self.queue_for(ex, rk),
-                priority=msg.priority,
-                reserved_at=score,
-                age_s=age,
-                redelivered=msg.redelivered,
-                state=state,
-                holder=holder,
-                stale=age is not None and age > vt,
-                time_to_redelivery_s=None if age is None else vt - age,
-                argsrepr=msg.argsrepr,
-                kwargsrepr=msg.kwargsrepr,
-                exchange=ex,
-                routing_key=rk,
-                eta=msg.eta,
-                size=msg.size,
-                decode_error=msg.error,
-            ))
-        return out
-
     # ---- queues ----
     def _queue_info(self, name: str, lens: list[int] | None, wrong: bool, probe: Any, head: Any, now: float,
                     sources: set[str], worker_queues: Mapping[str, int] | None, unacked: int,
@@ -1184,34 +929,19 @@ class BrokerReader:
             depth = (lens_t, by_priority, sum(n for _b, n in by_priority))
             self._depths[name] = depth
             self._bands[name] = {i for i, n in enumerate(lens_t) if i and n != 0}
-        prev_lens = self._lens.get(name)
-        arrived = (prev_lens is not None and not any(prev_lens) and self._last_read_at is not None
-                   and 0.0 <= now - self._last_read_at <= ARRIVAL_EXACT_S)  # empty at the previous read
+        arrived = self.heads.arrived(self._lens.get(name), now)  # empty at the previous read
         self._lens[name] = lens_t
         _lt, by_priority, messages = depth
-        oldest: _Oldest | None = None
+        oldest: Oldest | None = None
         if item is not None and len(item) > 2:
             size = int(item[3])
             self._head_size[name] = size
-            decode: Callable[[], DecodedMessage]
-            if len(item) == 4:  # same message as last time: not transferred again
-                identity = self._last_identity(name)
-                decode = DecodedMessage
-            elif len(item) == 5:
-                raw = _bytes(item[4])
-                identity = delivery_tag_of(raw) or "?"
-                decode = partial(decode_envelope, raw)
-            else:
-                h, t = _bytes(item[4]), _bytes(item[5])
-                identity = delivery_tag_of(t, fallback=False) or (
-                    f"len:{size}:" + hashlib.sha1(h + t).hexdigest())
-                decode = partial(decode_truncated, size, h, t)
-            oldest = self._age_of(name, identity, decode, now, arrived)
-        elif item is None and messages > 0 and self._seen.get(name):
+            oldest = self.heads.observe(name, item, size, now, arrived)
+        elif item is None and messages > 0 and self.heads.known(name):
             # not probed this refresh: the head seen last time is still the one at the consuming end
-            oldest = self._age_of(name, next(reversed(self._seen[name])), DecodedMessage, now, False)
+            oldest = self.heads.carry(name, now)
         else:
-            self._seen.pop(name, None)
+            self.heads.forget(name)
         if oldest is None:
             return QueueInfo(name=name, messages=messages, by_priority=by_priority, unacked=unacked,
                              consumers=consumers, sources=srcs, wrong_type=wrong)
@@ -1220,51 +950,3 @@ class BrokerReader:
                          oldest_age_is_lower_bound=oldest.lower_bound, oldest_age_source=oldest.source,
                          oldest_since=oldest.since, oldest_task_id=oldest.task_id,
                          oldest_identity=oldest.identity)
-
-    def _last_identity(self, queue: str) -> str:
-        """Delivery tag of the message last seen at the consuming end of ``queue`` ('' if none)."""
-        seen = self._seen.get(queue)
-        if not seen:
-            return ""
-        last = next(reversed(seen))
-        return "" if last.startswith(("sha1:", "len:")) else last
-
-    def _age_of(self, queue: str, identity: str, decode: Callable[[], DecodedMessage], now: float,
-                arrived: bool) -> _Oldest:
-        """Age of the message at the consuming end from the best evidence (module docstring, "Oldest
-        waiting age"); the message is decoded only on first sighting."""
-        seen = self._seen.setdefault(queue, OrderedDict())
-        head = seen.get(identity)
-        if head is None:
-            msg = decode()
-            head = _Head(first_seen=now, eta=eta_timestamp(msg.eta), task_id=msg.task_id)
-            if arrived:
-                head.since, head.source = now, "arrival"
-            elif self.remembered is not None and identity != "?":
-                try:
-                    mem = self.remembered(queue, identity)
-                except Exception:  # noqa: BLE001 - a broken history store must not break the read
-                    log.debug("remembered first-seen lookup failed", exc_info=True)
-                    mem = None
-                if mem is not None:
-                    first, since, source = mem
-                    head.first_seen = min(head.first_seen, float(first))
-                    if source in ("task-sent", "eta", "arrival"):
-                        head.since, head.source = float(since), source
-            seen[identity] = head
-            while len(seen) > OLDEST_MEMORY:
-                seen.popitem(last=False)
-        else:
-            seen.move_to_end(identity)
-        if head.task_id and head.source != "task-sent":
-            sent = self._sent.get(head.task_id)
-            if sent is not None and sent <= head.first_seen + SENT_SKEW_S:
-                head.since, head.source = sent, "task-sent"  # kept when the send is forgotten
-        since, source = head.since, head.source
-        if head.eta is not None and (since is None or head.eta > since):
-            since, source = head.eta, "eta"  # not runnable before its eta: it waits since then
-        lower = since is None
-        if since is None:
-            since, source = head.first_seen, "first-seen"
-        return _Oldest(age=max(0.0, now - since), lower_bound=lower, source=source or "first-seen", since=since,
-                       task_id=head.task_id, identity=None if identity == "?" else identity)

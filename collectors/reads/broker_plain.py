@@ -39,10 +39,22 @@ _TAG_RE = re.compile(rb'"delivery_tag":[ \t\n\v\f\r]*"([^"]*)"')
 _ROUTE_RE = re.compile(rb'"([^"\\]*)"[ \t\n\v\f\r]*,[ \t\n\v\f\r]*"([^"\\]*)"[ \t\n\v\f\r]*\][ \t\n\v\f\r]*\Z')
 
 
-def _b(value: Any) -> bytes:
+def text_of(value: Any) -> str:
+    """Key names and members as str; undecodable bytes survive as surrogates (``surrogateescape``) so
+    the name encodes back to the very same key (the client is made with ``encoding_errors`` to match)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def bytes_of(value: Any) -> bytes:
+    """A reply value as bytes (str encoded back with ``surrogateescape``)."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     return str(value).encode("utf-8", "surrogateescape")
+
+
+_b = bytes_of
 
 
 def delivery_tag_tail(value: bytes) -> bytes | None:
