@@ -60,9 +60,12 @@ class Working:
     queued behind it, so a step that ends before the notification was even shown leaves nothing behind.
     """
 
-    def __init__(self, app: TaskDashApp, title: str, message: str) -> None:
+    TITLE = "Working"
+    """One title for every such notification: the result's title ("Purge", "Requeue", …) means done."""
+
+    def __init__(self, app: TaskDashApp, message: str) -> None:
         self.app = app
-        self.note = Notification(safe(message), safe(title), "information", WORKING_TIMEOUT, markup=False)
+        self.note = Notification(safe(message), self.TITLE, "information", WORKING_TIMEOUT, markup=False)
         app.post_message(Notify(self.note))
 
     def done(self) -> None:
@@ -373,7 +376,7 @@ async def write_flow(app: TaskDashApp, request: WriteRequested) -> None:
     if kind == "purge":
         assert actions is not None
         name = items[0].name
-        working = Working(app, "Purge", f"reading queue {name}…")
+        working = Working(app, f"reading queue {name}…")
         try:
             preview = await app.run_worker(partial(_read_preview, app, actions, name), thread=True,
                                            group="preview", exit_on_error=False, description="purge preview").wait()
@@ -397,7 +400,7 @@ async def write_flow(app: TaskDashApp, request: WriteRequested) -> None:
     app.focus_table()
     if answer is None:
         return
-    working = Working(app, spec.done_title, spec.working)
+    working = Working(app, spec.working)
     worker = app.run_worker(partial(run_write, app, spec, answer), thread=True, group="actions",
                             exit_on_error=False, description="write action")
     try:

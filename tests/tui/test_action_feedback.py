@@ -47,7 +47,7 @@ async def within_frames(pilot: Pilot[object], predicate: Callable[[], bool]) -> 
 
 
 def working(app: Any) -> list[str]:
-    return [m for _t, m, _s in notifications(app) if m.endswith("…")]
+    return [m for t, m, _s in notifications(app) if t == "Working"]
 
 
 async def test_purge_key_shows_working_at_once_then_the_dialog() -> None:
@@ -61,6 +61,7 @@ async def test_purge_key_shows_working_at_once_then_the_dialog() -> None:
             await pilot.press("p")
             await within_frames(pilot, lambda: "reading queue celery…" in screen_text(app))
             assert not isinstance(app.screen, ConfirmScreen)  # the preview is still being read
+            assert working(app) == ["reading queue celery…"]
             actions.release.set()
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await wait_until(pilot, lambda: not working(app))  # taken down once the dialog is there
@@ -82,7 +83,9 @@ async def test_yes_on_requeue_shows_working_at_once_then_the_result() -> None:
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("y")
             await within_frames(pilot, lambda: "requeueing 2 orphaned message(s)" in screen_text(app))
-            assert not any(t == "Requeue orphaned" and not m.endswith("…") for t, m, _ in notifications(app))
+            assert working(app) == ["requeueing 2 orphaned message(s): asking the workers what they hold first…"]
+            # nothing titled like the result yet: a caller waiting for "Requeue orphaned" waits for the result
+            assert not any(t == "Requeue orphaned" for t, _m, _ in notifications(app))
             actions.release.set()
             await wait_until(pilot, lambda: ("Requeue orphaned", "requeued 2 message(s)", "information")
                              in notifications(app), explain=lambda: str(notifications(app)))
