@@ -130,7 +130,9 @@ def requeue_cmd(ctx: click.Context, tags: tuple[str, ...], task_ids: tuple[str, 
         if watch is not None:
             click.echo(f"taskdash: watched {watch[0]:.1f} s ({watch[1]})", err=True)
         if not found:
-            held = actions.not_requeued_summary(census)
+            from collectors.writes.requeue import not_requeued_summary
+
+            held = not_requeued_summary(census)
             _echo("no orphaned unacked messages" + (f"; {held}" if held else ""))
             sys.exit(EXIT_REFUSED)
         by_queue = Counter(q or "?" for _t, _s, _id, q in found)

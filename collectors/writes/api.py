@@ -51,6 +51,12 @@ class ActionsAPI(Protocol):
         """Unacked entries no live worker holds: (tag, reserved_at, task_id, queue)."""
         ...
 
+    def orphan_census(self, *, older_than: float | None = None, live: set[str] | None = None,
+                      limit: int | None = None
+                      ) -> tuple[list[tuple[str, float, str | None, str | None]], dict[str, Any]]:
+        """``orphaned`` plus why the other old entries are not orphaned (``refused``, ``held``, ``why``)."""
+        ...
+
     def purge(self, queue: str, *, include_unacked: bool = False, export_path: str | None = None) -> ActionResult:
         """Delete a queue's ready messages (exported first)."""
         ...

@@ -57,6 +57,52 @@ responding worker reports the entry, or every possible holder is responding (no 
 _SILENT_WHO_RE = re.compile(r"may be held by silent (.+?) \(not proven dead\)")
 
 
+def not_requeued_summary(stats: Mapping[str, Any]) -> str | None:
+    """"12 not requeued: 9 held by responding workers (active/reserved: w2@h), 3 may be held by silent
+    w1@h (not proven dead)" for the refused and held entries of ``stats``; None when there are none."""
+    tags = [*stats.get("refused", ()), *stats.get("held", ())]
+    if not tags:
+        return None
+    why = stats.get("why") or {}
+    groups: dict[str, dict[str, Any]] = {}
+
+    def add(key: str, label: str, states: set[str], holders: list[str]) -> None:
+        g = groups.setdefault(key, {"n": 0, "label": label, "states": set(), "holders": []})
+        g["n"] += 1
+        g["states"] |= states
+        g["holders"] += [h for h in holders if h not in g["holders"]]
+
+    for tag in tags:
+        w = why.get(tag) or {"state": "live" if tag in stats.get("refused", ()) else "unknown", "holders": []}
+        st, holders = w["state"], list(w.get("holders") or ())
+        if st in ("active", "reserved", "scheduled", "live"):
+            add("responding", "held by responding workers", {st} - {"live"}, holders)
+        elif st == "held-by-silent":
+            who = ", ".join(holders) or "a worker"
+            add(f"silent {who}", f"may be held by silent {who} (not proven dead)", set(), [])
+        elif st == "may-be-held":
+            who = ", ".join(holders) or "a responding worker"
+            add(f"unreported {who}", f"may be held unreported by responding {who} (prefetch, rate limit)",
+                set(), [])
+        elif st == "fresh":
+            add("fresh", "delivered while the workers were asked", set(), [])
+        elif st == "unknown":
+            add("unknown", "may be held by a worker taskdash has not seen (no proof its holder is gone)",
+                set(), [])
+        else:
+            add(st, st, set(), [])
+    parts = []
+    for g in groups.values():
+        text = f"{g['n']} {g['label']}"
+        if g["label"] == "held by responding workers":
+            states = "/".join(s for s in ("active", "reserved", "scheduled") if s in g["states"])
+            inner = ": ".join(x for x in (states or "reported active/reserved/scheduled",
+                                          ", ".join(g["holders"][:5])) if x)
+            text += f" ({inner})"
+        parts.append(text)
+    return f"{len(tags)} not requeued: " + ", ".join(parts)
+
+
 class RequeueWrites(LedgerLookup):
     """Moves unacked messages back onto their queues (one by tag, or every orphaned one)."""
 
@@ -252,57 +298,11 @@ class RequeueWrites(LedgerLookup):
                              "reason": (u.state_reason if u is not None and not live else None)
                              or ("reported active/reserved/scheduled by a responding worker" if live else None)}
 
-    @staticmethod
-    def not_requeued_summary(stats: Mapping[str, Any]) -> str | None:
-        """"12 not requeued: 9 held by responding workers (active/reserved: w2@h), 3 may be held by silent
-        w1@h (not proven dead)" for the refused and held entries of ``stats``; None when there are none."""
-        tags = [*stats.get("refused", ()), *stats.get("held", ())]
-        if not tags:
-            return None
-        why = stats.get("why") or {}
-        groups: dict[str, dict[str, Any]] = {}
-
-        def add(key: str, label: str, states: set[str], holders: list[str]) -> None:
-            g = groups.setdefault(key, {"n": 0, "label": label, "states": set(), "holders": []})
-            g["n"] += 1
-            g["states"] |= states
-            g["holders"] += [h for h in holders if h not in g["holders"]]
-
-        for tag in tags:
-            w = why.get(tag) or {"state": "live" if tag in stats.get("refused", ()) else "unknown", "holders": []}
-            st, holders = w["state"], list(w.get("holders") or ())
-            if st in ("active", "reserved", "scheduled", "live"):
-                add("responding", "held by responding workers", {st} - {"live"}, holders)
-            elif st == "held-by-silent":
-                who = ", ".join(holders) or "a worker"
-                add(f"silent {who}", f"may be held by silent {who} (not proven dead)", set(), [])
-            elif st == "may-be-held":
-                who = ", ".join(holders) or "a responding worker"
-                add(f"unreported {who}", f"may be held unreported by responding {who} (prefetch, rate limit)",
-                    set(), [])
-            elif st == "fresh":
-                add("fresh", "delivered while the workers were asked", set(), [])
-            elif st == "unknown":
-                add("unknown", "may be held by a worker taskdash has not seen (no proof its holder is gone)",
-                    set(), [])
-            else:
-                add(st, st, set(), [])
-        parts = []
-        for g in groups.values():
-            text = f"{g['n']} {g['label']}"
-            if g["label"] == "held by responding workers":
-                states = "/".join(s for s in ("active", "reserved", "scheduled") if s in g["states"])
-                inner = ": ".join(x for x in (states or "reported active/reserved/scheduled",
-                                              ", ".join(g["holders"][:5])) if x)
-                text += f" ({inner})"
-            parts.append(text)
-        return f"{len(tags)} not requeued: " + ", ".join(parts)
-
     def _requeue_message(self, n: int, stats: Mapping[str, Any], what: str) -> str:
         parts = [f"requeued {n} {what}"]
         if stats["targets"]:
             parts[0] += " to " + ", ".join(sorted({self.display_key(k) for k in stats["targets"]}))
-        held = self.not_requeued_summary(stats)
+        held = not_requeued_summary(stats)
         if held:
             parts.append(held)
         for key, label in (("gone", "already acked/restored"),

@@ -292,6 +292,13 @@ class FakeActions:
                  limit: int | None = None) -> list[tuple[str, float, str | None, str | None]]:
         return [(e.delivery_tag, e.reserved_at, e.task_id, e.queue) for e in UNACKED if e.state == "orphaned"]
 
+    def orphan_census(self, *, older_than: float | None = None, live: set[str] | None = None,
+                      limit: int | None = None
+                      ) -> tuple[list[tuple[str, float, str | None, str | None]], dict[str, Any]]:
+        held = [e.delivery_tag for e in UNACKED if e.state != "orphaned"]
+        return self.orphaned(older_than=older_than, live=live, limit=limit), {"refused": [], "held": held,
+                                                                               "why": {}}
+
     def restore(self, path: str, *, force: bool = False) -> ActionResult:
         self._rec("restore", path, force=force)
         return FakeResult("restore", 0, f"restored 0 message(s) from {path}")
