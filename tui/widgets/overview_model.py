@@ -44,8 +44,8 @@ class Problem:
     order: int = 0
 
 
-_ORDER = {"orphaned": 0, "held": 1, "poison": 2, "noconsumer": 3, "worker": 4, "failures": 5, "source": 6,
-          "mover": 5}
+_ORDER = {"orphaned": 0, "held": 1, "poison": 2, "noconsumer": 3, "paused": 3, "worker": 4, "failures": 5,
+          "source": 6, "mover": 5}
 
 
 def _oldest(entries: Iterable[UnackedEntry]) -> UnackedEntry:
@@ -112,7 +112,14 @@ def problems(snap: Snapshot, *, failure_rate: tuple[float, int] | None = None,
         add("poison", p.task_id, "error", "POISON",
             f"{p.task or '?'} [{p.task_id[:8]}] delivered {n}× on {p.queue or '?'}",
             "poison", p.task_id, "Q quarantine · x revoke")
-    for q in sorted((q for q in snap.queues if q.no_consumer), key=lambda q: -q.messages):
+    for q in sorted((q for q in snap.queues if q.paused_by), key=lambda q: -q.messages):
+        # paused on purpose (taskdash pause): not "no consumer", but never out of sight either
+        since = "" if q.paused_since is None else f" {_age(max(0.0, snap.taken_at - q.paused_since))} ago"
+        rogue = f"; consumed anyway by {', '.join(q.consumed_while_paused)}" if q.consumed_while_paused else ""
+        add("paused", q.name, "warning", "PAUSED",
+            f"{q.name}: paused by {q.paused_by}{since}, {q.messages:,} waiting{rogue}",
+            "queues", q.name, "taskdash resume " + q.name)
+    for q in sorted((q for q in snap.queues if q.no_consumer and not q.paused_by), key=lambda q: -q.messages):
         add("noconsumer", q.name, "error", "NO CONSUMER",
             f"{q.name}: {q.messages:,} waiting, oldest {_age(q.oldest_age_s)}, nobody consumes it",
             "queues", q.name, "start a worker with -Q · p purge")

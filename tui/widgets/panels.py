@@ -341,6 +341,7 @@ class QueuesPanel(Panel):
         super().__init__(id=id)
         self.show_bands = False
         self._outs: dict[str, float | None] = {}
+        self._now = 0.0
 
     def out_rates(self, snapshot: Snapshot) -> dict[str, float | None]:
         """Estimated consumption per queue: each online worker's processed/s split over its queues."""
@@ -356,6 +357,7 @@ class QueuesPanel(Panel):
     def prepare(self, snapshot: Snapshot) -> None:
         super().prepare(snapshot)
         self._outs = self.out_rates(snapshot)
+        self._now = snapshot.taken_at
 
     def items_of(self, snapshot: Snapshot) -> Sequence[Any]:
         return snapshot.queues
@@ -372,8 +374,17 @@ class QueuesPanel(Panel):
         net = self.history.depth_rate(q.name)
         out = self._outs.get(q.name)
         inn = None if net is None else max(0.0, net + (out or 0.0))
-        style = c.error if q.no_consumer else ""
-        name = Text(whole(q.name) + (" ⚠ no consumer" if q.no_consumer else ""), style=style)
+        paused = q.paused_by is not None
+        style = c.error if q.no_consumer and not paused else ""
+        if paused:  # taskdash pause: no consumer on purpose; who and since when
+            since = "" if q.paused_since is None else " " + fmt_ago(max(0.0, self._now - q.paused_since))
+            mark = f" ⏸ paused by {q.paused_by}{since}"
+            if q.consumed_while_paused:
+                mark += f" ⚠ consumed by {', '.join(q.consumed_while_paused)}"
+            name = Text(whole(q.name))
+            name.append(mark, style=c.warning)
+        else:
+            name = Text(whole(q.name) + (" ⚠ no consumer" if q.no_consumer else ""), style=style)
         ready = fmt_int(q.messages)
         if self.show_bands:
             ready = f"{ready} ({by_priority_text(q.by_priority)})"
