@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from rich.cells import cell_len
-from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding, BindingType
@@ -297,9 +295,8 @@ class KeyedTable(DataTable[Any]):
         column = self.columns.get(key) if key is not None else None
         if isinstance(column, _FitColumn) and column.hidden:  # a hidden column draws nothing
             height = self.header_height if row_index == -1 else 1
-            # a styled empty segment: Textual's filters (NO_COLOR's monochrome) expect every segment styled
-            return [[Segment("", base_style if isinstance(base_style, Style) else Style())]
-                    for _ in range(max(1, height))]
+            # no segment at all: an unstyled empty one crashed Textual's NO_COLOR (monochrome) filter
+            return [[] for _ in range(max(1, height))]
         return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
 
     @property
