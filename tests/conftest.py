@@ -18,6 +18,11 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="taskdash-state-")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-xdist's workers get COLUMNS=80 (and LINES): taskdash reads COLUMNS as the user's terminal
+        # width, so a test under -n would see an 80-column terminal that a plain run does not
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
 
 
 @pytest.fixture(scope="session")
