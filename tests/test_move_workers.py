@@ -77,7 +77,21 @@ def test_move_unacked_follows_the_liveness_guard(start_worker, demo_app, r, redi
     held = demo_app.send_task("demo_tasks.tasks.slow", args=(20,), queue="celery")
     assert wait_for(lambda: r.hlen("unacked") == 1, 20)
     actions = BulkActions(settings)
-    actions.observe_s = 3.0
+    # the liveness evidence of a monitor that has watched the workers (as the TUI hands its collector's):
+    # the first move below has nothing to decide and would end its own watch before the worker's start
+    # time is known, leaving the planted orphans "may be held" (safe, but not what this test checks)
+    from collectors.analysis.liveness import liveness_view
+    from collectors.reads.workers import WorkerMonitor
+
+    monitor = WorkerMonitor(settings)
+    monitor.start()
+    time.sleep(3.0)
+
+    def evidence() -> Any:
+        now = time.time()
+        return liveness_view(monitor.view(now), now, settings)
+
+    actions.evidence = evidence
     plan = actions.move_plan(None, "elsewhere", unacked=True)
     assert plan.count == 1 and plan.items[0].task_id == held.id
     res = actions.run(plan)
@@ -99,3 +113,4 @@ def test_move_unacked_follows_the_liveness_guard(start_worker, demo_app, r, redi
     # forced: the held one moves too (it may then run twice: that is what force means)
     res = actions.run(actions.move_plan(None, "elsewhere", unacked=True), force=True)
     assert res.count == 1 and r.hlen("unacked") == 0 and r.llen("elsewhere") == 31
+    monitor.stop()
