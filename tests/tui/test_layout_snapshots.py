@@ -117,6 +117,8 @@ async def show(pilot: Pilot[object], view: str) -> None:
 # ---- snapshots ----------------------------------------------------------------------------------------
 def before(view: str, *keys: str) -> Callable[[Pilot[object]], Awaitable[None]]:
     async def run_before(pilot: Pilot[object]) -> None:
+        # no tab-underline animation: under load a fixed pause did not always see it finish (a flaky frame)
+        pilot.app.animation_level = "none"
         await show(pilot, view)
         if keys:
             await pilot.press(*keys)
