@@ -267,9 +267,8 @@ class ConnectionProbe:
                     self._publish_beside(client)
                     return
             if self._probe_mode == "publish":
-                db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
                 try:
-                    n = int(client.publish(self.pidbox_channel(db), self._probe_message()))
+                    n = self._pidbox_count(client)
                 except redis.ResponseError as exc:
                     if not _is_noperm(exc):
                         raise
@@ -284,6 +283,11 @@ class ConnectionProbe:
         except (redis.RedisError, OSError) as exc:
             log.debug("connection probe failed: %s", self._mask(exc))
 
+    def _pidbox_count(self, client: Any) -> int:
+        """The pidbox subscriber count: PUBLISH of the no-op probe message to the pidbox channel."""
+        db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        return int(client.publish(self.pidbox_channel(db), self._probe_message()))
+
     def _publish_beside(self, client: Any) -> None:
         """The PUBLISH count beside CLIENT LIST: a Celery worker opens one pidbox subscriber connection and,
         with gossip, a second one, so workers started in the same second can lend a killed one their second
@@ -291,9 +295,8 @@ class ConnectionProbe:
         proves such a worker gone (docs/redis-layout.md#pidbox). Refused: CLIENT LIST alone."""
         if self._publish_refused:
             return
-        db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
         try:
-            n = int(client.publish(self.pidbox_channel(db), self._probe_message()))
+            n = self._pidbox_count(client)
         except redis.ResponseError as exc:
             if not _is_noperm(exc):
                 raise

@@ -8,10 +8,16 @@ build on it. Nothing here changes Redis.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from collectors.core.models import UnackedEntry
 from collectors.reads.broker import topic_match
 from collectors.writes.base import BATCH, WriteBase, _b, _Entry, _parse_entry, _s, log
+
+if TYPE_CHECKING:
+    from collectors.analysis.liveness import LivenessView
 
 MAX_UNACKED_SCAN = 200_000
 """Upper bound on unacked entries read by one ``find_tags`` call."""
@@ -124,6 +130,21 @@ class LedgerLookup(WriteBase):
                     if entry is not None and entry.task_id == task_id:
                         found.append(tag)
         return found
+
+    def _classified(self, entries: Sequence[_Entry], view: LivenessView) -> dict[str, UnackedEntry]:
+        """The liveness classification of parsed ledger entries, by tag (requeue, move, purge)."""
+        now = time.time()
+        vt = self.settings.visibility_timeout
+        rows: list[UnackedEntry] = []
+        for e in entries:
+            queues = self._queues_for(e.exchange, e.routing_key)
+            age = None if e.score is None else max(0.0, now - e.score)
+            rows.append(UnackedEntry(
+                delivery_tag=e.tag, task_id=e.task_id, task=e.task, queue=queues[0] if queues else None,
+                priority=0, reserved_at=e.score, age_s=age, redelivered=False, state="unknown", holder=None,
+                stale=age is not None and age > vt, time_to_redelivery_s=None if age is None else vt - age,
+                argsrepr=None))
+        return {u.delivery_tag: u for u in view.classify(rows, now)}
 
     def _queues_for(self, exchange: str, routing_key: str) -> list[str]:
         """The queues a message published to (exchange, routing_key) belongs to (kombu ``_lookup``)."""

@@ -26,7 +26,6 @@ from typing import Any, NoReturn
 
 import redis
 
-from collectors.core.models import UnackedEntry
 from collectors.keyspace import scripts
 from collectors.writes.base import (
     FRESH_MARGIN,
@@ -75,19 +74,7 @@ class PurgeWrites(ExportFiles, LedgerLookup):
         evidence = getattr(self, "evidence", None)
         if not callable(evidence):
             return None
-        view = evidence()
-        now = time.time()
-        vt = self.settings.visibility_timeout
-        rows: list[UnackedEntry] = []
-        for e in entries:
-            queues = self._queues_for(e.exchange, e.routing_key)
-            age = None if e.score is None else max(0.0, now - e.score)
-            rows.append(UnackedEntry(
-                delivery_tag=e.tag, task_id=e.task_id, task=e.task, queue=queues[0] if queues else None,
-                priority=0, reserved_at=e.score, age_s=age, redelivered=False, state="unknown", holder=None,
-                stale=age is not None and age > vt, time_to_redelivery_s=None if age is None else vt - age,
-                argsrepr=None))
-        return {u.delivery_tag for u in view.classify(rows, now) if u.state == "orphaned"}
+        return {tag for tag, u in self._classified(entries, evidence()).items() if u.state == "orphaned"}
 
 
     def _unacked_of_queue(self, queue: str, live: set[str] | None,

@@ -195,20 +195,6 @@ class RequeueWrites(LedgerLookup):
 
         return settled
 
-    def _classified(self, entries: Sequence[_Entry], view: LivenessView) -> dict[str, UnackedEntry]:
-        """The liveness classification of parsed ledger entries, by tag."""
-        now = time.time()
-        vt = self.settings.visibility_timeout
-        rows: list[UnackedEntry] = []
-        for e in entries:
-            queues = self._queues_for(e.exchange, e.routing_key)
-            age = None if e.score is None else max(0.0, now - e.score)
-            rows.append(UnackedEntry(
-                delivery_tag=e.tag, task_id=e.task_id, task=e.task, queue=queues[0] if queues else None,
-                priority=0, reserved_at=e.score, age_s=age, redelivered=False, state="unknown", holder=None,
-                stale=age is not None and age > vt, time_to_redelivery_s=None if age is None else vt - age,
-                argsrepr=None))
-        return {u.delivery_tag: u for u in view.classify(rows, now)}
 
 
     @contextmanager
