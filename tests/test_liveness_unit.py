@@ -147,3 +147,18 @@ def test_backlog_clock() -> None:
     assert clock.observe([QueueInfo("a", 3), QueueInfo("b", 0)], 1.0) == {"a": 1.0}
     assert clock.observe([QueueInfo("a", 1), QueueInfo("b", 2)], 2.0) == {"a": 1.0, "b": 2.0}
     assert clock.observe([QueueInfo("a", 0), QueueInfo("b", 2)], 3.0) == {"b": 2.0}
+
+
+def test_with_state_is_replace_of_the_classification_fields() -> None:
+    """``UnackedEntry.with_state`` builds positionally (for speed): a field added or reordered must not
+    shift values into the wrong field."""
+    import dataclasses
+
+    from collectors.core.models import UnackedEntry
+
+    values = {f.name: f"v-{f.name}" for f in dataclasses.fields(UnackedEntry)}
+    entry = UnackedEntry(**values)  # type: ignore[arg-type]
+    changed = entry.with_state("orphaned", "h", ("a", "b"), "why")
+    assert changed == dataclasses.replace(entry, state="orphaned", holder="h", possible_holders=("a", "b"),
+                                          state_reason="why")
+    assert entry.state == "v-state"

@@ -196,62 +196,66 @@ def classify_unacked(entries: Iterable[UnackedEntry], decided: Sequence[tuple[In
     orphaned (its holder is gone); None or more: such an entry stays ``unknown``.
     """
     out: list[UnackedEntry] = []
+    labels = _labels(decided)  # once per call (per candidate it was O(workers²) per entry)
+    held_by: dict[tuple[int, ...], tuple[str, ...]] = {}
     for e in entries:
         claim = claims.get(e.task_id) if (claims is not None and e.task_id) else None
         if e.reserved_at is None:
-            out.append(replace(e, state="unknown", holder=None, state_reason="no delivery time in unacked_index"))
+            out.append(e.with_state("unknown", None, e.possible_holders, "no delivery time in unacked_index"))
             continue
-        cands = [(inc, d) for inc, d in decided if could_hold(inc, d, e.queue, e.reserved_at, skew_s)]
-        names = tuple(dict.fromkeys(_label(inc, decided) for inc, _ in cands))
+        cands = [i for i, (inc, d) in enumerate(decided) if could_hold(inc, d, e.queue, e.reserved_at, skew_s)]
+        key = tuple(cands)
+        names = held_by.get(key)
+        if names is None:
+            names = held_by[key] = tuple(dict.fromkeys(labels[i] for i in cands))
+        if claim is not None:
+            out.append(e.with_state(claim.state, claim.hostname, names, f"{claim.hostname} reports it {claim.state}"))
+            continue
         redeliver = (f"; kombu redelivers it in {ago(e.time_to_redelivery_s)}"
                      if e.time_to_redelivery_s is not None and e.time_to_redelivery_s > 0
                      else "; past the visibility timeout: the next restore sweep redelivers it")
-        if claim is not None:
-            out.append(replace(e, state=claim.state, holder=claim.hostname, possible_holders=names,
-                               state_reason=f"{claim.hostname} reports it {claim.state}"))
-            continue
         if not cands:
             if unknown_workers == 0:
-                out.append(replace(e, state="orphaned", holder=None, possible_holders=(), state_reason=(
+                out.append(e.with_state("orphaned", None, (), (
                     f"no known worker consumed {e.queue!r} at its delivery, and every live worker's pidbox "
                     f"subscription belongs to a known one ({evidence_source}): its holder is gone")))
             elif e.stale:
-                out.append(replace(e, state="orphaned", holder=None, possible_holders=(), state_reason=(
+                out.append(e.with_state("orphaned", None, (), (
                     f"no known worker consumed {e.queue!r} at its delivery, and it is older than the visibility "
                     "timeout: any holder has been silent that long, and kombu's next restore sweep redelivers "
                     "it anyway")))
             else:
-                out.append(replace(e, state="unknown", holder=None, possible_holders=(), state_reason=(
+                out.append(e.with_state("unknown", None, (), (
                     f"no known worker consumed {e.queue!r} at its delivery; a worker taskdash never saw may "
                     "hold it" + redeliver)))
             continue
-        dead = [(inc, d) for inc, d in cands if d.liveness == "dead"]
+        dead = [i for i in cands if decided[i][1].liveness == "dead"]
         if len(dead) == len(cands):
-            proofs = "; ".join(f"{_label(inc, decided)}: {d.evidence}" for inc, d in dead)
-            out.append(replace(e, state="orphaned", holder=None, possible_holders=names,
-                               state_reason=f"every possible holder is dead ({proofs})"))
+            proofs = "; ".join(f"{labels[i]}: {decided[i][1].evidence}" for i in dead)
+            out.append(e.with_state("orphaned", None, names, f"every possible holder is dead ({proofs})"))
             continue
-        silent = [(inc, d) for inc, d in cands if d.liveness == "silent"]
+        silent = [i for i in cands if decided[i][1].liveness == "silent"]
         if silent:
-            who = ", ".join(_label(inc, decided) for inc, _ in silent)
-            out.append(replace(e, state="held-by-silent",
-                               holder=silent[0][0].hostname if len(silent) == 1 else None,
-                               possible_holders=names,
-                               state_reason=f"may be held by silent {who} (not proven dead)" + redeliver))
+            who = ", ".join(labels[i] for i in silent)
+            out.append(e.with_state("held-by-silent", decided[silent[0]][0].hostname if len(silent) == 1 else None,
+                                    names, f"may be held by silent {who} (not proven dead)" + redeliver))
             continue
-        alive = [inc for inc, d in cands if d.liveness != "dead"]
-        who = ", ".join(_label(inc, decided) for inc in alive)
-        out.append(replace(e, state="may-be-held", holder=alive[0].hostname if len(alive) == 1 else None,
-                           possible_holders=names,
-                           state_reason=(f"not reported, but {who} (alive) consumed {e.queue!r} at its delivery "
-                                         "and may hold it unreported (rate limit, prefetch)") + redeliver))
+        alive = [i for i in cands if decided[i][1].liveness != "dead"]
+        who = ", ".join(labels[i] for i in alive)
+        out.append(e.with_state("may-be-held", decided[alive[0]][0].hostname if len(alive) == 1 else None, names,
+                                (f"not reported, but {who} (alive) consumed {e.queue!r} at its delivery "
+                                 "and may hold it unreported (rate limit, prefetch)") + redeliver))
     return tuple(out)
 
 
-def _label(inc: Incarnation, decided: Sequence[tuple[Incarnation, Decision]]) -> str:
-    """The hostname, with the pid when the hostname has several incarnations."""
-    same = sum(1 for other, _ in decided if other.hostname == inc.hostname)
-    return f"{inc.hostname} (pid {inc.pid})" if same > 1 and inc.pid is not None else inc.hostname
+def _labels(decided: Sequence[tuple[Incarnation, Decision]]) -> list[str]:
+    """Each incarnation of ``decided`` by name, in order: the hostname, with the pid when the hostname has
+    several incarnations."""
+    counts: dict[str, int] = {}
+    for inc, _ in decided:
+        counts[inc.hostname] = counts.get(inc.hostname, 0) + 1
+    return [f"{inc.hostname} (pid {inc.pid})" if counts[inc.hostname] > 1 and inc.pid is not None else inc.hostname
+            for inc, _ in decided]
 
 
 class BacklogClock:
