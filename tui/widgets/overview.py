@@ -73,7 +73,12 @@ def columns_text(header: tuple[str, ...] | None, rows: list[tuple[Text | str, ..
 
 
 class OverviewSection(Widget):
-    """One grid cell: a titled renderable built for the cell's current size when it is painted."""
+    """One grid cell: a titled text built for the cell's current size.
+
+    ``rebuild`` (each refresh, while the Overview shows) builds the text and repaints only when it
+    differs from what is shown: an idle system's Workers and Tasks cells cost nothing per refresh, and
+    the repaint of one that changed goes through Textual's own Content (one ``Text``; a rich ``Group``
+    took the slower rich-renderable path)."""
 
     DEFAULT_CSS = """
     OverviewSection {
@@ -81,6 +86,8 @@ class OverviewSection(Widget):
         border: round $primary 30%;
         border-title-color: $primary;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
@@ -88,10 +95,42 @@ class OverviewSection(Widget):
         super().__init__(id=id)
         self.border_title = title
         self._build = build
+        self._shown: Text | None = None
+        self._shown_key: tuple[Any, ...] | None = None
+
+    def _text(self) -> Text:
+        size = self.content_region.size if self.is_mounted else self.size
+        return as_text(self._build(max(1, size.width), max(1, size.height)))
+
+    def rebuild(self) -> None:
+        """Build for the current size; repaint only when the text (characters or styles) changed."""
+        text = self._text()
+        key = (text.plain, tuple(text.spans), text.style)
+        if key == self._shown_key:
+            return
+        self._shown, self._shown_key = text, key
+        self.refresh()
 
     def render(self) -> RenderableType:
-        size = self.content_region.size if self.is_mounted else self.size
-        return self._build(max(1, size.width), max(1, size.height))
+        if self._shown is None or self._shown_key is None:
+            self._shown = self._text()
+        return self._shown
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._shown_key = None  # built for another size
+        self._shown = None
+
+
+def as_text(renderable: RenderableType) -> Text:
+    """A section's renderable (a Text, or a Group of Texts, one per line block) as one Text."""
+    if isinstance(renderable, Text):
+        return renderable
+    if isinstance(renderable, Group):
+        parts = [as_text(r) for r in renderable.renderables]
+        out = Text("\n").join(parts)
+        out.no_wrap, out.overflow = True, "ellipsis"  # a line wider than the cell ends in "…"
+        return out
+    raise TypeError(f"an overview section builds Text, not {type(renderable).__name__}")
 
 
 class OverviewPanel(Panel, inherit_bindings=False):
@@ -182,7 +221,7 @@ class OverviewPanel(Panel, inherit_bindings=False):
         super().resync()
         if self.snapshot is not None and self.is_mounted:
             for section in self.query(OverviewSection):
-                section.refresh()
+                section.rebuild()
 
     def _update_title(self) -> None:
         n = len(self.problems)
