@@ -58,6 +58,8 @@ class RedisServer:
                  extra_args: Sequence[str] = (), binary: str | None = None,
                  preexec_fn: Callable[[], Any] | None = None) -> None:
         self.port = port or free_port()
+        self._any_port = port is None
+        """The port was picked here: another free one is tried when someone else holds it."""
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="taskdash-redis-"))
         self.extra_args = list(extra_args)
@@ -76,6 +78,25 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start redis-server and wait until *it* answers.
+
+        A PING alone does not prove that: ``free_port()`` only says the port was free a moment ago, and a
+        port reused on restart (``stop()`` then ``start()``) may have been taken meanwhile by another test
+        process's server. Our redis-server then fails to bind while that other server answers the PING, and
+        two tests would silently share (and flush, and fill) one Redis. So the answering server's
+        ``process_id`` must be our child's pid; when it is not, a port picked here is replaced by another
+        free one (up to 5 times) and a port given by the caller is an error.
+        """
+        for _attempt in range(5):
+            if self._start_once(timeout):
+                return self
+            if not self._any_port:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server could not listen on 127.0.0.1:{self.port}: another process serves it")
+
+    def _start_once(self, timeout: float) -> bool:
+        """True when our redis-server answers; False when another process answers on the port."""
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
@@ -87,13 +108,26 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
-                    return self
+                probe = redis.Redis(port=self.port, socket_timeout=0.5)
+                if probe.ping():
+                    if self._answering_pid(probe) in (None, self.proc.pid):
+                        return True
+                    self.stop()  # someone else's server: ours could not bind (or is about to fail)
+                    return False
             except redis.RedisError:
                 time.sleep(0.05)
             if self.proc.poll() is not None:
                 break
         raise RuntimeError(f"redis-server on port {self.port} did not start (see {self.workdir}/redis.log)")
+
+    @staticmethod
+    def _answering_pid(client: redis.Redis) -> int | None:
+        """``process_id`` of the server ``client`` talks to (None when INFO is refused: cannot tell)."""
+        try:
+            pid = client.info("server").get("process_id")
+        except redis.ResponseError:
+            return None
+        return int(pid) if pid is not None else None
 
     def client(self, db: int = 0, **kw: Any) -> redis.Redis:
         return redis.Redis(port=self.port, db=db, **kw)
