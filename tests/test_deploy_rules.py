@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -38,7 +39,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.analysis.alerts import LIVENESS_RULES, RULES, AlertEvaluator, Finding
 from collectors.core.models import Snapshot, TaskStats
 from collectors.reads.health import RedisHealth
-from taskdash.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "deploy" / "prometheus" / "taskdash-rules.yml"
@@ -302,6 +302,36 @@ def _scrape(url: str) -> str:
         return resp.read().decode("utf-8")
 
 
+class _Stderr:
+    """Drains a child's stderr in a thread (a full pipe would block the child) and keeps its lines."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def metrics_url(self, timeout: float) -> str:
+        """The URL ``taskdash metrics`` prints once it listens (it binds before printing it). Waits for
+        that line, not for a first connection: a scrape sent before the child got that far is refused."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.match(r"taskdash metrics on (http://\S+/metrics) ", line)
+                if m:
+                    return m.group(1)
+            if self.proc.poll() is not None:
+                self._thread.join(5)
+                raise AssertionError(f"taskdash metrics exited {self.proc.returncode}: {self.lines}")
+            time.sleep(0.1)
+        raise AssertionError(f"taskdash metrics not listening after {timeout}s: {self.lines}")
+
+
 def wait_for(pred: Callable[[], Any], timeout: float, msg: str | Callable[[], str]) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -356,19 +386,23 @@ def test_live_scrape_has_every_metric_and_promtool_agrees_with_watch(
 
     r.config_set("maxmemory", str(1 << 30))
     r.config_set("maxmemory-policy", "allkeys-lru")
-    port = free_port()
     env = {**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
     env.pop("TASKDASH_CONFIG", None)
-    metrics = subprocess.Popen([sys.executable, "-m", "taskdash", "metrics", "--port", str(port), "-A", "demo_tasks",
+    # --port 0: the child binds a free port itself and prints it (no window for another process to take it)
+    metrics = subprocess.Popen([sys.executable, "-m", "taskdash", "metrics", "--port", "0", "-A", "demo_tasks",
                                 "--cache", "0.5"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics_err = _Stderr(metrics)
     settings = resolve_settings(broker=redis_url, backend=redis_url, app="demo_tasks", env={}, interval=0.5)
     col = Collector(settings)
-    url = f"http://127.0.0.1:{port}/metrics"
     try:
         start_worker(("celery",), hostname="alive@deploy")
         victim = start_worker(("slow",), hostname="victim@deploy", concurrency=2)
         looper = start_worker(("risky",), hostname="loop@deploy", concurrency=1)
-        wait_for(lambda: _scrape(url), 30, "taskdash metrics answers")
+        # Started before the workers, but under load its start-up (imports, app, PING, bind) can take longer
+        # than theirs: wait until it says it listens. (A first _scrape() refused used to fail the test at
+        # once: wait_for does not retry a predicate that raises.)
+        url = metrics_err.metrics_url(60)
+        _scrape(url)
         for i in range(4):
             demo_app.send_task("demo_tasks.tasks.add", args=(i, i))
             demo_app.send_task("demo_tasks.tasks.fail", args=(f"boom {i}",))
