@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from rich.text import Text
 from textual.widgets import DataTable
 from tui_fakes import big_snapshot, make_app, make_snapshot
 from tui_helpers import screen_text, settle
@@ -157,3 +158,41 @@ async def test_resize_refits_columns_without_building_cells() -> None:
         used = sum(c.get_render_width(table) for c in table.columns.values())
         assert used <= table.size.width - table.SCROLLBAR_ROOM  # fits: no sideways scroll
         assert "hidden" in screen_text(app)
+
+
+CELLS = [
+    Text("12,345", justify="right"), Text("queue-0001"), Text(""), Text("  padded  "),
+    Text("trailing   ", justify="right"), Text("x" * 300), Text("ellipsis " * 30, overflow="ellipsis"),
+    Text("crop " * 30, overflow="crop"), Text("宽字符的队列名称" * 6), Text("emoji 🚀 ok ✔ ⚠"),
+    Text.assemble(("ORPHANED", "bold red"), " 3 unacked ", ("dim", "dim")),
+    Text("styled base with spans", style="red on blue"), Text("7", style="bold #B93C5B", justify="right"),
+    Text("emails ⚠ no consumer", style="bold #B93C5B"), Text("left", style="on red", justify="left"),
+    Text("right  ", style="on red", justify="right"),
+]
+
+
+@pytest.mark.parametrize("width", [1, 3, 4, 6, 12, 40, 171])
+def test_one_line_cell_draws_what_rich_draws(width: int) -> None:
+    """KeyedTable's fast one-line cell (``one_line_cell``) gives the segments DataTable's rich path gives."""
+    from rich.console import Console
+    from rich.padding import Padding
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual.renderables.styled import Styled
+
+    from tui.widgets.keyed_table import one_line_cell
+
+    console = Console(width=200, force_terminal=True, color_system="truecolor", legacy_windows=False)
+    pre = Style(color="white", bgcolor="black") + Style.from_meta({"row": 3, "column": 1})
+    post = Style(bold=False, italic=True)
+    for text in [*CELLS, CELLS[-1].copy()]:
+        if text.plain == "styled base with spans":
+            text.stylize("bold green", 0, 6)
+        want = console.render_lines(Styled(Padding(text, (0, 1)), pre_style=pre, post_style=post),
+                                    console.options.update_dimensions(width, 1).update(no_wrap=True))
+        got = one_line_cell(console, text, width, 1, pre, post)
+        if width < 4:  # no room inside the padding: rich's own path
+            assert got is None
+            continue
+        assert [list(Segment.simplify(line)) for line in got] == [list(Segment.simplify(line)) for line in want], \
+            (text.plain[:40], width)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding, BindingType
@@ -197,6 +199,43 @@ def _sort_value(value: Any) -> tuple[int, Any]:
     return (1, str(value).lower())
 
 
+def one_line_cell(console: Any, text: Text, width: int, padding: int, pre_style: Style,
+                  post_style: Style) -> list[list[Segment]] | None:
+    """A one-line DataTable cell, as ``DataTable._render_cell`` draws it with rich's
+    ``render_lines(Styled(Padding(text, (0, padding)), pre, post))``, at a third of the cost (rich
+    renders, pads and crops through a stack of generators: a third of the time of a view switch that
+    repaints fresh rows). None when the text needs rich's full wrap (newlines, tabs, full
+    justification): the caller falls back to rich. tests/tui/test_keyed_table_window.py compares the
+    two on every justification and overflow."""
+    plain = text.plain
+    justify = text.justify
+    inner = width - 2 * padding
+    if inner < 2 or "\n" in plain or "\t" in plain or justify not in (None, "default", "left", "right"):
+        return None
+    line = text
+    if justify == "right" and plain != plain.rstrip():
+        line = line.copy()
+        line.rstrip()
+    if line.cell_len > inner:
+        line = line.copy()
+        line.truncate(inner, overflow=text.overflow or "fold")
+    if justify in ("left", "right") and line.cell_len < inner:  # rich pads inside the Text (its style)
+        line = line.copy()
+        if justify == "left":
+            line.truncate(inner, pad=True)
+        else:
+            line.pad_left(inner - line.cell_len)
+    used = line.cell_len
+    if line.style:  # rich renders the line joined (the Text's own style becomes its last span)
+        line = Text("\n").join([line])
+    segments: list[Segment] = [Segment(" " * padding)] if padding else []
+    segments.extend(line.render(console))
+    tail = width - padding - used
+    if tail > 0:
+        segments.append(Segment(" " * tail))
+    return [list(Segment.apply_style(segments, style=pre_style, post_style=post_style))]
+
+
 class KeyedTable(DataTable[Any]):
     """A row-cursor DataTable whose rows are synchronised by key instead of being rebuilt.
 
@@ -297,7 +336,29 @@ class KeyedTable(DataTable[Any]):
             height = self.header_height if row_index == -1 else 1
             # no segment at all: an unstyled empty one crashed Textual's NO_COLOR (monochrome) filter
             return [[] for _ in range(max(1, height))]
-        return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        if row_index < 0 or column_index < 0 or row_index < self.fixed_rows or column_index < self.fixed_columns:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        cache_key = (row_key, key, base_style, cursor, hover, self._show_hover_cursor, self._update_count,
+                     self._pseudo_class_state)  # DataTable's cell cache key (_flush_rows discards by it)
+        cache = self._cell_render_cache
+        if cache_key in cache:
+            return cache[cache_key]
+        row = self.rows.get(row_key) if row_key is not None else None
+        if row is None or row.height != 1:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cell = self._get_row_renderables(row_index).cells[column_index]
+        if type(cell) is not Text:  # other renderables (KeepEnd's own cut too) render through rich
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        component_style, post_style = self._get_styles_to_render_cell(
+            False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
+            self.cursor_foreground_priority == "css", self.cursor_background_priority == "css")
+        pre_style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        lines = one_line_cell(self.app.console, cell, width, self.cell_padding, pre_style, post_style)
+        if lines is None:  # wrapping, tabs, full justification: rich's own path
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cache[cache_key] = lines
+        return lines
 
     @property
     def selected_key(self) -> str | None:
