@@ -67,9 +67,32 @@ class FittedFooter(Footer):
     PALETTE_WIDTH = 13
     """The ``^p palette`` key docked right, with its divider."""
 
+    _composed: tuple[Any, ...] | None = None
+    """What the keys shown were composed from (``_signature``)."""
+
     def on_resize(self, event: events.Resize) -> None:
         if event.size.width != getattr(self, "_fitted_for", None):
             self.call_after_refresh(self.recompose)
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        """Textual recomposes the footer on every bindings update (a view switch sends two: the tab,
+        then the focus): each recompose mounts every key again and lays the screen out again. Only
+        when the keys it would show differ."""
+        self._bindings_ready = True
+        if not screen.app.app_focus:
+            return
+        if self.is_attached and screen is self.screen:
+            self.call_after_refresh(self._recompose_if_changed)
+
+    def _signature(self) -> tuple[Any, ...]:
+        width = self.size.width or self.app.size.width
+        return (width, self.show_command_palette, tuple(
+            (binding.key, binding.action, binding.description, binding.show, id(binding.group), enabled, tooltip)
+            for (_, binding, enabled, tooltip) in self.screen.active_bindings.values()))
+
+    async def _recompose_if_changed(self) -> None:
+        if self.is_attached and self._signature() != self._composed:
+            await self.recompose()
 
     def fitted(self, actions: list[list[tuple[Binding, bool, str]]], width: int,
                compact: bool) -> list[list[tuple[Binding, bool, str]]]:
@@ -101,6 +124,7 @@ class FittedFooter(Footer):
             return
         width = self.size.width or self.app.size.width
         self._fitted_for = width
+        self._composed = self._signature()
         compact = width < self.ROOMY
         self.set_reactive(Footer.compact, compact)
         self.set_class(compact, "-compact")
