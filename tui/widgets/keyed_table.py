@@ -166,17 +166,20 @@ class KeepEnd(Text):
         super().__init__(text, style=style, end="", no_wrap=True, overflow="ellipsis")
         self.keep = keep
 
-    def __rich_console__(self, console: Any, options: Any) -> Any:
-        width = options.max_width
+    def cut(self, width: int) -> Text:
+        """The plain Text drawn in ``width`` cells: the head cut with "…", the kept end whole."""
         plain = self.plain
         if cell_len(plain) <= width or self.keep <= 0 or self.keep >= len(plain):
-            yield from super().__rich_console__(console, options)
-            return
+            whole = self.copy()  # a plain Text (Text.copy builds the base class)
+            return whole
         head, tail = self[: len(plain) - self.keep], self[len(plain) - self.keep:]
         head.truncate(max(1, width - cell_len(tail.plain)), overflow="ellipsis")
         head.append_text(tail)
         head.no_wrap, head.overflow, head.end = True, "ellipsis", ""
-        yield from head.__rich_console__(console, options)
+        return head
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        yield from Text.__rich_console__(self.cut(options.max_width), console, options)
 
 
 def _one_line(cell: Any) -> Any:
@@ -348,7 +351,11 @@ class KeyedTable(DataTable[Any]):
         if row is None or row.height != 1:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         cell = self._get_row_renderables(row_index).cells[column_index]
-        if type(cell) is not Text:  # other renderables (KeepEnd's own cut too) render through rich
+        if isinstance(cell, Mark):
+            cell = cell.__rich__()
+        elif isinstance(cell, KeepEnd):
+            cell = cell.cut(width - 2 * self.cell_padding)
+        if type(cell) is not Text:  # other renderables render through rich
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         component_style, post_style = self._get_styles_to_render_cell(
             False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
