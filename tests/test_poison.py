@@ -146,6 +146,27 @@ def test_suspects_expire_when_no_source_mentions_them() -> None:
     assert t.deliveries("a") == 0 and t.suspects() == ()
 
 
+def test_an_unchanged_ledger_read_keeps_a_suspect_alive_and_new_deliveries_still_count() -> None:
+    """observe_unacked's shortcut for entries exactly as the last read saw them: the suspect's last
+    mention is renewed (it does not expire while it sits in the ledger), a new score is still a new
+    delivery, and a quarantined (forgotten) id stays out even when its entry is unchanged."""
+    t = PoisonTracker(threshold=3, idle_expiry_s=60)
+    for ts in (1.0, 2.0, 3.0):
+        t.observe_unacked([_entry("a", "tag1", ts, redelivered=ts > 1), _entry("b", "tag2", 1.0)], now=ts)
+    before = t._records["a"].observed_at
+    time.sleep(0.01)
+    for _ in range(3):  # the same window again and again
+        t.observe_unacked([_entry("a", "tag1", 3.0, redelivered=True), _entry("b", "tag2", 1.0)], now=4.0)
+    assert t._records["a"].observed_at > before
+    assert [(s.task_id, s.deliveries) for s in t.suspects()] == [("a", 3)]
+    t.observe_unacked([_entry("a", "tag1", 9.0, redelivered=True), _entry("b", "tag2", 1.0)], now=9.0)
+    assert [(s.task_id, s.deliveries) for s in t.suspects()] == [("a", 4)]
+    assert t.deliveries("b") == 1
+    t.forget("a", at=9.5)
+    t.observe_unacked([_entry("a", "tag1", 9.0, redelivered=True)], now=10.0)
+    assert t.suspects() == () and t.deliveries("a") == 0
+
+
 def test_memory_is_bounded() -> None:
     t = PoisonTracker(max_tasks=100)
     for i in range(1000):

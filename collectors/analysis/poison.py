@@ -147,6 +147,12 @@ class PoisonTracker:
         """task id -> when it was forgotten (quarantined/revoked): older deliveries are ignored."""
         self._lock = threading.RLock()
         """``forget`` comes from the action thread while the poll thread feeds and reads."""
+        self._hot: dict[str, None] = {}
+        """Task ids whose record reached ``threshold`` when it last changed: ``suspects`` reads only these
+        (it looked at every record, up to ``max_tasks``, each refresh)."""
+        self._last_unacked: dict[str, tuple[Any, ...]] = {}
+        """delivery tag -> what the previous ledger read said about it (an unchanged entry only renews its
+        record's last mention)."""
 
     # ---- feeding -----------------------------------------------------------------------------
     def _record(self, task_id: str, ts: float) -> _Record | None:
@@ -168,11 +174,31 @@ class PoisonTracker:
         rec.observed_at = time.time()
         return rec
 
+    def _rate(self, rec: _Record) -> None:
+        """Note ``rec`` as a possible suspect once its deliveries reach the threshold."""
+        if rec.deliveries() >= self.threshold:
+            self._hot[rec.task_id] = None
+
     def observe_unacked(self, entries: Iterable[UnackedEntry], now: float) -> None:
-        """Feed one read of the unacked ledger (a new score for a tag = a new delivery)."""
+        """Feed one read of the unacked ledger (a new score for a tag = a new delivery).
+
+        The ledger's window is mostly the same from one read to the next: an entry exactly as the last
+        read saw it (same task, delivery time, holder, flags) adds nothing but its record's last mention
+        (``observed_at`` and its place in the LRU), so that is all it costs."""
         with self._lock:
+            last, seen = self._last_unacked, {}
+            records, forgotten = self._records, self._forgotten
             for e in entries:
+                sig = (e.task_id, e.reserved_at, e.holder, e.redelivered, e.task, e.queue)
+                seen[e.delivery_tag] = sig
+                if last.get(e.delivery_tag) == sig and e.task_id and e.task_id not in forgotten:
+                    rec = records.get(e.task_id)
+                    if rec is not None:
+                        rec.observed_at = time.time()
+                        records.move_to_end(e.task_id)
+                        continue
                 self._observe_unacked(e, now)
+            self._last_unacked = seen
 
     def _observe_unacked(self, e: UnackedEntry, now: float) -> None:
         if not e.task_id:
@@ -197,6 +223,7 @@ class PoisonTracker:
         if e.redelivered:
             rec.redelivered = True
             rec.unacked_redelivered.add(e.delivery_tag)
+        self._rate(rec)
 
     def observe_active(self, refs: Iterable[TaskRef], now: float) -> None:
         """Feed the active lists of one inspect window (a new execution = a new delivery)."""
@@ -220,6 +247,7 @@ class PoisonTracker:
         if ref.redelivered:
             rec.redelivered = True
             rec.active_redelivered.add(key)
+        self._rate(rec)
 
     def observe_worker_lost(self, task_id: str, task: str | None, worker: str | None, ts: float) -> None:
         """Feed a WorkerLostError FAILURE from the result backend (its worker died running it)."""
@@ -230,6 +258,7 @@ class PoisonTracker:
             rec.task = task or rec.task
             rec.on_worker(worker)
             rec.lost.add(round(ts, 3))
+            self._rate(rec)
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         """Feed one Celery task event (``task-received`` counts a delivery; others add context)."""
@@ -265,6 +294,7 @@ class PoisonTracker:
             ks.add((hostname, event.get("timestamp"), event.get("clock")))
         elif etype == "task-failed" and "WorkerLostError" in str(event.get("exception", "")):
             rec.lost.add(round(ts, 3))
+        self._rate(rec)
 
     # ---- reading -----------------------------------------------------------------------------
     def deliveries(self, task_id: str) -> int:
@@ -282,6 +312,7 @@ class PoisonTracker:
         """
         with self._lock:
             self._records.pop(task_id, None)
+            self._hot.pop(task_id, None)
             self._forgotten[task_id] = time.time() if at is None else float(at)
             self._forgotten.move_to_end(task_id)
             while len(self._forgotten) > self.max_tasks:
@@ -299,11 +330,16 @@ class PoisonTracker:
 
     def _suspects(self, now: float) -> tuple[PoisonSuspect, ...]:
         out: list[PoisonSuspect] = []
-        for rec in self._records.values():
+        for task_id in list(self._hot):
+            rec = self._records.get(task_id)
+            if rec is None:  # forgotten, or pushed out of the LRU
+                del self._hot[task_id]
+                continue
             if now - rec.observed_at > self.idle_expiry_s:
                 continue
             n = rec.deliveries()
-            if n < self.threshold:
+            if n < self.threshold:  # a remembered key aged out: back when it reaches it again
+                del self._hot[task_id]
                 continue
             out.append(PoisonSuspect(
                 task_id=rec.task_id, task=rec.task, queue=rec.queue, deliveries=n,
