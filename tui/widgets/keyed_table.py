@@ -520,13 +520,16 @@ class KeyedTable(DataTable[Any]):
 
     # ---- the window and the widths ---------------------------------------------------------------
     def _window(self, cursor: int | None = None, new_cursor: int | None = None) -> tuple[int, int]:
-        """Display rows whose cells are kept fresh: the viewport and a page either side (and the
-        cursor's row, which the detail and action keys read)."""
-        page = max(self.size.height, 20)
+        """Display rows whose cells are kept fresh: the viewport and a quarter page either side (and the
+        cursor's row, which the detail and action keys read). Rows scrolled to beyond it are rebuilt
+        before the frame that shows them (``watch_scroll_y``); a page either side built ~90 rows a refresh
+        at 200x50 for 44 on screen."""
+        height = max(self.size.height, 20)
+        margin = max(5, height // 4)
         top = int(self.scroll_y)
         if new_cursor is not None and cursor is not None:
             top += new_cursor - cursor  # the cursor's row moves: the viewport follows it below
-        return max(0, top - page), top + 2 * page
+        return max(0, top - margin), top + height + margin
 
     def _build(self, source: RowSource, item: Any) -> tuple[Any, ...]:
         # str cells become Text: DataTable would parse them as markup on every render (and a queue
@@ -594,8 +597,11 @@ class KeyedTable(DataTable[Any]):
                              (self._line_cache, lambda ck: ck[0] in lines)):
             for ck in [ck for ck in cache.keys() if stale(ck)]:
                 cache.discard(ck)
+        top = int(self.scroll_y)
+        shown = range(top, top + max(1, self.size.height) - header)
         for index in indexes:
-            self.refresh_row(index)
+            if index in shown:  # off-screen rows are drawn afresh when scrolled to (their caches are gone)
+                self.refresh_row(index)
 
     def _fit_columns(self, force: bool = False) -> None:
         """Column widths: the widest cell of each column (or its label), from the kept widths, then
