@@ -31,6 +31,19 @@ def _kb(n: float) -> str:
     return f"{n / 1024:,.1f} KiB" if n < 2**20 else f"{n / 2**20:,.2f} MiB"
 
 
+def speed_ref_ms() -> float:
+    """Best of five runs of a fixed pure-Python workload (200,000 dict inserts of formatted keys, then a
+    keyed sort), in ms: the same code on the same machine takes longer when the host gives it less CPU,
+    so figures from two runs compare only next to this."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        d = {f"k{i}": i * 3 for i in range(200_000)}
+        sorted(d.items(), key=lambda kv: -kv[1])
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 def machine_info() -> dict[str, str]:
     """Machine, load and versions for the report."""
     import celery
@@ -55,7 +68,8 @@ def machine_info() -> dict[str, str]:
             "taskdash": f"git {rev or '?'}" + (f" + uncommitted {', '.join(dirty_files)}" if dirty_files else ""),
             "memory": mem, "python": platform.python_version(), "redis-server": redis_ver,
             "redis-py": redis.__version__, "celery": celery.__version__, "kombu": kombu.__version__,
-            "os": platform.platform(), "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+            "os": platform.platform(), "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "python_ref_ms": f"{speed_ref_ms():.0f}"}
 
 
 @dataclass
@@ -607,7 +621,8 @@ def issue14_block(res: dict[str, Any]) -> list[str]:
     m = res.get("machine", {})
     L = [ISSUE14_START, "",
          f"## Issue 14: the TUI users run (`python bench/s1_tui.py --preset {res['preset']}`, {m.get('date', '')}, "
-         f"{res.get('total_s', 0):.0f} s, load average at the end {res.get('loadavg_end', '?')})\n",
+         f"{res.get('total_s', 0):.0f} s, load average at the end {res.get('loadavg_end', '?')}, Python speed "
+         f"reference {m.get('python_ref_ms', '?')} ms: `bench.report.speed_ref_ms`, lower is faster)\n",
          "| target | figure | met? |", "|---|---|---|"]
     for v in tui_verdicts(res):
         met = "—" if v.met is None else ("**met**" if v.met else "**NOT met**")

@@ -343,6 +343,18 @@ def _broker_child(rs: Any, sc: Any, preset: Preset, *, hiredis: bool) -> dict[st
             "cpu_ms": stats_of([r["cpu_ms"] for r in out["rows"]])}
 
 
+SMALL = Scale("S1/100", 10, 20_000, 1_000, 1)
+"""The small deployment of issue 14's "≤ 3 % of a core" (10 queues, 20,000 waiting, 1,000 unacked, one
+worker): measured first in every preset that does not already start there."""
+
+
+def tui_scales(preset: Preset) -> tuple[Scale, ...]:
+    """The scales this phase runs: the preset's, after the small deployment."""
+    if any(s.label == SMALL.label for s in preset.scales) or preset.name == "smoke":
+        return preset.scales
+    return (SMALL, *preset.scales)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python bench/s1_tui.py [--preset P] [--splice bench/RESULTS.md]``: this phase alone."""
     import argparse
@@ -366,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     with RedisServer() as rs:
         meter = Meter(rs.url)
         meter.setup()
-        for scale in preset.scales:
+        for scale in tui_scales(preset):
             r0 = rs.client()
             r0.flushall()
             log(f"{scale.label}: loading {scale.queues} queues, {scale.messages} messages, {scale.unacked} unacked")
