@@ -643,8 +643,11 @@ class _SurrogateEscapePacker:
         self._inner = inner
 
     def pack(self, *args: Any) -> Any:
-        return self._inner.pack(*(
-            a.encode("utf-8", "surrogateescape") if isinstance(a, str) else a for a in args))
+        try:  # nearly every command has no surrogate: hiredis as is (re-encoding each argument first cost
+            return self._inner.pack(*args)  # more than hiredis saves: 1,750 commands a refresh at S1)
+        except UnicodeEncodeError:
+            return self._inner.pack(*(
+                a.encode("utf-8", "surrogateescape") if isinstance(a, str) else a for a in args))
 
 
 _PACKER: list[Any] = []
