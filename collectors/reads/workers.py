@@ -467,8 +467,10 @@ class WorkerMonitor(ConnectionProbe):
         """Stop both threads and close the kombu connection."""
         self._stop.set()
         self._wake.set()
+        me = threading.current_thread()
         for t in self._threads:
-            t.join(timeout=self.settings.inspect_timeout + 3)
+            if t is not me:  # a finalizer (the monitor collected) can run in one of its own threads
+                t.join(timeout=self.settings.inspect_timeout + 3)
         self._threads = []
         with self._conn_lock:
             self._drop_connection()
