@@ -106,7 +106,9 @@ def test_dashboard_evidence_never_requeues_a_silent_workers_message(
         time.sleep(3)  # two workers started within ~3 s cannot be told apart in CLIENT LIST
         dead = start_worker(("slow",))
         spin = send(demo_app, "spin", "celery", "spin", 45.0)
-        doomed = {send(demo_app, "slow", "slow", f"x{i}", 2.0) for i in range(2)}
+        # 8 s: both must still be running when the worker is killed (waiting for its stats took over 2 s under
+        # CI load, a 2 s task had finished and been acked, and only one was left to be orphaned)
+        doomed = {send(demo_app, "slow", "slow", f"x{i}", 8.0) for i in range(2)}
 
         def states() -> dict[str, tuple[str, str | None]]:
             snap = col.collect()
