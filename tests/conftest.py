@@ -87,3 +87,47 @@ def demo_app(redis_url: str) -> Any:
 
 
 os.environ.setdefault("TASKDASH_AUDIT_LOG", os.path.join(os.environ.get("TMPDIR", "/tmp"), "taskdash-test-audit.jsonl"))
+
+
+def svg_screen_lines(svg: str) -> list[str]:
+    """The text of a Textual SVG screenshot, one string per terminal line (cell x positions rounded to
+    columns), for a readable diff when a snapshot does not match."""
+    import html
+    import re
+
+    cells: dict[int, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text [^>]*x="([\d.]+)"[^>]*clip-path="url\(#[\w-]*line-(\d+)\)">([^<]*)</text>', svg):
+        cells.setdefault(int(m.group(2)), []).append((float(m.group(1)), html.unescape(m.group(3))))
+    lines = []
+    for n in range(max(cells, default=-1) + 1):
+        line = ""
+        for x, text in sorted(cells.get(n, [])):
+            col = round(x / 12.2)
+            line = line.ljust(col) + text
+        lines.append(line.replace("\xa0", " ").rstrip())
+    return lines
+
+
+@pytest.fixture()
+def snap_compare(snap_compare: Callable[..., bool], request: pytest.FixtureRequest) -> Callable[..., bool]:
+    """pytest-textual-snapshot's ``snap_compare`` that, when the screen does not match, fails with the lines
+    that differ (expected vs actual, as text), so a failure in CI — where the HTML report is gone — says
+    what changed."""
+    import difflib
+    import pickle
+
+    from pytest_textual_snapshot import node_to_report_path
+
+    def compare(*args: Any, **kwargs: Any) -> bool:
+        if snap_compare(*args, **kwargs):
+            return True
+        try:
+            data = pickle.loads(node_to_report_path(request.node).read_bytes())
+            diff = "\n".join(difflib.unified_diff(svg_screen_lines(str(data[1])), svg_screen_lines(str(data[2])),
+                                                  "expected", "actual", n=1, lineterm=""))
+            diff = diff or "(the same text: only colours or styles differ)"
+        except Exception as exc:  # noqa: BLE001 - diagnostics only: the test fails either way
+            diff = f"(no text diff: {exc!r})"
+        raise AssertionError(f"the screen does not match its snapshot; screen text that differs:\n{diff}")
+
+    return compare

@@ -4,7 +4,7 @@ and proof that reading never writes to the broker."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kombu.pools
@@ -16,6 +16,7 @@ from collectors.core.models import TaskRef
 from collectors.keyspace.keys import KeyLayout
 from collectors.reads.broker import BrokerReader, BrokerView
 from demo_tasks.celery_app import make_app
+from taskdash.procs import RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -52,9 +53,39 @@ def key_dump(r: redis.Redis) -> dict[bytes, bytes | None]:
     return {k: r.dump(k) for k in r.keys("*")}  # ground truth only: tests may use KEYS
 
 
+@pytest.fixture()
+def own_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: "reading never writes" compares the whole dataset and the dirty
+    counter, and on the session server a thread another test left behind (an inspect still collecting
+    replies declares its reply binding) could write between the two looks."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+def stable_dump(r: redis.Redis) -> tuple[dict[bytes, bytes | None], int]:
+    """The dataset with the dirty counter that was current for the whole dump."""
+    while True:
+        dirty = int(r.info("persistence")["rdb_changes_since_last_save"])
+        dump = key_dump(r)
+        if int(r.info("persistence")["rdb_changes_since_last_save"]) == dirty:
+            return dump, dirty
+        time.sleep(0.05)
+
+
 def test_claimed_then_orphaned_after_kill9_and_reading_never_writes(
-        start_worker: Any, demo_app: Any, r: redis.Redis, redis_url: str) -> None:
-    w = start_worker(("slow",), concurrency=1)
+        start_worker: Any, own_server: RedisServer) -> None:
+    redis_url = own_server.url
+    r = own_server.client()
+    demo_app = make_app(redis_url, redis_url, transport_options={})
+    try:
+        _claimed_then_orphaned(start_worker, demo_app, r, redis_url)
+    finally:
+        demo_app.close()
+
+
+def _claimed_then_orphaned(start_worker: Any, demo_app: Any, r: redis.Redis, redis_url: str) -> None:
+    w = start_worker(("slow",), concurrency=1, broker_url=redis_url)
     ids = [demo_app.send_task("demo_tasks.tasks.slow", args=(60,), kwargs={"tag": f"o{i}"}).id for i in range(3)]
     wait_for(lambda: r.hlen("unacked") == 3, what="3 unacked entries")
     settings = Settings(broker_url=redis_url, app_queues=app_queue_names(demo_app))
@@ -92,8 +123,7 @@ def test_claimed_then_orphaned_after_kill9_and_reading_never_writes(
     assert {e.state for e in early.unacked} == {"unknown"}
 
     # reading never writes: the dataset and the server's dirty counter are unchanged by 20 refreshes
-    before = key_dump(r)
-    dirty = int(r.info("persistence")["rdb_changes_since_last_save"])
+    before, dirty = stable_dump(r)
     for _ in range(20):
         reader.read(now=time.time(), worker_queues={}, claims={}, inspected_at=time.time())
     fresh = BrokerReader(settings, r)

@@ -29,7 +29,9 @@ Round trip 1 (one plain pipeline)
       ``EXISTS <absent band keys>`` per queue for a round-robin slice of ``BAND_SLICE`` queues (all of
       them below that many queues): a new priority band of a big deployment shows within
       ``queues / BAND_SLICE`` refreshes. A key of the wrong type answers LLEN with an error: the queue is
-      flagged ``wrong_type`` and the refresh goes on.
+      flagged ``wrong_type`` and the refresh goes on. These LLENs and EXISTSes (most of a big refresh) are
+      packed once per key and sent after the pipeline's commands in the same write
+      (:mod:`collectors.core.packed`): redis-py's per-command cost was most of the refresh's client time.
 
 Round trip 2 (one pipeline; skipped when there is nothing to send)
     * ``SSCAN`` of binding tables found by the SCAN step (a queue created by a producer shows at once).
@@ -110,6 +112,7 @@ from typing import Any
 
 import redis
 
+from collectors.core import packed
 from collectors.core.config import Settings
 from collectors.core.errors import Kind, RedisProblem, classify
 from collectors.core.models import QueueInfo, TaskRef, UnackedEntry
@@ -379,6 +382,7 @@ class BrokerReader:
         """Band indices (> 0) whose key existed at the last read: only those (and band 0) get an LLEN."""
         self._band_rr = self._head_rr = self._table_rr = 0
         self._keys_cache: dict[str, list[tuple[int, str]]] = {}
+        self._llen_cache: dict[str, list[bytes]] = {}
         self._head_size: dict[str, int] = {}
         """Size of the head message seen last per queue (small ones are re-read with a plain LINDEX)."""
         self._srcs_cache: dict[tuple[str, frozenset[str]], tuple[str, ...]] = {}
@@ -479,14 +483,16 @@ class BrokerReader:
         return None
 
     # ---- implementation --------------------------------------------------------------------------
-    def _execute(self, pipe: Any, cost: _Cost) -> list[Any]:
-        n = len(pipe.command_stack)
+    def _execute(self, pipe: Any, cost: _Cost, tail: Sequence[bytes] = ()) -> list[Any]:
+        """Run ``pipe`` (and ``tail``, pre-packed plain commands sent after it in the same round trip:
+        :mod:`collectors.core.packed`); errors in place, the read-failing ones raised."""
+        n = len(pipe.command_stack) + len(tail)
         if n == 0:
             return []
         cost.round_trips += 1
         cost.commands += n
         try:
-            results = pipe.execute(raise_on_error=False)
+            results = packed.execute(pipe, tail) if tail else pipe.execute(raise_on_error=False)
         finally:
             pipe.reset()
         if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
@@ -580,17 +586,19 @@ class BrokerReader:
         if win_n:
             pipe.zrange(self.keys.unacked_index, win_n - 1 if fp_mode else 0, win_n - 1, withscores=True)
         names0, _src0 = self._queue_names(worker_queues)
+        # The per-queue LLENs (most of a big refresh) go as pre-packed bytes after the pipeline.
         llen_plan: list[tuple[str, int]] = []
+        tail: list[bytes] = []
         for name in names0:
-            keys = self._qkeys(name)
+            llens = self._llens(name)
             idxs = [0, *sorted(self._bands.get(name, ()))] if name in self._lens else range(nb)
             for i in idxs:
-                pipe.llen(keys[i][1])
+                tail.append(llens[i])
                 llen_plan.append((name, i))
         exists_plan = self._band_slice(names0)
         for _name, keys in exists_plan:
-            pipe.exists(*keys)
-        res = self._execute(pipe, cost)
+            tail.append(packed.pack("EXISTS", *keys))
+        res = self._execute(pipe, cost, tail)
         if not self._scripts_loaded and self.mode == "lua":
             bad = [r for r in res[:n_load] if isinstance(r, Exception)]
             if bad:
@@ -741,6 +749,15 @@ class BrokerReader:
                 self._keys_cache.clear()
             keys = self._keys_cache[name] = self.keys.queue_keys(name)
         return keys
+
+    def _llens(self, name: str) -> list[bytes]:
+        """``LLEN <band key>`` of each priority band of queue ``name``, packed once (their bytes never change)."""
+        cmds = self._llen_cache.get(name)
+        if cmds is None:
+            if len(self._llen_cache) > 100_000:
+                self._llen_cache.clear()
+            cmds = self._llen_cache[name] = [packed.pack("LLEN", key) for _band, key in self._qkeys(name)]
+        return cmds
 
     def _queue_names(self, worker_queues: Mapping[str, int] | None) -> tuple[list[str], dict[str, set[str]]]:
         """Task queue names known now (app, workers, binding tables) and where each name came from
