@@ -51,6 +51,24 @@ def fmt_age_coarse(seconds: float | None) -> str:
     return f"{s}s"
 
 
+def fmt_age_summary(seconds: float | None) -> str:
+    """An age at the Overview's precision: seconds for the first minute (``"45s"``), then whole minutes
+    (``"14m"``), then ``fmt_age`` (``"2h04m"``, ``"3d02h"``, which move once a minute or slower).
+
+    The Overview summarises; the views show the second. An age that ticks every second repaints every
+    line it is on every second, which is most of an idle dashboard's cost when ages are minutes old."""
+    if seconds is not None and 60 <= abs(seconds) < 3600:
+        return f"{'-' if seconds < 0 else ''}{int(abs(seconds)) // 60}m"
+    return fmt_age(seconds)
+
+
+def fmt_oldest_summary(seconds: float | None, lower_bound: bool = False) -> str:
+    """``fmt_oldest`` at the Overview's precision (:func:`fmt_age_summary`)."""
+    if seconds is None or lower_bound:
+        return fmt_oldest(seconds, lower_bound)
+    return fmt_age_summary(seconds)
+
+
 def fmt_oldest(seconds: float | None, lower_bound: bool = False) -> str:
     """The Queues "Oldest" cell: ``"9m00s"``, or ``"≥ 9m"`` when the age is only a lower bound (the
     oldest message carries no usable timestamp, so it waited at least that long)."""

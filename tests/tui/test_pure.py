@@ -81,3 +81,14 @@ def test_status_text_masks_and_reports() -> None:
     assert "broker unreachable" in text and "retrying in 4s (attempt 3)" in text and "last good data" in text
     assert short_backend("redis://h:1/0", "redis://h:1/1") == "db 1 (same server)"
     assert short_backend("redis://h:1/0", "redis://other:1/0") == "redis://other:1/0"
+
+
+def test_overview_age_precision_moves_once_a_minute_after_the_first() -> None:
+    from tui.format import fmt_age_summary, fmt_oldest_summary
+
+    assert [fmt_age_summary(s) for s in (None, 0, 59.9, 60, 119, 324, 3599, 3600, 3725, 90000)] == [
+        "–", "0s", "59s", "1m", "1m", "5m", "59m", "1h00m", "1h02m", "1d01h"]
+    # within a minute the text holds still, so the line it is on is not repainted
+    assert len({fmt_age_summary(s) for s in range(300, 360)}) == 1
+    assert fmt_oldest_summary(545.0, True) == "≥ 9m" and fmt_oldest_summary(None) == "–"
+    assert fmt_oldest_summary(324.0) == "5m"

@@ -25,7 +25,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from collectors.core.models import Snapshot
-from tui.format import fmt_int, fmt_oldest, fmt_rate, safe, sparkline, truncate
+from tui.format import fmt_int, fmt_oldest_summary, fmt_rate, safe, sparkline, truncate
 from tui.widgets.keyed_table import Col, KeyedTable
 from tui.widgets.overview_model import Problem, Totals, problems, worker_state
 from tui.widgets.panels import CELL_MAX, Colors, Panel
@@ -297,7 +297,7 @@ class OverviewPanel(Panel, inherit_bindings=False):
             style = c.error if q.no_consumer else ""
             trend = sparkline(hist.depth_values(q.name), 8) if hist is not None else ""
             rows.append((Text(safe(q.name), style=style), Text(fmt_int(q.messages), style=style),
-                         fmt_oldest(q.oldest_age_s, getattr(q, "oldest_age_is_lower_bound", False)),
+                         fmt_oldest_summary(q.oldest_age_s, getattr(q, "oldest_age_is_lower_bound", False)),
                          Text("?" if q.consumers is None else str(q.consumers), style=style),
                          Text(trend, style=c.accent)))
         t = columns_text(("Queue", "Ready", "Oldest", "Cons", "Trend"), rows, "lrrrl", width)
@@ -306,7 +306,7 @@ class OverviewPanel(Panel, inherit_bindings=False):
         more = len(snap.queues) - min(rows_n, len(snap.queues))
         tail = f"  +{more:,} more (1)" if more > 0 else ""
         if oldest.oldest_age_s is not None:
-            age = fmt_oldest(oldest.oldest_age_s, getattr(oldest, "oldest_age_is_lower_bound", False))
+            age = fmt_oldest_summary(oldest.oldest_age_s, getattr(oldest, "oldest_age_is_lower_bound", False))
             label = "oldest waiting: " if width >= 40 else "oldest: "
             room = max(6, width - len(label) - len(age) - 1 - len(tail))  # one line: the name gives way
             foot.append(label, style="dim")

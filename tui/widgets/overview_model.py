@@ -53,9 +53,9 @@ def _oldest(entries: Iterable[UnackedEntry]) -> UnackedEntry:
 
 
 def _age(seconds: float | None) -> str:
-    from tui.format import fmt_age
+    from tui.format import fmt_age_summary
 
-    return fmt_age(seconds)
+    return fmt_age_summary(seconds)  # the Overview's precision: minutes after the first one
 
 
 def worker_state(w: WorkerInfo) -> str:
