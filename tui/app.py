@@ -13,6 +13,7 @@ history itself (they are attached to it). The rest lives at Textual's seams:
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -50,6 +51,23 @@ if TYPE_CHECKING:
 __all__ = ["CollectorAPI", "TaskDashApp", "resolve_view", "run", "setup_logging", "unreachable_snapshot"]
 
 log = logging.getLogger(__name__)
+
+GC_THRESHOLDS = (10_000, 20, 20)
+"""The cyclic garbage collector's thresholds while the dashboard runs (CPython's are 700, 10, 10).
+
+A refresh replaces thousands of objects that live about a second (a snapshot, its rows, their rendered
+cells): at the default thresholds they survive the young generations and trigger a full collection
+about every 1.5 s, ~120 ms each at S1 (1,000 queues): 8 % of a core, and the pause lands in key presses
+(view switches measured 150-250 ms median). At these thresholds the young collections run ~5 times a
+second (~3 ms each) and a full one about every 90 s; the garbage that waits meanwhile is bounded by the
+first threshold (10,000 allocations)."""
+
+
+def tune_gc() -> None:
+    """Raise the collector's thresholds to ``GC_THRESHOLDS`` (never lower ones someone set higher)."""
+    current = gc.get_threshold()
+    if current[0] < GC_THRESHOLDS[0]:
+        gc.set_threshold(*GC_THRESHOLDS)
 
 
 class CollectorAPI(Protocol):
@@ -236,6 +254,7 @@ class TaskDashApp(App[int]):
     @on(DashboardScreen.Ready)
     def _dashboard_ready(self) -> None:
         """Start the poll lifecycle once the dashboard can show what it brings."""
+        tune_gc()
         self.update_status()
         self.set_interval(1.0, self.update_status, name="status-age")
         self.theme_changed_signal.subscribe(self, self._theme_changed)

@@ -92,3 +92,20 @@ def test_overview_age_precision_moves_once_a_minute_after_the_first() -> None:
     assert len({fmt_age_summary(s) for s in range(300, 360)}) == 1
     assert fmt_oldest_summary(545.0, True) == "≥ 9m" and fmt_oldest_summary(None) == "–"
     assert fmt_oldest_summary(324.0) == "5m"
+
+
+def test_dashboard_raises_the_gc_thresholds_never_lowers_them() -> None:
+    import gc
+
+    from tui.app import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        gc.set_threshold(50_000, 10, 10)
+        tune_gc()
+        assert gc.get_threshold() == (50_000, 10, 10)
+    finally:
+        gc.set_threshold(*before)
