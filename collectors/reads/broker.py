@@ -279,6 +279,9 @@ def topic_match(binding_key: str, pattern: str, routing_key: str) -> bool:
     return reach[n]
 
 
+_NO_BANDS: frozenset[int] = frozenset()
+
+
 def _rr_slice(items: Sequence[Any], start: int, size: int) -> list[Any]:
     """``size`` items of ``items`` from position ``start`` (modulo), wrapping around; all when fewer."""
     n = len(items)
@@ -379,6 +382,8 @@ class BrokerReader:
         self._lens: dict[str, tuple[int, ...]] = {}
         """Depth per priority band of every queue at the last read (-1: a key of the wrong type)."""
         self._bands: dict[str, set[int]] = {}
+        self._missing_bands: dict[str, tuple[Any, list[str]]] = {}
+        """name -> (the ``_bands`` set it was computed from, band keys not known to exist)."""
         """Band indices (> 0) whose key existed at the last read: only those (and band 0) get an LLEN."""
         self._band_rr = self._head_rr = self._table_rr = 0
         self._keys_cache: dict[str, list[tuple[int, str]]] = {}
@@ -495,9 +500,10 @@ class BrokerReader:
             results = packed.execute(pipe, tail) if tail else pipe.execute(raise_on_error=False)
         finally:
             pipe.reset()
-        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+        failed = [r for r in results if isinstance(r, Exception)]  # nearly always none: the checks see only these
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in failed):
             raise _NoScript()
-        for r in results:
+        for r in failed:
             # A Redis that is up but cannot answer (a busy script, loading, a master down) fails the whole
             # read: its per-command errors must not look like wrong-type keys or empty queues.
             if isinstance(r, redis.exceptions.ResponseError) and str(r).startswith(_NOT_READY):
@@ -505,7 +511,7 @@ class BrokerReader:
             refused = _script_refusal(r)
             if refused is not None:
                 raise _ScriptsRefused(refused)
-        for r in results:
+        for r in failed:
             # A plain read the user may not run (NOPERM on a command or key, a disabled command) is no
             # wrong-type key or empty queue either: the broker could not be read.
             if isinstance(r, redis.exceptions.ResponseError) and not isinstance(r, redis.exceptions.NoScriptError):
@@ -713,6 +719,7 @@ class BrokerReader:
         for gone in set(self._lens) - set(names):
             del self._lens[gone]
             self._bands.pop(gone, None)
+            self._missing_bands.pop(gone, None)
             self._depths.pop(gone, None)
             self._head_size.pop(gone, None)
         self.heads.end_read(names, now)
@@ -807,8 +814,13 @@ class BrokerReader:
         for name in names:
             if name not in self._lens:
                 continue
-            known = self._bands.get(name, set())
-            missing = [k for i, (_b, k) in enumerate(self._qkeys(name)) if i and i not in known]
+            known = self._bands.get(name, _NO_BANDS)
+            cached = self._missing_bands.get(name)
+            if cached is not None and cached[0] is known:  # _bands entries are replaced, never mutated
+                missing = cached[1]
+            else:
+                missing = [k for i, (_b, k) in enumerate(self._qkeys(name)) if i and i not in known]
+                self._missing_bands[name] = (known, missing)
             if missing:
                 cands.append((name, missing))
         out = _rr_slice(cands, self._band_rr, BAND_SLICE)
