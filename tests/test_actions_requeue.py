@@ -191,3 +191,44 @@ def test_prefixed_broker_live_detection_and_orphan_requeue(start_worker, r, redi
         assert r.hlen("pfx:unacked") == 0 and json.loads(r.lindex("pfx:slow", 0))["headers"]["id"] == res.id
     finally:
         app.close()
+
+
+def test_forced_moves_wait_for_a_live_sweep_and_ignore_only_a_dead_mutex(r, redis_url, tmp_path) -> None:
+    """``force`` ignores kombu's unacked mutex only when its holder shows no sign of life (same token, the
+    ledger unchanged) for the whole wait: a live restore sweep that holds it longer than the wait (a big
+    ledger under load) is waited for — moving beside it can deliver a message twice."""
+    import threading
+
+    actions = Actions(Settings(broker_url=redis_url, audit_log=str(tmp_path / "a.jsonl")))
+    for i in range(40):
+        r.hset("unacked", f"t{i}", "x")
+        r.zadd("unacked_index", {f"t{i}": i})
+    # a live sweeper: holds the mutex for 2 s (4x the wait), restoring an entry every 50 ms
+    r.set("unacked_mutex", "sweeper", px=300_000)
+
+    def sweep() -> None:
+        for i in range(40):
+            r.zrem("unacked_index", f"t{i}")
+            r.hdel("unacked", f"t{i}")
+            time.sleep(0.05)
+        r.delete("unacked_mutex")
+
+    th = threading.Thread(target=sweep)
+    t0 = time.monotonic()
+    th.start()
+    with actions._sweep_mutex(True, wait=0.5) as acquired:  # noqa: SLF001
+        waited = time.monotonic() - t0
+        assert acquired and waited >= 1.9
+        assert r.zcard("unacked_index") == 0
+    th.join()
+    assert not r.exists("unacked_mutex")  # released after the moves
+    # a dead holder (a crashed sweeper's mutex, nothing moving): ignored after the wait, left as it was
+    r.set("unacked_mutex", "crashed", px=300_000)
+    t0 = time.monotonic()
+    with actions._sweep_mutex(True, wait=0.5) as acquired:  # noqa: SLF001
+        assert not acquired and 0.5 <= time.monotonic() - t0 < 2.0
+    assert r.get("unacked_mutex") == b"crashed"
+    # without force, a held mutex is an error after the wait, as before
+    with pytest.raises(ActionError, match="holds the unacked mutex"):
+        with actions._sweep_mutex(False, wait=0.2):  # noqa: SLF001
+            pass
