@@ -264,3 +264,25 @@ def test_bulk_delete_from_quarantine_is_exported_and_restorable(settings, demo_a
     assert res.count == 40 and r.hlen("taskdash.quarantine") == 0 and r.zcard("taskdash.quarantine.index") == 0
     restored = actions.restore(res.details["export"])
     assert restored.count == 40 and r.hgetall("taskdash.quarantine") == records
+
+
+def test_bulk_requeue_leaves_an_entry_delivered_again_since_the_plan(settings, demo_app, r) -> None:
+    """A bulk requeue moves what its plan saw. An entry restored and delivered again since (kombu keeps the
+    tag and the bytes; only the delivery time is new) may be running on a worker: forced or not, it is left
+    alone — moving it ran a task twice in the bulk race test (CI)."""
+    tpl = template(demo_app, r)
+    now = time.time()
+    tags = []
+    for i in range(3):
+        _tid, raw = make_msg(tpl, name="billing.charge", queue="work", tag=f"p{i}")
+        tag = json.loads(raw)["properties"]["delivery_tag"]
+        r.hset("unacked", tag, json.dumps([json.loads(raw), "", "work"]))
+        r.zadd("unacked_index", {tag: now - 1000 - i})
+        tags.append(tag)
+    actions = BulkActions(settings)
+    plan = actions.plan("requeue", "in:unacked")
+    assert plan.count == 3
+    r.zadd("unacked_index", {tags[1]: time.time()})  # a sweep restored it and a worker took it again
+    res = actions.run(plan, force=True)
+    assert res.count == 2, res.message
+    assert r.hexists("unacked", tags[1]) and not r.hexists("unacked", tags[0]) and r.llen("work") == 2

@@ -611,7 +611,8 @@ class BulkActions(MoveWrites, Actions):
         if action == "requeue":
             self._export(fh, line_no, chunk, action, None)
             try:
-                res = self.requeue(tags, force=force, live=live if not force else set())
+                res = self.requeue(tags, force=force, live=live if not force else set(),
+                                   expected={i.ref: i.at for i in chunk if i.at is not None})
             except ActionError as exc:  # every entry of the batch held or refused
                 prog.refused += len(tags)
                 prog.errors.append(str(exc))

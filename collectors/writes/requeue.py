@@ -311,7 +311,8 @@ class RequeueWrites(LedgerLookup):
                 parts.append(f"{len(stats[key])} {label}")
         return "; ".join(parts)
 
-    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None) -> ActionResult:
+    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None,
+                expected: Mapping[str, float] | None = None) -> ActionResult:
         """Move unacked messages back onto their queue (right priority list, the end consumed next).
 
         Each message moves in one atomic script that checks the entry is still exactly what was read
@@ -323,6 +324,9 @@ class RequeueWrites(LedgerLookup):
             tags: Delivery tags (keys of the ``unacked`` hash).
             force: Requeue even when a worker claims the task (it may then run twice).
             live: Task ids known to be live (skips asking the workers); None asks them now.
+            expected: Delivery time (``unacked_index`` score) of each tag as a plan saw it: an entry
+                delivered again since (another score; kombu keeps the tag) is a different delivery, a
+                worker may hold it, and it is left alone (``changed``), forced or not.
 
         Raises:
             ReadOnlyError: in read-only mode.
@@ -354,7 +358,10 @@ class RequeueWrites(LedgerLookup):
                     todo: list[_Entry] = []
                     for tag in chunk:
                         entry = entries[tag]
-                        if entry is None:
+                        if (entry is not None and expected is not None and tag in expected
+                                and entry.score != expected[tag]):
+                            stats["changed"].append(tag)  # redelivered since the plan was made
+                        elif entry is None:
                             if self.client.hexists(self.keys.unacked, tag):
                                 stats["unroutable"].append(tag)  # unparsable: leave it alone
                             else:
