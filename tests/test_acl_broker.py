@@ -75,8 +75,12 @@ def _reader(url_or_client: Any, mode: str | None = None, window: int = 10) -> Br
 
 
 def _truth(v: BrokerView) -> dict[str, Any]:
+    # Per-queue unacked counts of a ledger bigger than the window come from an HSCAN in progress until its
+    # pass completes (exact False): HSCAN may return an entry twice while Redis rehashes the hash, so two
+    # readers a moment apart can count 10 and 11. Compared only once exact.
     return {
-        "queues": [(q.name, q.messages, q.by_priority, q.oldest_age_s, q.unacked, q.consumers, q.no_consumer,
+        "queues": [(q.name, q.messages, q.by_priority, q.oldest_age_s,
+                    q.unacked if v.unacked_counts_exact else None, q.consumers, q.no_consumer,
                     q.wrong_type if hasattr(q, "wrong_type") else None) for q in v.queues],
         "unacked_total": v.unacked_total, "index_total": v.unacked_index_total,
         "window": [e.to_json() for e in v.unacked], "exact": v.unacked_counts_exact,

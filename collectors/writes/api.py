@@ -74,8 +74,9 @@ class ActionsAPI(Protocol):
         """Put quarantined messages back on their original queue."""
         ...
 
-    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None) -> ActionResult:
-        """Move unacked messages back onto their queue."""
+    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None,
+                expected: Mapping[str, float] | None = None) -> ActionResult:
+        """Move unacked messages back onto their queue (``expected``: delivery times a plan saw)."""
         ...
 
     def requeue_orphaned(self, *, older_than: float | None = None, force: bool = False) -> ActionResult:

@@ -8,7 +8,7 @@ renders the toasts), gone when the step is over.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from textual.pilot import Pilot
@@ -33,7 +33,8 @@ class SlowActions(FakeActions):
         assert self.release.wait(30), "never released"
         return super().purge_preview(queue)
 
-    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None) -> ActionResult:
+    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None,
+                expected: Mapping[str, float] | None = None) -> ActionResult:
         assert self.release.wait(30), "never released"
         return super().requeue(tags, force=force, live=live)
 

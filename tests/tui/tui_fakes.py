@@ -227,7 +227,8 @@ class FakeActions:
     def _rec(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
 
-    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None) -> ActionResult:
+    def requeue(self, tags: Sequence[str], *, force: bool = False, live: set[str] | None = None,
+                expected: Mapping[str, float] | None = None) -> ActionResult:
         if live is None:
             self._rec("requeue", list(tags), force=force)
         else:
