@@ -110,7 +110,9 @@ def test_read_only_user_sees_the_admins_truth(server: RedisServer, tmp_path: Pat
         assert a.broker.ok and b.broker.ok
         assert _queues(b) == _queues(a) and {"slow", "emails", "priority", "risky"} <= set(_queues(a))
         assert _queues(a)["priority"][1] == ((0, 1), (3, 1), (6, 0), (9, 2))
-        assert b.unacked_total == a.unacked_total == admin.hlen("unacked") >= 3
+        # 2 slow tasks, plus the poison message unless the kill caught it between two deliveries (back in its
+        # queue then; CI saw 2): the claim is that both views equal the ledger, whatever it holds
+        assert b.unacked_total == a.unacked_total == admin.hlen("unacked") >= 2
         assert _unacked(b) == _unacked(a)
         for qa, qb in zip(a.queues, b.queues, strict=True):  # first-seen ages: each collector's own clock
             assert (qa.oldest_age_s is None) == (qb.oldest_age_s is None), qa.name
