@@ -57,8 +57,8 @@ def fmt_age_summary(seconds: float | None) -> str:
 
     The Overview summarises; the views show the second. An age that ticks every second repaints every
     line it is on every second, which is most of an idle dashboard's cost when ages are minutes old."""
-    if seconds is not None and 60 <= abs(seconds) < 3600:
-        return f"{'-' if seconds < 0 else ''}{int(abs(seconds)) // 60}m"
+    if seconds is not None and 60 <= abs(seconds) < 3600:  # whole minutes: fmt_age_coarse's rule
+        return ("-" if seconds < 0 else "") + fmt_age_coarse(abs(seconds))
     return fmt_age(seconds)
 
 

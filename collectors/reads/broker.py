@@ -382,12 +382,13 @@ class BrokerReader:
         self._lens: dict[str, tuple[int, ...]] = {}
         """Depth per priority band of every queue at the last read (-1: a key of the wrong type)."""
         self._bands: dict[str, set[int]] = {}
+        """Band indices (> 0) whose key existed at the last read: only those (and band 0) get an LLEN."""
         self._missing_bands: dict[str, tuple[Any, list[str]]] = {}
         """name -> (the ``_bands`` set it was computed from, band keys not known to exist)."""
-        """Band indices (> 0) whose key existed at the last read: only those (and band 0) get an LLEN."""
         self._band_rr = self._head_rr = self._table_rr = 0
         self._keys_cache: dict[str, list[tuple[int, str]]] = {}
         self._llen_cache: dict[str, list[bytes]] = {}
+        """name -> ``LLEN <band key>`` per band, packed once (:meth:`_llens`)."""
         self._head_size: dict[str, int] = {}
         """Size of the head message seen last per queue (small ones are re-read with a plain LINDEX)."""
         self._srcs_cache: dict[tuple[str, frozenset[str]], tuple[str, ...]] = {}
