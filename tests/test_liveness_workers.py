@@ -17,11 +17,11 @@ import kombu.pools
 import pytest
 import redis
 
-from collectors.analysis.liveness import BacklogClock, annotate_workers, classify_unacked, decide_all
+from collectors.analysis.liveness import SKEW_S, BacklogClock, annotate_workers, classify_unacked, decide_all
 from collectors.core.config import Settings, app_queue_names
 from collectors.core.models import UnackedEntry, WorkerInfo
 from collectors.reads.broker import BrokerReader
-from collectors.reads.workers import WorkerMonitor
+from collectors.reads.workers import ONLINE_LEAD_S, WorkerMonitor
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -79,7 +79,8 @@ class Watch:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}: workers="
                                      f"{[(w.hostname, w.liveness, w.liveness_evidence) for w in seen.workers.values()]}"
-                                     f" unacked={[(e.task_id, e.state, e.state_reason) for e in seen.unacked]}")
+                                     f" unacked={[(e.task_id, e.state, e.reserved_at, e.state_reason) for e in seen.unacked]}"
+                                     f" incarnations={[(i.hostname, i.pid, i.boot_at, i.first_seen, i.conn) for i in self.monitor.view(time.time()).incarnations]}")
             time.sleep(0.3)
             seen = self.look()
         return seen
@@ -108,6 +109,11 @@ def watch(redis_url: str, demo_app: Any, r: redis.Redis) -> Iterator[Callable[..
     yield _make
     for w in made:
         w.stop()
+
+
+def wait_until(t: float) -> None:
+    """Sleep until wall-clock time ``t`` (no-op if past)."""
+    time.sleep(max(0.0, t - time.time()))
 
 
 def runs(r: redis.Redis, tag: str) -> int:
@@ -186,6 +192,10 @@ def test_kill9_is_proven_by_connections(watch: Any, start_worker: Any, demo_app:
     victim = start_worker(("slow",))
     w.until(lambda s: {liveness(s, victim.hostname), liveness(s, other.hostname)} == {"responding"},
             what="both responding")
+    # a connection that no probe recognised while its worker spoke proves nothing when it goes (the safe
+    # side): under load the first probe after the victim's boot can come late, so wait for it
+    w.until(lambda s: all(i.conn and i.conn.present for i in w.monitor.view(time.time()).incarnations),
+            what="both workers' connections recognised")
     doomed = {send(demo_app, "slow", "slow", f"k{i}", 30.0) for i in range(2)}
     kept = send(demo_app, "slow", "celery", "kept", 15.0)
     w.until(lambda s: s.states().get(kept) == "active" and len(s.unacked) == 3, what="3 unacked, 1 active")
@@ -255,8 +265,11 @@ def test_read_only_user_where_client_list_is_refused(
         victim = start_worker(("slow",))
         w.until(lambda s: liveness(s, victim.hostname) == "responding", what="responding")
         doomed = {send(demo_app, "slow", "slow", f"ro{i}", 30.0) for i in range(2)}
-        w.until(lambda s: len(s.unacked) == 2, what="2 unacked")
-        time.sleep(2.5)  # beyond SKEW_S: a boot this close to a delivery still counts as a possible holder
+        seen = w.until(lambda s: len(s.unacked) == 2, what="2 unacked")
+        # A worker whose boot only its worker-online event gives may have consumed ONLINE_LEAD_S before it, and a
+        # boot within SKEW_S of a delivery still counts as a possible holder: start the second worker beyond both
+        # (a fixed 2.5 s after seeing the entries was not always enough: this worker boots in ~0.5 s).
+        wait_until(max(e.reserved_at or 0.0 for e in seen.unacked) + SKEW_S + ONLINE_LEAD_S + 0.3)
         late = start_worker(("slow",))  # started after the deliveries: cannot hold them
         seen = w.until(lambda s: liveness(s, late.hostname) == "responding", what="second worker")
         wv = w.monitor.view(time.time())

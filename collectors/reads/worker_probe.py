@@ -263,7 +263,7 @@ class ConnectionProbe:
                 else:
                     self._probe_mode = "client"
                     self.probes += 1
-                    self._absorb_client_list(clients, time.time())
+                    self._absorb_client_list(clients, time.time(), sent_at=now)
                     self._publish_beside(client)
                     return
             if self._probe_mode == "publish":
@@ -306,7 +306,15 @@ class ConnectionProbe:
         self._absorb_publish_count(n, now, beside_client=True)
         self._pub_meas.append((n, now))  # decides at a later probe (see _count_proves_gone)
 
-    def _absorb_client_list(self, clients: list[dict[str, Any]], now: float) -> None:
+    def _absorb_client_list(self, clients: list[dict[str, Any]], now: float, *, sent_at: float | None = None) -> None:
+        """Attribute CLIENT LIST's subscriber connections to workers (docstring of collectors.reads.workers).
+
+        ``now``: when the reply was read; ``sent_at``: when the command was sent (default ``now``). Redis ran it
+        in between, so a connection's creation time from its whole-second ``age`` lies in
+        ``(sent_at - age - 1, now - age + 1)``: a reply read late (GIL, a loaded machine) must not push the
+        lower bound past the true creation time and out of the worker's boot window.
+        """
+        sent_at = now if sent_at is None else min(sent_at, now)
         own = self._own_addrs()
         foreign: list[tuple[str, bool, float, float]] = []  # (name, subscriber, created_min, created_max)
         born: dict[str, tuple[float, float]] = {}
@@ -319,7 +327,7 @@ class ConnectionProbe:
             cid = str(c.get("id"))
             known = self._conn_born.get(cid)
             if known is None:
-                cmin, cmax = now - age - 1.0, min(now, now - age + 1.0)
+                cmin, cmax = sent_at - age - 1.0, min(now, now - age + 1.0)
                 if prev is not None and self._conn_born and cmin < prev < cmax:
                     cmin = prev  # not there at the previous probe
                 known = (cmin, cmax)

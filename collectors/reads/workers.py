@@ -90,6 +90,9 @@ OFFLINE_SLACK_S = 1.0
 _JSON = "application/json"
 MAX_PAST = 4
 """Past incarnations (restarted processes) remembered per hostname."""
+ONLINE_LEAD_S = 2.0
+"""How long before its ``worker-online`` event a worker may already have consumed: its boot time, when only
+that event gives it, is the event's timestamp minus this."""
 _POOL_ALIASES = {"thread": "threads"}
 """Module names of celery.concurrency that differ from the ``-P`` name users know."""
 
@@ -816,7 +819,7 @@ class WorkerMonitor(ConnectionProbe):
                         ts = _float(ev.get("timestamp"))
                         node.boot_online = min(now, ts) if ts is not None else now
                         if node.boot_stats is None:
-                            node.boot_at = node.boot_online - 2.0  # its consumer connected up to ~2 s before
+                            node.boot_at = node.boot_online - ONLINE_LEAD_S  # its consumer connected before
                             node.boot_src = "online"
                         node.offline_at = None
                     node.last_hb = now
