@@ -208,12 +208,15 @@ def one_line_cell(console: Any, text: Text, width: int, padding: int, pre_style:
     ``render_lines(Styled(Padding(text, (0, padding)), pre, post))``, at a third of the cost (rich
     renders, pads and crops through a stack of generators: a third of the time of a view switch that
     repaints fresh rows). None when the text needs rich's full wrap (newlines, tabs, full
-    justification): the caller falls back to rich. tests/tui/test_keyed_table_window.py compares the
-    two on every justification and overflow."""
+    justification, a one-cell column the text does not fit): the caller falls back to rich. The mark
+    column is one cell wide: its cells went through rich on every fresh paint, ~1,300 a view switch at S1.
+    tests/tui/test_keyed_table_window.py compares the two on every justification and overflow."""
     plain = text.plain
     justify = text.justify
     inner = width - 2 * padding
-    if inner < 2 or "\n" in plain or "\t" in plain or justify not in (None, "default", "left", "right"):
+    if inner < 1 or "\n" in plain or "\t" in plain or justify not in (None, "default", "left", "right"):
+        return None
+    if inner < 2 and text.cell_len > inner:  # a one-cell column (the mark column) cut: rich's own path
         return None
     line = text
     if justify == "right" and plain != plain.rstrip():
