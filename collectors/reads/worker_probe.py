@@ -107,37 +107,33 @@ def _augment(host: str, edges: Mapping[str, list[int]], match: dict[int, str], s
 
 def _process_tcp_addrs() -> set[str]:
     """Local ``ip:port`` of every TCP socket this process holds (Linux /proc; empty elsewhere): every
-    connection taskdash's own modules opened, whichever client made it."""
+    connection taskdash's own modules opened, whichever client made it.
 
-    inodes: set[str] = set()
-    try:
-        for fd in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/self/fd/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-    except OSError:
-        return set()
+    Each socket descriptor of ``/proc/self/fd`` is asked for its own address (``getsockname`` on a
+    duplicate): a handful of calls. Reading ``/proc/net/tcp`` instead costs what every socket of the
+    machine costs (7 ms a probe on a busy host, 1 % of a core at one probe a second)."""
     out: set[str] = set()
-    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        try:
-            with open(f"/proc/net/{name}") as fh:
-                rows = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            parts = row.split()
-            if len(parts) < 10 or parts[9] not in inodes:
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        with contextlib.suppress(OSError, ValueError):
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:["):
                 continue
-            hexip, hexport = parts[1].split(":")
-            raw = bytes.fromhex(hexip)
-            if family == socket.AF_INET:
-                ip = socket.inet_ntop(family, raw[::-1])
-            else:
-                ip = socket.inet_ntop(family, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+            dup = os.dup(int(fd))
+            try:
+                sock = socket.socket(fileno=dup)  # family and type read from the descriptor
+            except OSError:
+                os.close(dup)
+                raise
+            with sock:
+                if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                ip, port = sock.getsockname()[:2]
                 if ip.startswith("::ffff:"):
                     ip = ip[7:]
-            out.add(f"{ip}:{int(hexport, 16)}")
+                out.add(f"{ip}:{port}")
     return out
 
 
