@@ -162,3 +162,38 @@ def test_with_state_is_replace_of_the_classification_fields() -> None:
     assert changed == dataclasses.replace(entry, state="orphaned", holder="h", possible_holders=("a", "b"),
                                           state_reason="why")
     assert entry.state == "v-state"
+
+
+def test_possible_holders_are_what_could_hold_admits() -> None:
+    """classify_unacked tests each queue once per call (``_consumers_of``); the holders it names must stay
+    exactly those ``could_hold``, the rule itself, admits: random workers (queues, boot times, deaths) and
+    deliveries around them, edges within the skew included."""
+    import random
+
+    from collectors.analysis.liveness import Decision, could_hold
+
+    rng = random.Random(7)
+    queues = ["celery", "slow", "emails", None]
+    for _ in range(200):
+        decided = []
+        for j in range(rng.randint(0, 6)):
+            qs = None if rng.random() < 0.2 else tuple(q for q in queues[:3] if rng.random() < 0.5)
+            boot = None if rng.random() < 0.2 else NOW - rng.uniform(0, 300)
+            dead = rng.random() < 0.4
+            dec = Decision("dead" if dead else rng.choice(["responding", "silent"]), "e", None,
+                           dead_at=(NOW - rng.uniform(0, 300) if dead and rng.random() < 0.8 else None))
+            decided.append((inc(f"w{j}@h", pid=100 + j, queues=qs, boot_at=boot), dec))
+        entries = []
+        for k in range(20):
+            at = NOW - rng.uniform(0, 300)
+            if decided and rng.random() < 0.3:  # on a boot or a death, ± the skew
+                i0, d0 = rng.choice(decided)
+                edge = i0.boot_at if rng.random() < 0.5 else d0.dead_at
+                at = (edge if edge is not None else at) + rng.choice([-1.0, 1.0, 0.0, -1.0001, 1.0001])
+            e = entry(f"t{k}", queue=rng.choice(queues), at=at, task_id=f"id{k}")
+            entries.append(e)
+        out = classify_unacked(entries, decided, None, NOW, unknown_workers=None)
+        for e, got in zip(entries, out, strict=True):
+            want = tuple(dict.fromkeys(i.hostname for i, dd in decided
+                                       if could_hold(i, dd, e.queue, e.reserved_at or 0.0)))
+            assert got.possible_holders == want, (e.queue, e.reserved_at, decided)
