@@ -297,7 +297,11 @@ class TaskDashApp(App[int]):
         if self._poll is not None and not self._poll.is_finished:
             return
         self._poll = self._collect()
-        self.update_status()
+        if self.last_ok_at is None or self.failures or self.crash:
+            # "connecting…" / the retry countdown depend on the poll state. Otherwise a poll start only
+            # moved the age to "1s ago" for the ~10-40 ms until its snapshot lands: a second repaint a
+            # second (the status line spans the screen) for a figure that is about to be replaced.
+            self.update_status()
 
     def _stop_timer(self) -> None:
         if self._next is not None:
