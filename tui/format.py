@@ -52,20 +52,26 @@ def fmt_age_coarse(seconds: float | None) -> str:
 
 
 def fmt_age_summary(seconds: float | None) -> str:
-    """An age at the Overview's precision: seconds for the first minute (``"45s"``), then whole minutes
-    (``"14m"``), then ``fmt_age`` (``"2h04m"``, ``"3d02h"``, which move once a minute or slower).
+    """An age at the Overview's precision, always rounded down: seconds for the first ten (``"7s"``), then
+    steps of ten to the minute (``"40s"`` for 47 s), then whole minutes (``"14m"``), then ``fmt_age``
+    (``"2h04m"``, ``"3d02h"``, which move once a minute or slower).
 
     The Overview summarises; the views show the second. An age that ticks every second repaints every
-    line it is on every second, which is most of an idle dashboard's cost when ages are minutes old."""
+    line it is on every second: most of an idle dashboard's cost, in an incident's first minute too
+    (when taskdash has just started, every age it only bounds from below starts at 0)."""
+    if seconds is not None and 10 <= abs(seconds) < 60:
+        return ("-" if seconds < 0 else "") + f"{int(abs(seconds)) // 10 * 10}s"
     if seconds is not None and 60 <= abs(seconds) < 3600:  # whole minutes: fmt_age_coarse's rule
         return ("-" if seconds < 0 else "") + fmt_age_coarse(abs(seconds))
     return fmt_age(seconds)
 
 
 def fmt_oldest_summary(seconds: float | None, lower_bound: bool = False) -> str:
-    """``fmt_oldest`` at the Overview's precision (:func:`fmt_age_summary`)."""
-    if seconds is None or lower_bound:
+    """``fmt_oldest`` at the Overview's precision (:func:`fmt_age_summary`): ``"≥ 40s"``, ``"≥ 9m"``."""
+    if seconds is None:
         return fmt_oldest(seconds, lower_bound)
+    if lower_bound:
+        return f"≥ {fmt_age_summary(seconds) if seconds < 3600 else fmt_age_coarse(seconds)}"
     return fmt_age_summary(seconds)
 
 

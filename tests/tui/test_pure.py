@@ -86,11 +86,15 @@ def test_status_text_masks_and_reports() -> None:
 def test_overview_age_precision_moves_once_a_minute_after_the_first() -> None:
     from tui.format import fmt_age_summary, fmt_oldest_summary
 
-    assert [fmt_age_summary(s) for s in (None, 0, 59.9, 60, 119, 324, 3599, 3600, 3725, 90000)] == [
-        "–", "0s", "59s", "1m", "1m", "5m", "59m", "1h00m", "1h02m", "1d01h"]
-    # within a minute the text holds still, so the line it is on is not repainted
+    assert [fmt_age_summary(s) for s in (None, 0, 9.9, 10, 47, 59.9, 60, 119, 324, 3599, 3600, 3725, 90000)] == [
+        "–", "0s", "9s", "10s", "40s", "50s", "1m", "1m", "5m", "59m", "1h00m", "1h02m", "1d01h"]
+    # within a minute the text holds still, so the line it is on is not repainted; in the first minute
+    # it moves every ten seconds after the first ten (always rounded down: never older than it is)
     assert len({fmt_age_summary(s) for s in range(300, 360)}) == 1
+    assert len({fmt_age_summary(s / 10) for s in range(0, 600)}) == 10 + 5
+    assert all(int(fmt_age_summary(s / 10)[:-1]) <= s / 10 for s in range(0, 600))
     assert fmt_oldest_summary(545.0, True) == "≥ 9m" and fmt_oldest_summary(None) == "–"
+    assert fmt_oldest_summary(47.0, True) == "≥ 40s" and fmt_oldest_summary(7200.0, True) == "≥ 2h"
     assert fmt_oldest_summary(324.0) == "5m"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from collectors.core.models import Snapshot, UnackedEntry, WorkerInfo
+from collectors.core.models import QueueInfo, Snapshot, UnackedEntry, WorkerInfo
 
 Severity = Literal["error", "warning"]
 
@@ -56,6 +56,13 @@ def _age(seconds: float | None) -> str:
     from tui.format import fmt_age_summary
 
     return fmt_age_summary(seconds)  # the Overview's precision: minutes after the first one
+
+
+def _oldest_age(q: QueueInfo) -> str:
+    """A queue's oldest-message age at the Overview's precision, ``≥`` when only a lower bound."""
+    from tui.format import fmt_oldest_summary
+
+    return fmt_oldest_summary(q.oldest_age_s, bool(getattr(q, "oldest_age_is_lower_bound", False)))
 
 
 def worker_state(w: WorkerInfo) -> str:
@@ -121,7 +128,7 @@ def problems(snap: Snapshot, *, failure_rate: tuple[float, int] | None = None,
             "queues", q.name, "taskdash resume " + q.name)
     for q in sorted((q for q in snap.queues if q.no_consumer and not q.paused_by), key=lambda q: -q.messages):
         add("noconsumer", q.name, "error", "NO CONSUMER",
-            f"{q.name}: {q.messages:,} waiting, oldest {_age(q.oldest_age_s)}, nobody consumes it",
+            f"{q.name}: {q.messages:,} waiting, oldest {_oldest_age(q)}, nobody consumes it",
             "queues", q.name, "start a worker with -Q · p purge")
     for w in snap.workers:
         state = worker_state(w)
