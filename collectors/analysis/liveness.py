@@ -179,9 +179,12 @@ def could_hold(inc: Incarnation, d: Decision, queue: str | None, delivered_at: f
     """Could this process have received a message of ``queue`` delivered at ``delivered_at``?"""
     if queue is not None and inc.queues is not None and queue not in inc.queues:
         return False
-    if inc.boot_at is not None and inc.boot_at > delivered_at + skew_s:
-        return False  # started after the delivery
-    return not (d.liveness == "dead" and d.dead_at is not None and d.dead_at < delivered_at - skew_s)
+    return _alive_at(inc.boot_at, d.dead_at if d.liveness == "dead" else None, delivered_at, skew_s)
+
+
+def _alive_at(boot_at: float | None, dead_at: float | None, delivered_at: float, skew_s: float) -> bool:
+    """``could_hold``'s time rule: not started after the delivery, not proven dead before it (± ``skew_s``)."""
+    return (boot_at is None or boot_at <= delivered_at + skew_s) and (dead_at is None or dead_at >= delivered_at - skew_s)
 
 
 def classify_unacked(entries: Iterable[UnackedEntry], decided: Sequence[tuple[Incarnation, Decision]],
@@ -207,9 +210,7 @@ def classify_unacked(entries: Iterable[UnackedEntry], decided: Sequence[tuple[In
         per_q = consumers.get(e.queue)
         if per_q is None:
             per_q = consumers[e.queue] = _consumers_of(decided, e.queue)
-        at = e.reserved_at
-        cands = [i for i, boot, dead in per_q if (boot is None or boot <= at + skew_s)
-                 and (dead is None or dead >= at - skew_s)]  # could_hold, with the queue test done once
+        cands = [i for i, boot, dead in per_q if _alive_at(boot, dead, e.reserved_at, skew_s)]
         key = tuple(cands)
         names = held_by.get(key)
         if names is None:
