@@ -185,8 +185,18 @@ def test_prefixed_broker_live_detection_and_orphan_requeue(start_worker, r, redi
         worker.kill9()
         assert actions.live_task_ids() == set()
         # orphaned once its death is provable (silent past its heartbeat window, connections gone: issue 12)
-        moved = wait_for(lambda: (m := actions.requeue_orphaned(older_than=0)).count and m, timeout=20,
-                         what="the killed worker's message orphaned")
+        tries: list[Any] = []  # every attempt's result: on a timeout the last says why it was held
+
+        def orphaned_now() -> Any:
+            tries.append(m := actions.requeue_orphaned(older_than=0))
+            return m.count and m
+
+        try:
+            moved = wait_for(orphaned_now, timeout=20, what="the killed worker's message orphaned")
+        except AssertionError as exc:
+            last = tries[-1] if tries else None
+            raise AssertionError(f"{exc}; {len(tries)} tries, last: {last and last.message}; why: "
+                                 f"{last and last.details.get('why')}; watch: {actions.last_watch}") from None
         assert moved.count == 1 and moved.details["targets"] == {"pfx:slow": 1}
         assert r.hlen("pfx:unacked") == 0 and json.loads(r.lindex("pfx:slow", 0))["headers"]["id"] == res.id
     finally:
