@@ -182,6 +182,13 @@ def test_prefixed_broker_live_detection_and_orphan_requeue(start_worker, r, redi
         wait_for(lambda: res.id in (actions.live_task_ids() or set()), what="prefixed worker reports the task")
         assert r.hlen("pfx:unacked") == 1 and not r.exists("unacked")
         assert actions.requeue_orphaned(older_than=0).count == 0  # it is live, not orphaned
+        # A connection that no probe recognised while its worker spoke proves nothing when it goes (the
+        # safe side: held-by-silent until kombu's visibility timeout). The watch requeue_orphaned started
+        # may not have probed yet on a loaded machine (seen in CI), so wait for it before the kill.
+        monitor = actions.__dict__["_own_monitor"]
+        wait_for(lambda: (incs := monitor.view(time.time()).incarnations)
+                 and all(i.conn and i.conn.present for i in incs),
+                 timeout=20, what="the worker's connections recognised")
         worker.kill9()
         assert actions.live_task_ids() == set()
         # orphaned once its death is provable (silent past its heartbeat window, connections gone: issue 12)
