@@ -13,6 +13,7 @@ import pytest
 from collectors.core.audit import read_audit
 from collectors.core.config import Settings
 from collectors.writes.actions import ActionError, Actions
+from tests.liveness_helpers import connections_recognised
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 20.0, step: float = 0.1, what: str = "") -> Any:
@@ -186,9 +187,7 @@ def test_prefixed_broker_live_detection_and_orphan_requeue(start_worker, r, redi
         # safe side: held-by-silent until kombu's visibility timeout). The watch requeue_orphaned started
         # may not have probed yet on a loaded machine (seen in CI), so wait for it before the kill.
         monitor = actions.__dict__["_own_monitor"]
-        wait_for(lambda: (incs := monitor.view(time.time()).incarnations)
-                 and all(i.conn and i.conn.present for i in incs),
-                 timeout=20, what="the worker's connections recognised")
+        wait_for(lambda: connections_recognised(monitor), timeout=20, what="the worker's connections recognised")
         worker.kill9()
         assert actions.live_task_ids() == set()
         # orphaned once its death is provable (silent past its heartbeat window, connections gone: issue 12)

@@ -22,6 +22,7 @@ from collectors.core.config import Settings, app_queue_names
 from collectors.core.models import UnackedEntry, WorkerInfo
 from collectors.reads.broker import BrokerReader
 from collectors.reads.workers import ONLINE_LEAD_S, WorkerMonitor
+from tests.liveness_helpers import connections_recognised
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -194,8 +195,7 @@ def test_kill9_is_proven_by_connections(watch: Any, start_worker: Any, demo_app:
             what="both responding")
     # a connection that no probe recognised while its worker spoke proves nothing when it goes (the safe
     # side): under load the first probe after the victim's boot can come late, so wait for it
-    w.until(lambda s: all(i.conn and i.conn.present for i in w.monitor.view(time.time()).incarnations),
-            what="both workers' connections recognised")
+    w.until(lambda s: connections_recognised(w.monitor), what="both workers' connections recognised")
     doomed = {send(demo_app, "slow", "slow", f"k{i}", 30.0) for i in range(2)}
     kept = send(demo_app, "slow", "celery", "kept", 15.0)
     w.until(lambda s: s.states().get(kept) == "active" and len(s.unacked) == 3, what="3 unacked, 1 active")
