@@ -197,3 +197,43 @@ def test_one_line_cell_draws_what_rich_draws(width: int) -> None:
             continue
         assert [list(Segment.simplify(line)) for line in got] == [list(Segment.simplify(line)) for line in want], \
             (text.plain[:40], width)
+
+
+async def test_a_view_shown_again_draws_from_its_caches_until_its_look_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switching back to a view whose rows did not change draws no table line afresh (Textual restyles the
+    table on every focus change and DataTable dropped every render cache then), while a real change of
+    look (a theme) still redraws every line in the new colours."""
+    drawn: list[str] = []
+    original = DataTable._render_line_in_row
+
+    def counting(self: Any, row_key: Any, *args: Any, **kwargs: Any) -> Any:
+        drawn.append(self.id or "")
+        return original(self, row_key, *args, **kwargs)
+
+    monkeypatch.setattr(DataTable, "_render_line_in_row", counting)
+    app = make_app([make_snapshot(queues=queues(200), taken_at=1_780_000_000.0)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await pilot.pause(0.1)
+        table = app.panel("queues").table
+        assert table.has_focus and drawn.count("queues-table") > 30  # first sight: every visible row drawn
+        before = screen_text(app)
+        for _ in range(2):
+            await pilot.press("3")
+            await settle(pilot)
+            await pilot.pause(0.1)
+            drawn.clear()
+            await pilot.press("1")
+            await settle(pilot)
+            await pilot.pause(0.1)
+            assert table.has_focus and app.current_view == "queues"
+            assert drawn.count("queues-table") == 0  # nothing changed: every line came from the caches
+            assert screen_text(app) == before
+        look = table._look
+        app.theme = "textual-light"
+        await settle(pilot)
+        await pilot.pause(0.2)
+        assert table._look != look  # the theme recoloured the table ...
+        assert drawn.count("queues-table") > 30  # ... so every visible line was drawn again

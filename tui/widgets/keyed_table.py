@@ -10,9 +10,13 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding, BindingType
+from textual.geometry import Region
 from textual.message import Message
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import Column, ColumnKey
 
@@ -309,8 +313,49 @@ class KeyedTable(DataTable[Any]):
             c = self.columns[key]
             self.columns[key] = _FitColumn(c.key, c.label, c.width, c.content_width, c.auto_width)
 
-    def on_resize(self) -> None:
-        self._fit_columns()
+    _drawn_size: tuple[int, int] | None = None
+    """The size DataTable's render caches were last invalidated for (``on_resize``)."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        # DataTable's own handler (run after this one) bumps its update count, a part of every render
+        # cache key, on each Resize. A view switch sends two to the table: 0x0 when its view is hidden
+        # and the size it had when shown again, so every visible line was rendered again although
+        # nothing had changed. Only a new size goes through (and _fit_columns bumps the count itself
+        # when a column width changed); a hidden table is not refitted either.
+        size = (event.size.width, event.size.height)
+        if not all(size) or size == self._drawn_size:
+            event.prevent_default()
+        else:
+            self._drawn_size = size
+        if all(size):
+            self._fit_columns()
+
+    _look: tuple[Any, ...] | None = None
+    """The styles the render caches were filled under (``_restyled``)."""
+    _restyle_pending = False
+
+    def notify_style_update(self) -> None:
+        # Textual calls this after every restyle, changed or not, and DataTable then drops every render
+        # cache. A view switch restyles the table twice (blurred when hidden, focused when shown), so
+        # the table shown again drew every visible line afresh although it looked as before. The
+        # caches are dropped at the next render instead, and only when the look they were made under
+        # (the table's style and its component styles) is not the look now.
+        Widget.notify_style_update(self)
+        self._restyle_pending = True
+        self.refresh()
+
+    def _restyled(self) -> None:
+        self._restyle_pending = False
+        look = (self.rich_style, self.background_colors,
+                *(self.get_component_rich_style(name) for name in sorted(self.COMPONENT_CLASSES)))
+        if look != self._look:
+            self._look = look
+            DataTable.notify_style_update(self)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        if self._restyle_pending:
+            self._restyled()
+        return super().render_lines(crop)
 
     def toggle_wide(self) -> None:
         """Wide mode on/off: every column whole (scroll sideways with ← →) · fitted to the width."""
@@ -609,7 +654,7 @@ class KeyedTable(DataTable[Any]):
     def _fit_columns(self, force: bool = False) -> None:
         """Column widths: the widest cell of each column (or its label), from the kept widths, then
         fitted to the table's width (``fit_widths``). Cost: columns x distinct widths, never rows."""
-        if not self.columns:
+        if not self.columns or not self.size.width:  # not laid out, or its view hidden: fitted when shown
             return
         spec = self.column_spec
         widths, hidden = self.fit(self.natural_widths())
