@@ -82,6 +82,18 @@ class Verdict:
     why: str = ""
 
 
+def _collect_cell(t: dict[str, Any]) -> str:
+    """collect() inside the TUI: the windows without input (when measured), then the whole run."""
+    c = t["collect_ms"]
+    whole = f"{c['median']:.0f} ms (p95 {c['p95']:.0f}" + (
+        f"; CPU {t['collect_cpu_ms']['median']:.0f} ms" if t.get("collect_cpu_ms") else "") + ")"
+    st = t.get("collect_steady_ms")
+    if not st:
+        return whole
+    return (f"{st['median']:.0f} ms (p95 {st['p95']:.0f}; CPU {t['collect_steady_cpu_ms']['median']:.0f} ms) "
+            f"without input; {whole} with the key window")
+
+
 def tui_verdicts(res: dict[str, Any]) -> list[Verdict]:
     """Targets from issue 14 (the TUI users run; the results steady state)."""
     out: list[Verdict] = []
@@ -111,11 +123,18 @@ def tui_verdicts(res: dict[str, Any]) -> list[Verdict]:
             out.append(Verdict(f"{small['scale']['label']} (small deployment): TUI ≤ 3 % of a core",
                                f"{s['overview']['cpu_share'] * 100:.1f} % Overview, "
                                f"{s['queues']['cpu_share'] * 100:.1f} % Queues", w <= 0.03))
+        st_ms = t.get("collect_steady_ms")
+        judged = st_ms or t["collect_ms"]
         out.append(Verdict(f"{big['scale']['label']}: client time per collector refresh ≤ 25 ms (inside the TUI)",
-                           f"{t['collect_ms']['median']:.0f} ms median collect(), {t['collect_ms']['p95']:.0f} ms p95"
-                           + (f" (wall; CPU of the poll thread {t['collect_cpu_ms']['median']:.0f} ms median)"
-                              if t.get("collect_cpu_ms") else ""),
-                           t["collect_ms"]["median"] <= 25))
+                           (f"{st_ms['median']:.0f} ms median collect(), {st_ms['p95']:.0f} ms p95 in the Overview and "
+                            f"Queues windows (wall; CPU of the poll thread "
+                            f"{t['collect_steady_cpu_ms']['median']:.0f} ms median); {t['collect_ms']['median']:.0f} ms "
+                            "median over the whole run, the key window included (a key pressed into each refresh)"
+                            if st_ms else
+                            f"{t['collect_ms']['median']:.0f} ms median collect(), {t['collect_ms']['p95']:.0f} ms p95"
+                            + (f" (wall; CPU of the poll thread {t['collect_cpu_ms']['median']:.0f} ms median)"
+                               if t.get("collect_cpu_ms") else "")),
+                           judged["median"] <= 25))
     parsed = [sc for sc in res["scales"] if sc.get("parser")]
     if parsed:  # the issue-6 figure (63 ms at S1) this issue revisits: BrokerReader.read alone, hiredis
         big_p = parsed[-1]
@@ -158,10 +177,7 @@ def tui_section(res: dict[str, Any]) -> list[str]:
         L.append(f"| {sc['scale']['label']} | {o['cpu_share'] * 100:.1f} % | {q['cpu_share'] * 100:.1f} % "
                  f"({t['queues_shown']:,} rows) | {q['screen_age_s']['median']:.1f} s / "
                  f"{max(o['screen_age_s']['max'], q['screen_age_s']['max']):.1f} s "
-                 f"| {k['median']:.0f} / {k['p95']:.0f} / {k['max']:.0f} ms | {t['collect_ms']['median']:.0f} ms "
-                 f"(p95 {t['collect_ms']['p95']:.0f}"
-                 + (f"; CPU {t['collect_cpu_ms']['median']:.0f} ms" if t.get("collect_cpu_ms") else "")
-                 + f") | {q['apply_ms']:.0f} ms | "
+                 f"| {k['median']:.0f} / {k['p95']:.0f} / {k['max']:.0f} ms | {_collect_cell(t)} | {q['apply_ms']:.0f} ms | "
                  f"{t.get('redis_server_share', 0) * 100:.2f} % of a core | {t['rss_mb']:.0f} MB |")
     L.append("")
     if st:
