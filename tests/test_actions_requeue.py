@@ -186,7 +186,8 @@ def test_prefixed_broker_live_detection_and_orphan_requeue(start_worker, r, redi
         # A connection that no probe recognised while its worker spoke proves nothing when it goes (the
         # safe side: held-by-silent until kombu's visibility timeout). The watch requeue_orphaned started
         # may not have probed yet on a loaded machine (seen in CI), so wait for it before the kill.
-        monitor = actions.__dict__["_own_monitor"]
+        monitor = actions.own_monitor
+        assert monitor is not None
         wait_for(lambda: connections_recognised(monitor), timeout=20, what="the worker's connections recognised")
         worker.kill9()
         assert actions.live_task_ids() == set()

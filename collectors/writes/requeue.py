@@ -123,7 +123,7 @@ class RequeueWrites(LedgerLookup):
         """
         if self.evidence is not None:
             return self.evidence()
-        mon = self.__dict__.get("_own_monitor")
+        mon = self.own_monitor
         if mon is None:  # watch the workers from now on (daemon threads), and once for observe_s first
             mon = self.__dict__["_own_monitor"] = WorkerMonitor(self.settings)
             weakref.finalize(self, mon.stop)  # its threads and connections end with this object
@@ -145,6 +145,12 @@ class RequeueWrites(LedgerLookup):
             self.__dict__["last_watch"] = (time.monotonic() - t0, why)
         now = time.time()
         return liveness_view(mon.view(now), now, self.settings)
+
+    @property
+    def own_monitor(self) -> WorkerMonitor | None:
+        """The WorkerMonitor this object watches the workers with (started by the first liveness read
+        without ``evidence``); None before it, or with evidence."""
+        return self.__dict__.get("_own_monitor")
 
     @property
     def last_watch(self) -> tuple[float, str] | None:
@@ -170,7 +176,7 @@ class RequeueWrites(LedgerLookup):
     def _settled_for(self, cutoff: float, live: set[str]) -> Callable[[LivenessView], str | None] | None:
         """The early end of the watch for ``requeue --orphaned``: a reason once every candidate entry is
         reported by, or may be held by, responding workers only; None (watch in full) for a big ledger."""
-        if self.evidence is not None or self.__dict__.get("_own_monitor") is not None:
+        if self.evidence is not None or self.own_monitor is not None:
             return None  # no watch to end: the evidence is there already
         try:
             entries = self._candidates(cutoff, live)
