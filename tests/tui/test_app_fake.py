@@ -452,3 +452,33 @@ async def test_poison_quarantine_then_replay_and_delete() -> None:
         await settle(pilot)
         assert ("replay", (["q-1"],), {}) in actions.calls
         assert not [c for c in actions.calls if c[0] == "delete_quarantined"]
+
+
+async def test_the_panel_border_dims_while_the_prompt_has_the_focus_and_a_view_switch_restyles_no_panel(
+        monkeypatch: Any) -> None:
+    """The visible panel's border dims while the focus is elsewhere in its view (the prompt) and is bright
+    again when the table has it back; switching views changes no panel's classes (the hidden panel is
+    not restyled: a ``:focus-within`` rule restyled both panels' whole subtrees on each view key)."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await pilot.pause()
+        panel = app.panel("queues")
+        assert panel.table.has_focus and not panel.has_class("-away")
+        await pilot.press("slash")
+        await pilot.pause()
+        assert panel.has_class("-away")  # the prompt has the focus
+        await pilot.press("escape")
+        await pilot.pause()
+        assert panel.table.has_focus and not panel.has_class("-away")
+        restyled: list[str] = []
+        for view in ("queues", "unacked", "workers", "overview"):
+            other = app.panel(view)
+            monkeypatch.setattr(other, "add_class", lambda *c, _v=view, **k: restyled.append(_v))
+        for key in "2301":
+            await pilot.press(key)
+            await pilot.pause()
+        assert app.current_view == "queues" and panel.table.has_focus
+        assert restyled == []
+        assert not any(app.panel(v).has_class("-away") for v in ("queues", "unacked", "workers", "overview"))
