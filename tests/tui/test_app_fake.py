@@ -482,3 +482,33 @@ async def test_the_panel_border_dims_while_the_prompt_has_the_focus_and_a_view_s
         assert app.current_view == "queues" and panel.table.has_focus
         assert restyled == []
         assert not any(app.panel(v).has_class("-away") for v in ("queues", "unacked", "workers", "overview"))
+
+
+async def test_a_key_press_holds_the_garbage_collector_briefly_and_never_for_long() -> None:
+    """A key is answered without a cyclic GC pause: the collector waits KEY_GC_PAUSE_S after the press,
+    at most KEY_GC_PAUSE_MAX_S under a held key, and is back on when the app ends."""
+    import gc
+    import time
+
+    app = make_app()
+    app.KEY_GC_PAUSE_S = 0.2
+    app.KEY_GC_PAUSE_MAX_S = 0.6
+    assert gc.isenabled()
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("down")
+            assert not gc.isenabled()
+            await wait_until(pilot, gc.isenabled, timeout=2.0)  # back on by itself
+            started = time.monotonic()
+            back_on = None
+            while time.monotonic() - started < 1.2:  # a held key: a press every 50 ms
+                await pilot.press("down")
+                if gc.isenabled() and back_on is None:
+                    back_on = time.monotonic() - started
+                await pilot.pause(0.05)
+            assert back_on is not None and back_on < 0.6 + 0.3  # the cap let it run
+            await pilot.press("down")
+        assert gc.isenabled()  # the app ended mid-pause: the collector is on again
+    finally:
+        gc.enable()
