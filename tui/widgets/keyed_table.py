@@ -320,15 +320,14 @@ class KeyedTable(DataTable[Any]):
         # DataTable's own handler (run after this one) bumps its update count, a part of every render
         # cache key, on each Resize. A view switch sends two to the table: 0x0 when its view is hidden
         # and the size it had when shown again, so every visible line was rendered again although
-        # nothing had changed. Only a new size goes through (and _fit_columns bumps the count itself
-        # when a column width changed); a hidden table is not refitted either.
+        # nothing had changed. Only a new non-zero size goes through (_fit_columns bumps the count itself
+        # when a column width changed; it skips a hidden table, refitted when shown).
         size = (event.size.width, event.size.height)
         if not all(size) or size == self._drawn_size:
             event.prevent_default()
         else:
             self._drawn_size = size
-        if all(size):
-            self._fit_columns()
+        self._fit_columns()
 
     _look: tuple[Any, ...] | None = None
     """The styles the render caches were filled under (``_restyled``)."""
